@@ -1,0 +1,340 @@
+//! The command line: `voicechat [serve] [FLAGS]` runs the node, `voicechat user …`
+//! administers accounts in a stopped node's data dir.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use multiaddr::Multiaddr;
+
+use crate::accounts::{self, AccountError, Hasher};
+use crate::config::{self, TlsMode};
+use crate::store::{Store, StoreError};
+
+/// A self-hosted voice-room node. With no subcommand, runs `serve`.
+#[derive(Debug, Parser)]
+#[command(name = "voicechat", version, args_conflicts_with_subcommands = true)]
+#[command(
+    after_help = "Logs go to stderr; set RUST_LOG (default: info), e.g. RUST_LOG=voicechat_node=debug."
+)]
+pub struct Cli {
+    /// What to do; leaving it out runs `serve`.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `serve` flags given without the word `serve`.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the node (the default).
+    Serve(ServeArgs),
+    /// Manage local accounts in the data dir (stop the node first).
+    User {
+        /// Where the data lives.
+        #[command(flatten)]
+        dir: DirArgs,
+        /// The action.
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+/// Account actions; passwords are read from stdin (prompted without echo on a terminal).
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Create an account; reads its password from stdin.
+    Add {
+        /// User name (3–32 of a-z 0-9 _ - .).
+        name: String,
+    },
+    /// Set a new password (ends the user's sessions); reads it from stdin.
+    Passwd {
+        /// User name.
+        name: String,
+    },
+    /// List accounts.
+    List,
+    /// Disable an account and end its sessions.
+    Disable {
+        /// User name.
+        name: String,
+    },
+    /// Re-enable a disabled account.
+    Enable {
+        /// User name.
+        name: String,
+    },
+}
+
+/// Finding the data dir for admin commands.
+#[derive(Debug, Args)]
+pub struct DirArgs {
+    /// Data directory of the node [default: ./voicechat-data, or data_dir from --config].
+    #[arg(long, global = true, value_name = "DIR", env = "VOICECHAT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML config file to read data_dir from.
+    #[arg(long, global = true, value_name = "FILE", env = "VOICECHAT_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// Everything `serve` accepts. Each flag has a `VOICECHAT_*` env twin and a field in the
+/// config file; a flag beats its env twin, which beats the file.
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// TOML config file with the same settings (see config.dev.toml / config.prod.toml).
+    #[arg(long, value_name = "FILE", env = "VOICECHAT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address for HTTP(S); port 0 picks a free one
+    /// [default: 127.0.0.1:3001, or 0.0.0.0:443 with --tls acme].
+    #[arg(long, value_name = "ADDR:PORT", env = "VOICECHAT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Where the store, node key and TLS material live [default: ./voicechat-data].
+    #[arg(long, value_name = "DIR", env = "VOICECHAT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// This node's public name, part of every user id (alice@NAME); choose it before
+    /// federating [default: localhost].
+    #[arg(long, value_name = "NODE_NAME", env = "VOICECHAT_NAME")]
+    pub name: Option<String>,
+    /// Origin browsers use, e.g. https://voice.example.org behind a TLS proxy
+    /// [default: from the listen address, https://DOMAIN with acme].
+    #[arg(long, value_name = "URL", env = "VOICECHAT_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// libp2p listen multiaddr reserved for federation; checked and kept, but not bound
+    /// yet (federation will bind it) [default: /ip4/0.0.0.0/tcp/4001].
+    #[arg(long, value_name = "MULTIADDR", env = "VOICECHAT_P2P_LISTEN")]
+    pub p2p_listen: Option<Multiaddr>,
+    /// STUN/TURN server URL handed to browsers (repeatable; env: comma-separated);
+    /// TURN credentials go in the config file [default: none].
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "VOICECHAT_ICE_SERVER",
+        value_delimiter = ','
+    )]
+    pub ice_server: Vec<String>,
+    /// TLS mode: none; files (PEM --cert/--key, chosen by itself when HTTPS_CERT and
+    /// HTTPS_KEY are set); self-signed (generated once into DIR/tls/, for a LAN); acme
+    /// (Let's Encrypt via TLS-ALPN-01 on the listen port, cache in DIR/tls/acme)
+    /// [default: none].
+    #[arg(long, value_enum, value_name = "MODE", env = "VOICECHAT_TLS")]
+    pub tls: Option<TlsMode>,
+    /// PEM certificate chain for --tls files.
+    #[arg(long, value_name = "FILE", env = "HTTPS_CERT")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key for --tls files.
+    #[arg(long, value_name = "FILE", env = "HTTPS_KEY")]
+    pub key: Option<PathBuf>,
+    /// Domain to get a certificate for with --tls acme (repeatable; the first one is the
+    /// public URL). Its DNS must point here and port 443 must reach --listen.
+    #[arg(
+        long,
+        value_name = "DOMAIN",
+        env = "VOICECHAT_DOMAIN",
+        value_delimiter = ','
+    )]
+    pub domain: Vec<String>,
+    /// ACME account contact email (repeatable) for expiry notices [default: none].
+    #[arg(
+        long,
+        value_name = "EMAIL",
+        env = "VOICECHAT_ACME_CONTACT",
+        value_delimiter = ','
+    )]
+    pub acme_contact: Vec<String>,
+    /// Use Let's Encrypt's staging directory (untrusted test certificates) [default: false].
+    #[arg(long, value_name = "BOOL", env = "VOICECHAT_ACME_STAGING",
+          num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub acme_staging: Option<bool>,
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        None => crate::serve::run(cli.serve).await,
+        Some(Command::Serve(args)) => crate::serve::run(args).await,
+        Some(Command::User { dir, action }) => user(dir, action).await,
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Turns a store-open failure into one line a person can act on.
+pub fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
+    Store::open(data_dir).map_err(|e| match e {
+        StoreError::Sled(sled::Error::Io(io)) if io.to_string().contains("acquire lock") => {
+            anyhow::anyhow!(
+                "the data dir {} is in use by a running node: stop the node first, \
+                 or point --data-dir at another directory",
+                data_dir.display()
+            )
+        }
+        e => anyhow::Error::new(e)
+            .context(format!("cannot open the store in {}", data_dir.display())),
+    })
+}
+
+async fn user(dir: DirArgs, action: UserAction) -> anyhow::Result<()> {
+    let file_dir = match &dir.config {
+        Some(path) => config::load_file(path)?.data_dir,
+        None => None,
+    };
+    let data_dir = dir
+        .data_dir
+        .or(file_dir)
+        .unwrap_or_else(|| config::DEFAULT_DATA_DIR.into());
+    if !matches!(action, UserAction::Add { .. }) && !data_dir.join("db").exists() {
+        bail!("no node data in {}: check --data-dir", data_dir.display());
+    }
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let store = open_store(&data_dir)?;
+    let hasher = Hasher::new(1);
+    let result = match action {
+        UserAction::Add { name } => {
+            let pw = read_password(&format!("Password for {name}: "), true)?;
+            accounts::create_user(&store, &hasher, &name, &pw)
+                .await
+                .map(|u| {
+                    println!("created user {}", u.name.as_str());
+                })
+        }
+        UserAction::Passwd { name } => {
+            let pw = read_password(&format!("New password for {name}: "), true)?;
+            accounts::set_password(&store, &hasher, &name, &pw, None)
+                .await
+                .map(|()| println!("password changed for {name}; their sessions were ended"))
+        }
+        UserAction::List => {
+            let users = store.users()?;
+            for u in &users {
+                let state = if u.disabled { "disabled" } else { "active" };
+                println!("{}\t{}\tcreated {}", u.name.as_str(), state, u.created_at);
+            }
+            if users.is_empty() {
+                eprintln!("no users yet");
+            }
+            Ok(())
+        }
+        UserAction::Disable { name } => accounts::set_disabled(&store, &name, true)
+            .await
+            .map(|()| println!("disabled {name}; their sessions were ended")),
+        UserAction::Enable { name } => accounts::set_disabled(&store, &name, false)
+            .await
+            .map(|()| println!("enabled {name}")),
+    };
+    store.flush().await?;
+    result.map_err(|e| match e {
+        AccountError::Store(e) => anyhow::Error::new(e).context("storage failed"),
+        e => anyhow::anyhow!("{e}"),
+    })
+}
+
+/// One line from stdin; on a terminal, prompted without echo (and asked twice if `confirm`).
+fn read_password(prompt: &str, confirm: bool) -> anyhow::Result<String> {
+    if std::io::stdin().is_terminal() {
+        let pw = rpassword::prompt_password(prompt)?;
+        if confirm && rpassword::prompt_password("Repeat it: ")? != pw {
+            bail!("the passwords do not match");
+        }
+        return Ok(pw);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from stdin")?;
+    let pw = line.strip_suffix('\n').unwrap_or(&line);
+    let pw = pw.strip_suffix('\r').unwrap_or(pw).to_owned();
+    if pw.is_empty() {
+        bail!(
+            "no password on stdin (pipe one line, e.g. `echo \"$PW\" | voicechat user add NAME`)"
+        );
+    }
+    std::io::stderr().flush().ok();
+    Ok(pw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_subcommand_means_serve_with_flags() {
+        let cli = Cli::try_parse_from(["voicechat", "--listen", "127.0.0.1:0", "--name", "alpha"])
+            .unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.name.as_deref(), Some("alpha"));
+        let cli = Cli::try_parse_from(["voicechat", "serve", "--tls", "self-signed"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Serve(ServeArgs {
+                tls: Some(TlsMode::SelfSigned),
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn user_commands_take_data_dir_anywhere() {
+        let cli =
+            Cli::try_parse_from(["voicechat", "user", "add", "bob", "--data-dir", "/d"]).unwrap();
+        let Some(Command::User {
+            dir,
+            action: UserAction::Add { name },
+        }) = cli.command
+        else {
+            panic!("not user add")
+        };
+        assert_eq!(
+            (dir.data_dir.unwrap(), name.as_str()),
+            (PathBuf::from("/d"), "bob")
+        );
+        let cli = Cli::try_parse_from(["voicechat", "user", "--data-dir", "/d", "list"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::User {
+                action: UserAction::List,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn repeatable_flags_and_staging_switch() {
+        let cli = Cli::try_parse_from([
+            "voicechat",
+            "--ice-server",
+            "stun:a",
+            "--ice-server",
+            "turn:b",
+            "--domain",
+            "x.org",
+            "--acme-staging",
+        ])
+        .unwrap();
+        assert_eq!(cli.serve.ice_server, ["stun:a", "turn:b"]);
+        assert_eq!(cli.serve.acme_staging, Some(true));
+        let cli = Cli::try_parse_from(["voicechat", "--acme-staging=false"]).unwrap();
+        assert_eq!(cli.serve.acme_staging, Some(false));
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}

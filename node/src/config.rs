@@ -1,0 +1,727 @@
+//! How a node is configured: the optional TOML file, merged under the command line
+//! (file < `VOICECHAT_*` env < flag), resolved into one checked [`Config`].
+//!
+//! Everything here is pure, so the precedence rules, TLS mode selection and the
+//! public URL derivation are unit-tested without sockets.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use multiaddr::Multiaddr;
+use serde::Deserialize;
+use voicechat_protocol::ids::NodeName;
+
+use crate::cli::ServeArgs;
+use crate::state::Settings;
+
+/// The node name used when none is configured.
+pub const DEFAULT_NAME: &str = "localhost";
+/// Where the node's data lives when none is configured.
+pub const DEFAULT_DATA_DIR: &str = "./voicechat-data";
+/// The HTTP listen address when none is configured (and TLS is not `acme`).
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3001);
+/// The listen address with `--tls acme` when none is configured: ACME's TLS-ALPN-01
+/// challenge is answered on port 443.
+pub const DEFAULT_ACME_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 443);
+/// The libp2p listen address reserved for federation when none is configured.
+pub const DEFAULT_P2P_LISTEN: &str = "/ip4/0.0.0.0/tcp/4001";
+/// Concurrent password hashes when none is configured (argon2id at 19 MiB each).
+pub const DEFAULT_MAX_CONCURRENT_HASHES: usize = 4;
+
+/// What is wrong with the configuration; each prints as one line for a person.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {error}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why (kept out of the error chain so it prints once).
+        error: std::io::Error,
+    },
+    /// The config file is not valid TOML for this struct.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What toml said (line, column, field).
+        message: String,
+    },
+    /// The node name breaks the naming rules.
+    #[error(
+        "bad node name {0:?}: use a DNS-style name (letters, digits, '-', dots), e.g. voice.example.org"
+    )]
+    BadName(String),
+    /// `public_url` is not an http(s) origin.
+    #[error("bad public URL {0:?}: expected an origin like https://voice.example.org (no path)")]
+    BadPublicUrl(String),
+    /// `p2p_listen` is not a multiaddr.
+    #[error("bad p2p listen address {0:?}: expected a multiaddr like /ip4/0.0.0.0/tcp/4001")]
+    BadMultiaddr(String),
+    /// An ICE server URL is not stun:/stuns:/turn:/turns:.
+    #[error("bad ICE server URL {0:?}: expected stun:, stuns:, turn: or turns:")]
+    BadIceServer(String),
+    /// `--tls files` without both files.
+    #[error("--tls files needs both --cert (HTTPS_CERT) and --key (HTTPS_KEY)")]
+    MissingCertFiles,
+    /// `--tls acme` without a domain.
+    #[error("--tls acme needs at least one --domain")]
+    MissingDomain,
+}
+
+/// The four ways to serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// Plain HTTP (behind a TLS-terminating proxy, or on loopback).
+    None,
+    /// PEM certificate and key files (`--cert`/`--key`, or `HTTPS_CERT`/`HTTPS_KEY`).
+    Files,
+    /// A certificate generated once and kept in `<data-dir>/tls/`, for a LAN.
+    SelfSigned,
+    /// Certificates from Let's Encrypt over ACME (TLS-ALPN-01 on the listen port).
+    Acme,
+}
+
+/// The optional TOML file. Every field may be left out; flags and env override it.
+/// Relative paths in the file are taken relative to the file's own directory.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The node's public name, part of every user id (`alice@name`). Left out:
+    /// `localhost`. Choose it before federating; changing it later renames every user.
+    pub name: Option<String>,
+    /// `ADDR:PORT` for HTTP(S). Left out: `127.0.0.1:3001` (`0.0.0.0:443` with acme).
+    pub listen: Option<SocketAddr>,
+    /// Where the store, node key and TLS material live. Left out: `./voicechat-data`.
+    pub data_dir: Option<PathBuf>,
+    /// The origin browsers use, e.g. `https://voice.example.org` behind a proxy. Left
+    /// out: derived from the listen address and TLS mode (`https://<first domain>` with acme).
+    pub public_url: Option<String>,
+    /// libp2p listen multiaddr reserved for federation (not bound yet). Left out:
+    /// `/ip4/0.0.0.0/tcp/4001`.
+    pub p2p_listen: Option<String>,
+    /// STUN/TURN servers for browsers: URLs, or tables `{ urls, username, credential }`.
+    /// Left out: none (peers on the same LAN or with public addresses still connect).
+    pub ice_servers: Option<Vec<IceServerEntry>>,
+    /// At most this many password hashes run at once (19 MiB each). Left out: 4.
+    pub max_concurrent_hashes: Option<usize>,
+    /// TLS settings. Left out: no TLS, unless `HTTPS_CERT` and `HTTPS_KEY` are set.
+    pub tls: Option<FileTls>,
+}
+
+/// The `[tls]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    /// `none`, `files`, `self-signed` or `acme`. Left out: `files` if a cert and key are
+    /// given (here or in `HTTPS_CERT`/`HTTPS_KEY`), else `none`.
+    pub mode: Option<TlsMode>,
+    /// PEM certificate chain for `files`. Left out: `HTTPS_CERT`.
+    pub cert: Option<PathBuf>,
+    /// PEM private key for `files`. Left out: `HTTPS_KEY`.
+    pub key: Option<PathBuf>,
+    /// Domains to get certificates for with `acme` (the first is the public URL).
+    pub domains: Option<Vec<String>>,
+    /// ACME account contacts (`admin@example.org` or `mailto:…`). Left out: none.
+    pub acme_contact: Option<Vec<String>>,
+    /// Use Let's Encrypt's staging directory (untrusted certs, generous limits). Left out: false.
+    pub acme_staging: Option<bool>,
+}
+
+/// One ICE server in the file: a bare URL or a full `RTCIceServer`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum IceServerEntry {
+    /// `"stun:stun.example.org:3478"`.
+    Url(String),
+    /// `{ urls = "turn:…", username = "…", credential = "…" }`.
+    Full(IceServerTable),
+}
+
+/// A full `RTCIceServer`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServerTable {
+    /// One URL or several.
+    pub urls: Urls,
+    /// TURN user name. Left out: none.
+    pub username: Option<String>,
+    /// TURN password. Left out: none.
+    pub credential: Option<String>,
+}
+
+/// One URL or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Urls {
+    /// One.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+/// How the node serves HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tls {
+    /// Plain HTTP.
+    None,
+    /// PEM files.
+    Files {
+        /// Certificate chain.
+        cert: PathBuf,
+        /// Private key.
+        key: PathBuf,
+    },
+    /// Generated once, kept in the data dir.
+    SelfSigned,
+    /// Let's Encrypt.
+    Acme {
+        /// At least one.
+        domains: Vec<String>,
+        /// `mailto:` URLs.
+        contact: Vec<String>,
+        /// Staging directory instead of production.
+        staging: bool,
+    },
+}
+
+impl Tls {
+    /// Whether connections are encrypted by this node.
+    pub fn is_on(&self) -> bool {
+        !matches!(self, Tls::None)
+    }
+}
+
+/// The resolved, checked configuration of `voicechat serve`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Public name.
+    pub name: NodeName,
+    /// HTTP(S) listen address (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// An explicit public origin, without trailing slash.
+    pub public_url: Option<String>,
+    /// Reserved for federation.
+    pub p2p_listen: Multiaddr,
+    /// `RTCIceServer` objects.
+    pub ice_servers: Vec<serde_json::Value>,
+    /// TLS mode.
+    pub tls: Tls,
+    /// Password hash concurrency.
+    pub max_concurrent_hashes: usize,
+}
+
+/// Reads and parses a TOML config file.
+pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
+    parse_file(&text, path)
+}
+
+/// Parses TOML text; relative paths in it are made relative to `path`'s directory.
+pub fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+    let mut file: FileConfig = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
+        ConfigError::Parse {
+            path: path.to_owned(),
+            message: match line {
+                Some(l) => format!("line {l}: {}", e.message()),
+                None => e.message().to_owned(),
+            },
+        }
+    })?;
+    let base = path.parent().unwrap_or(Path::new(""));
+    let rebase = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    if let Some(d) = file.data_dir.as_mut() {
+        rebase(d);
+    }
+    if let Some(tls) = file.tls.as_mut() {
+        tls.cert.as_mut().map(rebase);
+        tls.key.as_mut().map(rebase);
+    }
+    Ok(file)
+}
+
+/// Picks the TLS mode: an explicit mode (flag/env, then file) wins; otherwise `files`
+/// when both a certificate and a key are known, else `none`.
+pub fn select_tls(
+    explicit: Option<TlsMode>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    domains: Vec<String>,
+    contact: Vec<String>,
+    staging: bool,
+) -> Result<Tls, ConfigError> {
+    let mode = explicit.unwrap_or(if cert.is_some() && key.is_some() {
+        TlsMode::Files
+    } else {
+        TlsMode::None
+    });
+    Ok(match mode {
+        TlsMode::None => Tls::None,
+        TlsMode::SelfSigned => Tls::SelfSigned,
+        TlsMode::Files => match (cert, key) {
+            (Some(cert), Some(key)) => Tls::Files { cert, key },
+            _ => return Err(ConfigError::MissingCertFiles),
+        },
+        TlsMode::Acme => {
+            if domains.is_empty() {
+                return Err(ConfigError::MissingDomain);
+            }
+            let contact = contact
+                .into_iter()
+                .map(|c| {
+                    if c.starts_with("mailto:") {
+                        c
+                    } else {
+                        format!("mailto:{c}")
+                    }
+                })
+                .collect();
+            Tls::Acme {
+                domains,
+                contact,
+                staging,
+            }
+        }
+    })
+}
+
+/// Checks an explicit public URL and returns it as an origin without trailing slash.
+pub fn check_public_url(url: &str) -> Result<String, ConfigError> {
+    let bad = || ConfigError::BadPublicUrl(url.to_owned());
+    let trimmed = url.trim().trim_end_matches('/');
+    let rest = trimmed
+        .strip_prefix("http://")
+        .or_else(|| trimmed.strip_prefix("https://"))
+        .ok_or_else(bad)?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', ' ', '@']) {
+        return Err(bad());
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// The origin browsers use when none is configured, from the bound address.
+/// Loopback becomes `localhost` (a secure context); an unspecified address becomes
+/// loopback; default ports are left out, as browsers do in the `Origin` header.
+pub fn derive_public_url(tls: &Tls, bound: SocketAddr) -> String {
+    if let Tls::Acme { domains, .. } = tls {
+        return format!("https://{}", domains[0]);
+    }
+    let scheme = if tls.is_on() { "https" } else { "http" };
+    let host = match bound.ip() {
+        IpAddr::V4(ip) if ip.is_loopback() => "localhost".to_owned(),
+        IpAddr::V4(ip) if ip.is_unspecified() => Ipv4Addr::LOCALHOST.to_string(),
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) if ip.is_loopback() => "localhost".to_owned(),
+        IpAddr::V6(ip) if ip.is_unspecified() => format!("[{}]", Ipv6Addr::LOCALHOST),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    let default_port = if tls.is_on() { 443 } else { 80 };
+    if bound.port() == default_port {
+        format!("{scheme}://{host}")
+    } else {
+        format!("{scheme}://{host}:{}", bound.port())
+    }
+}
+
+fn check_ice_url(url: &str) -> Result<String, ConfigError> {
+    let ok = ["stun:", "stuns:", "turn:", "turns:"]
+        .iter()
+        .any(|p| url.starts_with(p))
+        && url.len() > 6
+        && !url.contains(char::is_whitespace);
+    if ok {
+        Ok(url.to_owned())
+    } else {
+        Err(ConfigError::BadIceServer(url.to_owned()))
+    }
+}
+
+fn ice_entry_json(e: IceServerEntry) -> Result<serde_json::Value, ConfigError> {
+    Ok(match e {
+        IceServerEntry::Url(u) => serde_json::json!({ "urls": check_ice_url(&u)? }),
+        IceServerEntry::Full(t) => {
+            let urls = match t.urls {
+                Urls::One(u) => serde_json::json!(check_ice_url(&u)?),
+                Urls::Many(us) => serde_json::json!(
+                    us.iter()
+                        .map(|u| check_ice_url(u))
+                        .collect::<Result<Vec<_>, _>>()?
+                ),
+            };
+            let mut v = serde_json::json!({ "urls": urls });
+            if let Some(u) = t.username {
+                v["username"] = u.into();
+            }
+            if let Some(c) = t.credential {
+                v["credential"] = c.into();
+            }
+            v
+        }
+    })
+}
+
+/// `Some` non-empty list from the command line, else the file's.
+fn list_or(cli: &[String], file: Option<Vec<String>>) -> Vec<String> {
+    if cli.is_empty() {
+        file.unwrap_or_default()
+    } else {
+        cli.to_vec()
+    }
+}
+
+impl Config {
+    /// Merges the file under the command line (whose values already include env) and
+    /// checks the result.
+    pub fn resolve(args: &ServeArgs, file: FileConfig) -> Result<Config, ConfigError> {
+        let ftls = file.tls.unwrap_or_default();
+        let tls = select_tls(
+            args.tls.or(ftls.mode),
+            args.cert.clone().or(ftls.cert),
+            args.key.clone().or(ftls.key),
+            list_or(&args.domain, ftls.domains),
+            list_or(&args.acme_contact, ftls.acme_contact),
+            args.acme_staging.or(ftls.acme_staging).unwrap_or(false),
+        )?;
+
+        let name_text = args
+            .name
+            .clone()
+            .or(file.name)
+            .unwrap_or_else(|| DEFAULT_NAME.into());
+        let name = NodeName::new(&name_text).map_err(|_| ConfigError::BadName(name_text))?;
+
+        let default_listen = if matches!(tls, Tls::Acme { .. }) {
+            DEFAULT_ACME_LISTEN
+        } else {
+            DEFAULT_LISTEN
+        };
+        let listen = args.listen.or(file.listen).unwrap_or(default_listen);
+
+        let public_url = args
+            .public_url
+            .clone()
+            .or(file.public_url)
+            .map(|u| check_public_url(&u))
+            .transpose()?;
+
+        let p2p_listen = match (&args.p2p_listen, file.p2p_listen) {
+            (Some(m), _) => m.clone(),
+            (None, text) => {
+                let text = text.unwrap_or_else(|| DEFAULT_P2P_LISTEN.into());
+                text.parse().map_err(|_| ConfigError::BadMultiaddr(text))?
+            }
+        };
+
+        let ice_servers = if args.ice_server.is_empty() {
+            file.ice_servers.unwrap_or_default()
+        } else {
+            args.ice_server
+                .iter()
+                .cloned()
+                .map(IceServerEntry::Url)
+                .collect()
+        };
+        let ice_servers = ice_servers
+            .into_iter()
+            .map(ice_entry_json)
+            .collect::<Result<Vec<_>, _>>()?;
+
+        Ok(Config {
+            name,
+            listen,
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            public_url,
+            p2p_listen,
+            ice_servers,
+            tls,
+            max_concurrent_hashes: file
+                .max_concurrent_hashes
+                .unwrap_or(DEFAULT_MAX_CONCURRENT_HASHES)
+                .max(1),
+        })
+    }
+
+    /// The public origin, given the address actually bound.
+    pub fn public_url(&self, bound: SocketAddr) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| derive_public_url(&self.tls, bound))
+    }
+
+    /// What the HTTP layer needs, given the address actually bound.
+    pub fn settings(&self, bound: SocketAddr) -> Settings {
+        let url = self.public_url(bound);
+        let mut s = Settings::new(self.name.clone(), url);
+        s.secure_cookies = self.tls.is_on() || s.public_url.starts_with("https://");
+        s.ice_servers = self.ice_servers.clone();
+        s.max_concurrent_hashes = self.max_concurrent_hashes;
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::Cli;
+
+    /// Parses a `serve` command line.
+    fn args(argv: &[&str]) -> ServeArgs {
+        let mut full = vec!["voicechat", "serve"];
+        full.extend_from_slice(argv);
+        match Cli::try_parse_from(full).expect("parses").command {
+            Some(crate::cli::Command::Serve(a)) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    fn file(text: &str) -> FileConfig {
+        parse_file(text, Path::new("/etc/voicechat/node.toml")).expect("valid toml")
+    }
+
+    #[test]
+    fn defaults_with_nothing_given() {
+        let c = Config::resolve(&args(&[]), FileConfig::default()).unwrap();
+        assert_eq!(c.name.as_str(), "localhost");
+        assert_eq!(c.listen, DEFAULT_LISTEN);
+        assert_eq!(c.data_dir, PathBuf::from("./voicechat-data"));
+        assert_eq!(c.p2p_listen.to_string(), "/ip4/0.0.0.0/tcp/4001");
+        assert_eq!(c.tls, Tls::None);
+        assert!(c.ice_servers.is_empty());
+        let s = c.settings("127.0.0.1:3001".parse().unwrap());
+        assert_eq!(s.public_url, "http://localhost:3001");
+        assert!(!s.secure_cookies);
+    }
+
+    #[test]
+    fn flag_beats_file_and_file_beats_default() {
+        let f = "name = \"fromfile\"\nlisten = \"0.0.0.0:8080\"\ndata_dir = \"data\"\n\
+                 ice_servers = [\"stun:stun.example.org\"]\n";
+        let c = Config::resolve(&args(&["--name", "fromflag"]), file(f)).unwrap();
+        assert_eq!(c.name.as_str(), "fromflag");
+        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(
+            c.data_dir,
+            PathBuf::from("/etc/voicechat/data"),
+            "relative to the file"
+        );
+        assert_eq!(
+            c.ice_servers,
+            vec![serde_json::json!({"urls": "stun:stun.example.org"})]
+        );
+        let c = Config::resolve(&args(&["--ice-server", "turn:t.example.org"]), file(f)).unwrap();
+        assert_eq!(
+            c.ice_servers,
+            vec![serde_json::json!({"urls": "turn:t.example.org"})]
+        );
+    }
+
+    /// Env twins are filled in by clap before `resolve` sees them, so an env value
+    /// takes the same path as a flag value (beating the file) and clap prefers a flag
+    /// over its env twin. Setting env vars needs `unsafe` in Rust 2024, which the
+    /// workspace forbids, so this checks the wiring rather than mutating the env.
+    #[test]
+    fn env_beats_file_through_the_flag_path() {
+        let cmd = <Cli as clap::CommandFactory>::command();
+        let serve = cmd.find_subcommand("serve").unwrap();
+        let arg = serve
+            .get_arguments()
+            .find(|a| a.get_id() == "public_url")
+            .unwrap();
+        assert_eq!(
+            arg.get_env().and_then(|e| e.to_str()),
+            Some("VOICECHAT_PUBLIC_URL")
+        );
+        let f = file("public_url = \"https://file.example.org\"");
+        let c = Config::resolve(&args(&["--public-url", "https://env.example.org/"]), f).unwrap();
+        assert_eq!(c.public_url.as_deref(), Some("https://env.example.org"));
+    }
+
+    #[test]
+    fn every_serve_flag_has_an_env_twin() {
+        let cmd = <Cli as clap::CommandFactory>::command();
+        let serve = cmd.find_subcommand("serve").unwrap();
+        for a in serve.get_arguments() {
+            let id = a.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            let env = a
+                .get_env()
+                .and_then(|e| e.to_str())
+                .unwrap_or_else(|| panic!("{id}"));
+            assert!(
+                env.starts_with("VOICECHAT_") || env.starts_with("HTTPS_"),
+                "{id}: {env}"
+            );
+        }
+    }
+
+    #[test]
+    fn tls_mode_selection() {
+        let p = |s: &str| Some(PathBuf::from(s));
+        let sel = |m, c, k| select_tls(m, c, k, vec![], vec![], false);
+        assert_eq!(sel(None, None, None).unwrap(), Tls::None);
+        assert_eq!(sel(None, p("c"), None).unwrap(), Tls::None, "needs both");
+        assert_eq!(
+            sel(None, p("c"), p("k")).unwrap(),
+            Tls::Files {
+                cert: "c".into(),
+                key: "k".into()
+            },
+            "HTTPS_CERT + HTTPS_KEY alone select files"
+        );
+        assert_eq!(sel(Some(TlsMode::None), p("c"), p("k")).unwrap(), Tls::None);
+        assert_eq!(
+            sel(Some(TlsMode::SelfSigned), p("c"), p("k")).unwrap(),
+            Tls::SelfSigned
+        );
+        assert!(matches!(
+            sel(Some(TlsMode::Files), p("c"), None),
+            Err(ConfigError::MissingCertFiles)
+        ));
+        assert!(matches!(
+            sel(Some(TlsMode::Acme), None, None),
+            Err(ConfigError::MissingDomain)
+        ));
+        let acme = select_tls(
+            Some(TlsMode::Acme),
+            None,
+            None,
+            vec!["v.example.org".into()],
+            vec!["a@example.org".into(), "mailto:b@example.org".into()],
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            acme,
+            Tls::Acme {
+                domains: vec!["v.example.org".into()],
+                contact: vec!["mailto:a@example.org".into(), "mailto:b@example.org".into()],
+                staging: true
+            }
+        );
+    }
+
+    #[test]
+    fn tls_from_file_and_acme_defaults() {
+        let f = file("[tls]\nmode = \"acme\"\ndomains = [\"voice.example.org\"]\n");
+        let c = Config::resolve(&args(&[]), f).unwrap();
+        assert_eq!(c.listen, DEFAULT_ACME_LISTEN);
+        let s = c.settings("0.0.0.0:443".parse().unwrap());
+        assert_eq!(s.public_url, "https://voice.example.org");
+        assert!(s.secure_cookies);
+        // A flag overrides the file's mode.
+        let f = file("[tls]\nmode = \"acme\"\ndomains = [\"voice.example.org\"]\n");
+        let c = Config::resolve(&args(&["--tls", "self-signed"]), f).unwrap();
+        assert_eq!(c.tls, Tls::SelfSigned);
+    }
+
+    #[test]
+    fn public_url_derivation() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            derive_public_url(&Tls::None, a("127.0.0.1:3001")),
+            "http://localhost:3001"
+        );
+        assert_eq!(
+            derive_public_url(&Tls::None, a("0.0.0.0:3001")),
+            "http://127.0.0.1:3001"
+        );
+        assert_eq!(
+            derive_public_url(&Tls::None, a("192.168.1.5:80")),
+            "http://192.168.1.5"
+        );
+        assert_eq!(
+            derive_public_url(&Tls::SelfSigned, a("192.168.1.5:443")),
+            "https://192.168.1.5"
+        );
+        assert_eq!(
+            derive_public_url(&Tls::SelfSigned, a("[::1]:8443")),
+            "https://localhost:8443"
+        );
+        assert_eq!(
+            derive_public_url(&Tls::None, a("[fe80::1]:3001")),
+            "http://[fe80::1]:3001"
+        );
+        assert_eq!(
+            derive_public_url(&Tls::None, a("[::]:3001")),
+            "http://[::1]:3001"
+        );
+    }
+
+    #[test]
+    fn explicit_public_url_checked_and_secure_cookies_behind_proxy() {
+        assert_eq!(
+            check_public_url("https://v.example.org/").unwrap(),
+            "https://v.example.org"
+        );
+        assert!(check_public_url("v.example.org").is_err());
+        assert!(check_public_url("https://v.example.org/app").is_err());
+        assert!(check_public_url("ftp://v.example.org").is_err());
+        let c = Config::resolve(
+            &args(&["--public-url", "https://v.example.org"]),
+            FileConfig::default(),
+        )
+        .unwrap();
+        let s = c.settings("127.0.0.1:3001".parse().unwrap());
+        assert_eq!(s.public_url, "https://v.example.org");
+        assert!(s.secure_cookies, "https behind a proxy");
+    }
+
+    #[test]
+    fn bad_values_are_one_clear_error() {
+        assert!(matches!(
+            Config::resolve(&args(&["--name", "no spaces!"]), FileConfig::default()),
+            Err(ConfigError::BadName(_))
+        ));
+        assert!(matches!(
+            Config::resolve(&args(&[]), file("p2p_listen = \"tcp:4001\"")),
+            Err(ConfigError::BadMultiaddr(_))
+        ));
+        assert!(Cli::try_parse_from(["voicechat", "--p2p-listen", "nonsense"]).is_err());
+        assert!(matches!(
+            Config::resolve(&args(&["--ice-server", "http://x"]), FileConfig::default()),
+            Err(ConfigError::BadIceServer(_))
+        ));
+        let err = parse_file("nmae = \"x\"", Path::new("x.toml")).unwrap_err();
+        assert!(err.to_string().contains("nmae"), "{err}");
+    }
+
+    #[test]
+    fn ice_server_tables() {
+        let f = file(
+            "ice_servers = [\"stun:s.example.org\", \
+             { urls = [\"turn:t.example.org:3478\", \"turns:t.example.org:5349\"], \
+               username = \"u\", credential = \"p\" }]",
+        );
+        let c = Config::resolve(&args(&[]), f).unwrap();
+        assert_eq!(c.ice_servers[1]["username"], "u");
+        assert_eq!(c.ice_servers[1]["urls"][1], "turns:t.example.org:5349");
+    }
+
+    #[test]
+    fn sample_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for name in ["config.dev.toml", "config.prod.toml"] {
+            let f = load_file(&dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
+            Config::resolve(&args(&[]), f).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Sessions, CSRF and the account endpoints: session, register, login, logout, password.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use voicechat_protocol::ids::{UserId, UserName};
+
+use super::cookies;
+use super::error::{AppError, Body};
+use crate::accounts;
+use crate::state::AppState;
+use crate::store::SessionRecord;
+use crate::time::{random_hex, unix_now};
+
+/// A logged-in user, taken from the session cookie.
+pub struct Auth {
+    /// The local account name.
+    pub name: UserName,
+    /// `name@node`.
+    pub id: UserId,
+    /// The session cookie value.
+    pub session: String,
+}
+
+impl Auth {
+    /// Looks up the session cookie in `headers`; `None` if absent, unknown, expired or the
+    /// account is disabled.
+    pub fn from_headers(state: &AppState, headers: &HeaderMap) -> Result<Option<Self>, AppError> {
+        let Some(sid) = cookies::get(headers, cookies::SESSION) else { return Ok(None) };
+        let Some(s) = state.store.session(sid)? else { return Ok(None) };
+        if s.expires_at <= unix_now() {
+            return Ok(None);
+        }
+        match state.store.user(&s.user)? {
+            Some(u) if !u.disabled => {}
+            _ => return Ok(None),
+        }
+        Ok(Some(Self { id: state.local_user(&s.user), name: s.user, session: sid.to_owned() }))
+    }
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = AppError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        Self::from_headers(state, &parts.headers)?
+            .ok_or_else(|| AppError::unauthenticated("log in first"))
+    }
+}
+
+/// Refuses state-changing requests whose `X-CSRF-Token` header does not match the
+/// `vc_csrf` cookie (double-submit; the cookie is SameSite=Strict and HttpOnly).
+pub async fn require_csrf(req: Request, next: Next) -> Response {
+    let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if unsafe_method {
+        let cookie = cookies::get(req.headers(), cookies::CSRF);
+        let header = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok());
+        let ok = matches!((cookie, header), (Some(c), Some(h)) if c.len() >= 32 && constant_eq(c, h));
+        if !ok {
+            return AppError::csrf().into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn user_json(state: &AppState, name: &UserName) -> serde_json::Value {
+    json!({"id": state.local_user(name).to_string(), "name": name.as_str(), "node": state.settings.node_name.as_str()})
+}
+
+/// Starts a fresh session (new id, new CSRF token) and builds the answer.
+async fn start_session(state: &AppState, name: &UserName, status: StatusCode) -> Result<Response, AppError> {
+    let sid = random_hex(32);
+    let now = unix_now();
+    let record = SessionRecord { user: name.clone(), created_at: now, expires_at: now + cookies::SESSION_TTL };
+    state.store.put_session(&sid, &record).await?;
+    let csrf = random_hex(32);
+    let secure = state.settings.secure_cookies;
+    let mut res = (status, axum::Json(json!({"user": user_json(state, name), "csrf": csrf}))).into_response();
+    let h = res.headers_mut();
+    h.append(header::SET_COOKIE, set_cookie(cookies::SESSION, &sid, Some(cookies::SESSION_TTL), secure));
+    h.append(header::SET_COOKIE, set_cookie(cookies::CSRF, &csrf, None, secure));
+    Ok(res)
+}
+
+fn set_cookie(name: &str, value: &str, max_age: Option<u64>, secure: bool) -> HeaderValue {
+    HeaderValue::from_str(&cookies::set(name, value, max_age, secure)).expect("cookie is ASCII")
+}
+
+/// `GET /api/session`: who am I, and the CSRF token for this browser.
+pub async fn session(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
+    let user = Auth::from_headers(&state, &headers)?.map(|a| user_json(&state, &a.name));
+    let (csrf, fresh) = match cookies::get(&headers, cookies::CSRF) {
+        Some(c) if c.len() >= 32 => (c.to_owned(), false),
+        _ => (random_hex(32), true),
+    };
+    let body = json!({"user": user, "csrf": csrf, "node": state.settings.node_name.as_str()});
+    let mut res = axum::Json(body).into_response();
+    if fresh {
+        let c = set_cookie(cookies::CSRF, &csrf, None, state.settings.secure_cookies);
+        res.headers_mut().append(header::SET_COOKIE, c);
+    }
+    Ok(res)
+}
+
+/// Username and password, as both register and login take them.
+#[derive(Deserialize)]
+pub struct Credentials {
+    username: String,
+    password: String,
+}
+
+/// `POST /api/register`.
+pub async fn register(State(state): State<AppState>, Body(c): Body<Credentials>) -> Result<Response, AppError> {
+    let user = accounts::create_user(&state.store, &state.hasher, &c.username, &c.password).await?;
+    tracing::info!(user = %user.name, "registered");
+    start_session(&state, &user.name, StatusCode::CREATED).await
+}
+
+/// The client address when the server recorded it (absent when a test drives the router
+/// directly).
+fn client_ip(parts: Option<Extension<ConnectInfo<SocketAddr>>>) -> IpAddr {
+    parts.map(|Extension(ConnectInfo(a))| a.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+/// `POST /api/login`.
+pub async fn login(
+    State(state): State<AppState>,
+    addr: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Body(c): Body<Credentials>,
+) -> Result<Response, AppError> {
+    let ip = client_ip(addr);
+    let check = state.limiter.lock().expect("limiter lock").check(&c.username, ip, Instant::now());
+    if let Err(wait) = check {
+        metrics::counter!("voicechat_logins_total", "result" => "limited").increment(1);
+        return Err(AppError::rate_limited(wait.as_secs_f64().ceil() as u64));
+    }
+    match accounts::authenticate(&state.store, &state.hasher, &c.username, &c.password).await {
+        Ok(user) => {
+            state.limiter.lock().expect("limiter lock").succeeded(&c.username);
+            metrics::counter!("voicechat_logins_total", "result" => "ok").increment(1);
+            start_session(&state, &user.name, StatusCode::OK).await
+        }
+        Err(accounts::AccountError::WrongCredentials) => {
+            state.limiter.lock().expect("limiter lock").failed(&c.username, ip, Instant::now());
+            metrics::counter!("voicechat_logins_total", "result" => "failed").increment(1);
+            tracing::info!(%ip, "login failed");
+            Err(AppError::unauthenticated("wrong user name or password"))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /api/logout`: ends the session and replaces the CSRF token.
+pub async fn logout(State(state): State<AppState>, auth: Auth) -> Result<Response, AppError> {
+    state.store.delete_session(&auth.session).await?;
+    let secure = state.settings.secure_cookies;
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    let h = res.headers_mut();
+    h.append(header::SET_COOKIE, set_cookie(cookies::SESSION, "gone", Some(0), secure));
+    h.append(header::SET_COOKIE, set_cookie(cookies::CSRF, "gone", Some(0), secure));
+    Ok(res)
+}
+
+/// The body of `POST /api/password`.
+#[derive(Deserialize)]
+pub struct PasswordChange {
+    old_password: String,
+    new_password: String,
+}
+
+/// `POST /api/password`: needs the old password; ends every other session.
+pub async fn change_password(
+    State(state): State<AppState>,
+    auth: Auth,
+    Body(p): Body<PasswordChange>,
+) -> Result<StatusCode, AppError> {
+    let check = accounts::authenticate(&state.store, &state.hasher, auth.name.as_str(), &p.old_password).await;
+    match check {
+        Ok(_) => {}
+        Err(accounts::AccountError::WrongCredentials) => {
+            return Err(AppError::forbidden("the current password is wrong"));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    accounts::set_password(&state.store, &state.hasher, auth.name.as_str(), &p.new_password, Some(&auth.session))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

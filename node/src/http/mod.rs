@@ -1,0 +1,116 @@
+//! The HTTP surface: `app(state)` builds every route, the CSRF and security-header layers,
+//! body limits, the embedded web client, health and metrics.
+
+mod auth;
+mod cookies;
+mod error;
+mod groups;
+mod members;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use rust_embed::RustEmbed;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+pub use auth::Auth;
+pub use cookies::{SESSION as SESSION_COOKIE, get as get_cookie};
+pub use error::AppError;
+pub use groups::clean_name;
+
+use crate::state::AppState;
+
+/// Largest request body, in bytes.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The Content-Security-Policy of every answer: only this origin's scripts, styles,
+/// sockets and media; no inline script, no framing.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+    connect-src 'self'; media-src 'self' blob:; object-src 'none'; base-uri 'none'; \
+    frame-ancestors 'none'; form-action 'self'";
+
+/// The web client, embedded at compile time.
+#[derive(RustEmbed)]
+#[folder = "../web-client/"]
+#[exclude = "tests/*"]
+#[exclude = "node_modules/*"]
+#[exclude = "package*.json"]
+#[exclude = "*.md"]
+struct Assets;
+
+/// Every route of the node.
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/session", get(auth::session))
+        .route("/register", post(auth::register))
+        .route("/login", post(auth::login))
+        .route("/logout", post(auth::logout))
+        .route("/password", post(auth::change_password))
+        .route("/ice", get(ice))
+        .route("/groups", get(groups::list).post(groups::create))
+        .route("/groups/{gid}", get(groups::get).patch(groups::rename).delete(groups::delete))
+        .route("/groups/{gid}/members", post(members::add))
+        .route("/groups/{gid}/members/{user}", patch(members::set_role).delete(members::remove))
+        .route("/groups/{gid}/invites", get(members::list_invites).post(members::create_invite))
+        .route("/groups/{gid}/invites/{code}", axum::routing::delete(members::revoke_invite))
+        .route("/groups/{gid}/rooms", post(groups::create_room))
+        .route("/groups/{gid}/rooms/{rid}", patch(groups::rename_room).delete(groups::delete_room))
+        .route("/invites/{code}", get(members::preview))
+        .route("/invites/{code}/accept", post(members::accept))
+        .fallback(|| async { AppError::not_found("no such API endpoint") })
+        .layer(middleware::from_fn(auth::require_csrf));
+
+    let hsts = state
+        .settings
+        .secure_cookies
+        .then(|| HeaderValue::from_static("max-age=31536000"));
+    Router::new()
+        .nest("/api", api)
+        .route("/ws", get(crate::ws::upgrade))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(|| async { crate::metrics::handle().render() }))
+        .fallback(static_file)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(crate::metrics::track_http))
+        .layer(SetResponseHeaderLayer::overriding(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP)))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("permissions-policy"),
+            HeaderValue::from_static("microphone=(self), camera=(), geolocation=()"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("cross-origin-opener-policy"),
+            HeaderValue::from_static("same-origin"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(header::STRICT_TRANSPORT_SECURITY, hsts))
+        .with_state(state)
+}
+
+/// `GET /api/ice`: the STUN/TURN servers browsers should use.
+async fn ice(State(state): State<AppState>, _auth: Auth) -> impl IntoResponse {
+    axum::Json(serde_json::json!({"ice_servers": state.settings.ice_servers}))
+}
+
+/// Files of the web client; any other path is a client-side route and gets `index.html`.
+async fn static_file(uri: Uri) -> Response {
+    let path = uri.path().trim_start_matches('/');
+    let (file, name) = match Assets::get(path).filter(|_| !path.is_empty()) {
+        Some(f) => (f, path),
+        None => match Assets::get("index.html") {
+            Some(f) => (f, "index.html"),
+            None => return (StatusCode::NOT_FOUND, "the web client is not built into this node").into_response(),
+        },
+    };
+    let mime = file.metadata.mimetype().to_owned();
+    let cache = if name == "index.html" { "no-cache" } else { "public, max-age=300" };
+    (
+        [(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, cache.to_owned())],
+        file.data,
+    )
+        .into_response()
+}

@@ -1,0 +1,22 @@
+//! The VoiceChat node: one community's accounts, groups and rooms, live updates over
+//! WebSocket, and signaling between browsers. `main.rs` is only the command line.
+
+pub mod accounts;
+pub mod cli;
+pub mod config;
+pub mod events;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod node_key;
+pub mod ratelimit;
+pub mod rooms;
+pub mod serve;
+pub mod state;
+pub mod store;
+pub mod time;
+pub mod tls;
+pub mod ws;
+
+pub use http::app;
+pub use state::{AppState, Settings};

@@ -1,0 +1,89 @@
+//! The shared state every request handler and socket sees: storage, the live room state,
+//! the socket hub, the login limiter and the password hasher.
+
+use std::sync::{Arc, Mutex};
+
+use voicechat_protocol::ids::{NodeName, UserId, UserName};
+
+use crate::accounts::Hasher;
+use crate::hub::Hub;
+use crate::ratelimit::LoginLimiter;
+use crate::rooms::Rooms;
+use crate::store::Store;
+
+/// What the node needs to know about how it is deployed. Built by `config`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This node's public name; local users are `name@node_name`.
+    pub node_name: NodeName,
+    /// The origin browsers use to reach this node, e.g. `https://voice.example.org`,
+    /// without a trailing slash. WebSocket upgrades from other origins are refused and
+    /// invite links are built from it.
+    pub public_url: String,
+    /// Mark cookies `Secure` (TLS is on, or the node sits behind an HTTPS proxy).
+    pub secure_cookies: bool,
+    /// STUN/TURN servers handed to browsers, as `RTCIceServer` JSON objects.
+    pub ice_servers: Vec<serde_json::Value>,
+    /// At most this many password hashes run at once.
+    pub max_concurrent_hashes: usize,
+}
+
+impl Settings {
+    /// Defaults for a node called `name` reachable at `public_url`; used by tests.
+    pub fn new(node_name: NodeName, public_url: impl Into<String>) -> Self {
+        Self {
+            node_name,
+            public_url: public_url.into().trim_end_matches('/').to_owned(),
+            secure_cookies: false,
+            ice_servers: Vec::new(),
+            max_concurrent_hashes: 4,
+        }
+    }
+}
+
+/// Cheap to clone; everything inside is shared.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// The parts of [`AppState`].
+pub struct Inner {
+    /// Durable state.
+    pub store: Store,
+    /// Deployment settings.
+    pub settings: Settings,
+    /// Open sockets by user.
+    pub hub: Hub,
+    /// Who is in which room right now (in memory; presence is not durable).
+    pub rooms: Mutex<Rooms>,
+    /// Failed-login counters.
+    pub limiter: Mutex<LoginLimiter>,
+    /// argon2id with a concurrency cap.
+    pub hasher: Hasher,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// The state of a node over `store`.
+    pub fn new(store: Store, settings: Settings) -> Self {
+        let hasher = Hasher::new(settings.max_concurrent_hashes);
+        Self(Arc::new(Inner {
+            store,
+            hub: Hub::default(),
+            rooms: Mutex::new(Rooms::default()),
+            limiter: Mutex::new(LoginLimiter::default()),
+            hasher,
+            settings,
+        }))
+    }
+
+    /// The full id of a local user.
+    pub fn local_user(&self, name: &UserName) -> UserId {
+        UserId::new(name.clone(), self.settings.node_name.clone())
+    }
+}

@@ -1,0 +1,23 @@
+//! Wall-clock helpers. Logic that depends on time takes `now` as a parameter; only the
+//! edges of the node read the clock.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Hex of `n` random bytes from the OS.
+pub fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    getrandom::fill(&mut buf).expect("the OS random source works");
+    hex::encode(buf)
+}
+
+/// 16 random bytes, for group, room and session ids.
+pub fn random_16() -> [u8; 16] {
+    let mut buf = [0u8; 16];
+    getrandom::fill(&mut buf).expect("the OS random source works");
+    buf
+}

@@ -1,0 +1,127 @@
+//! The JSON messages a browser sends on its socket, parsed strictly: a message that is not
+//! JSON, has no `type`, or has the wrong fields is `bad_message`; an unknown `type` is
+//! `unknown_type`. Either way the socket stays open.
+
+use serde::Deserialize;
+use serde_json::Value;
+use voicechat_protocol::ids::{GroupId, RoomId, SessionId, UserId};
+
+/// Largest text frame a browser may send.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+/// Largest `data` of a signal, as encoded JSON.
+pub const MAX_SIGNAL_DATA: usize = 16 * 1024;
+
+/// What a signal carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignalKind {
+    /// SDP offer.
+    Offer,
+    /// SDP answer.
+    Answer,
+    /// An ICE candidate.
+    Candidate,
+    /// Hang up this peer connection.
+    Bye,
+}
+
+/// A message from the browser.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ClientMsg {
+    /// Keep-alive and ordering barrier.
+    Ping,
+    /// Join a room's call.
+    Join {
+        /// Group of the room.
+        group: GroupId,
+        /// The room.
+        room: RoomId,
+        /// Start muted.
+        #[serde(default)]
+        muted: bool,
+    },
+    /// Leave the call.
+    Leave,
+    /// Mute or unmute.
+    Mute {
+        /// The new state.
+        muted: bool,
+    },
+    /// WebRTC signaling for one peer.
+    Signal {
+        /// The user it is for.
+        to: UserId,
+        /// Their socket.
+        to_session: SessionId,
+        /// What it is.
+        kind: SignalKind,
+        /// SDP or candidate; opaque to the node.
+        #[serde(default)]
+        data: Value,
+    },
+}
+
+const TYPES: &[&str] = &["ping", "join", "leave", "mute", "signal"];
+
+/// Why a message was refused before it was acted on.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// `bad_message`, `unknown_type` or `too_large`.
+    pub code: &'static str,
+    /// Words for a person.
+    pub message: String,
+    /// The `type` the client sent, if any.
+    pub in_reply_to: Option<String>,
+}
+
+/// Parses one text frame.
+pub fn parse(text: &str) -> Result<ClientMsg, Refusal> {
+    if text.len() > MAX_MESSAGE {
+        return Err(Refusal { code: "too_large", message: format!("messages are at most {MAX_MESSAGE} bytes"), in_reply_to: None });
+    }
+    let bad = |message: String, ty: Option<String>| Refusal { code: "bad_message", message, in_reply_to: ty };
+    let value: Value = serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}"), None))?;
+    let ty = match value.get("type") {
+        Some(Value::String(t)) => t.clone(),
+        _ => return Err(bad("a message is a JSON object with a string \"type\"".into(), None)),
+    };
+    if !TYPES.contains(&ty.as_str()) {
+        return Err(Refusal { code: "unknown_type", message: format!("unknown message type {ty:?}"), in_reply_to: Some(ty) });
+    }
+    let msg: ClientMsg = serde_json::from_value(value).map_err(|e| bad(format!("bad {ty} message: {e}"), Some(ty.clone())))?;
+    if let ClientMsg::Signal { data, .. } = &msg {
+        let size = serde_json::to_string(data).map(|s| s.len()).unwrap_or(usize::MAX);
+        if size > MAX_SIGNAL_DATA {
+            return Err(Refusal {
+                code: "too_large",
+                message: format!("signal data is at most {MAX_SIGNAL_DATA} bytes"),
+                in_reply_to: Some(ty),
+            });
+        }
+    }
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorts_out_bad_unknown_and_good() {
+        assert_eq!(parse("nope").unwrap_err().code, "bad_message");
+        assert_eq!(parse("[1]").unwrap_err().code, "bad_message");
+        assert_eq!(parse(r#"{"type":"dance"}"#).unwrap_err().code, "unknown_type");
+        let e = parse(r#"{"type":"join","group":"xyz"}"#).unwrap_err();
+        assert_eq!((e.code, e.in_reply_to.as_deref()), ("bad_message", Some("join")));
+        assert!(matches!(parse(r#"{"type":"ping"}"#), Ok(ClientMsg::Ping)));
+        let g = "ab".repeat(16);
+        assert!(matches!(
+            parse(&format!(r#"{{"type":"join","group":"{g}","room":"{g}"}}"#)),
+            Ok(ClientMsg::Join { muted: false, .. })
+        ));
+        let big = "x".repeat(MAX_SIGNAL_DATA + 1);
+        let sig = format!(r#"{{"type":"signal","to":"bob@alpha","to_session":"{g}","kind":"offer","data":"{big}"}}"#);
+        assert_eq!(parse(&sig).unwrap_err().code, "too_large");
+    }
+}

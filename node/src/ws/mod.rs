@@ -1,0 +1,195 @@
+//! One WebSocket per browser tab: the upgrade (session cookie, Origin check), then a loop
+//! that relays queued events out and acts on the browser's messages.
+//!
+//! The loop is generic over `Sink`/`Stream` of text, so tests can drive it with channels.
+
+pub mod messages;
+
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde_json::json;
+use voicechat_protocol::ids::{GroupId, RoomId, SessionId, UserId};
+
+use crate::http::{AppError, Auth};
+use crate::hub::{Outbound, encode};
+use crate::rooms::Participant;
+use crate::state::AppState;
+use crate::store::StoreError;
+use crate::time::random_16;
+use messages::{ClientMsg, MAX_MESSAGE, Refusal};
+
+/// Messages a browser may send per second, sustained; bursts up to [`BURST`].
+const RATE: u32 = 50;
+const BURST: u32 = 200;
+/// A socket that says nothing for this long is closed (browsers ping every 20 s).
+const IDLE: Duration = Duration::from_secs(75);
+
+/// `GET /ws`: upgrades a logged-in browser from this node's own origin.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, AppError> {
+    if !origin_allowed(&state, &headers) {
+        return Err(AppError::forbidden("WebSocket connections are only accepted from this node's own pages"));
+    }
+    let auth = Auth::from_headers(&state, &headers)?.ok_or_else(|| AppError::unauthenticated("log in first"))?;
+    Ok(ws
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |socket: WebSocket| async move {
+            let (sink, stream) = socket.split();
+            let sink = sink.with(|t: String| async move { Ok::<_, axum::Error>(Message::Text(t.into())) });
+            let stream = stream.filter_map(|m| async move {
+                match m {
+                    Ok(Message::Text(t)) => Some(Ok(t.to_string())),
+                    Ok(Message::Binary(_)) => Some(Ok(String::from("binary frame"))),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                }
+            });
+            run(state, auth.id, Box::pin(sink), Box::pin(stream)).await;
+        })
+        .into_response())
+}
+
+/// Browsers always send `Origin` on WebSocket upgrades; it must be this node's public
+/// origin, or the origin the request was addressed to (the `Host` it came in on).
+fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        // Non-browser clients (tools, tests) send none; cookies still authenticate them,
+        // and a cross-site page cannot open a socket without its Origin.
+        return true;
+    };
+    if origin == state.settings.public_url {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let bare = origin.split_once("://").map(|(_, rest)| rest);
+    matches!((host, bare), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+}
+
+/// Runs one socket until the browser goes away.
+pub async fn run<S, R, E>(state: AppState, user: UserId, mut sink: S, mut stream: R)
+where
+    S: Sink<String> + Unpin,
+    R: Stream<Item = Result<String, E>> + Unpin,
+{
+    let session = SessionId::from_bytes(random_16());
+    let mut queue = state.hub.register(&user, session);
+    let limiter: DefaultDirectRateLimiter = RateLimiter::direct(
+        Quota::per_second(RATE.try_into().expect("non-zero")).allow_burst(BURST.try_into().expect("non-zero")),
+    );
+    let hello = encode(&json!({"type": "hello", "user": user, "session": session}));
+    let mut ok = sink.send(hello.to_string()).await.is_ok();
+    while ok {
+        tokio::select! {
+            out = queue.recv() => match out {
+                Some(msg) => ok = sink.send(msg.to_string()).await.is_ok(),
+                // The hub cut us off: this client stopped reading.
+                None => break,
+            },
+            incoming = tokio::time::timeout(IDLE, stream.next()) => match incoming {
+                Ok(Some(Ok(text))) => {
+                    let reply = if limiter.check().is_err() {
+                        Some(refusal("rate_limited", "slow down".into(), None))
+                    } else {
+                        handle(&state, &user, session, &text)
+                    };
+                    if let Some(reply) = reply {
+                        ok = sink.send(reply.to_string()).await.is_ok();
+                    }
+                }
+                // Closed, broken (e.g. an oversized frame) or idle.
+                _ => break,
+            },
+        }
+    }
+    state.hub.unregister(&user, &session);
+    if let Err(e) = state.leave_room(&session) {
+        tracing::warn!(%e, "could not announce a closed socket leaving");
+    }
+}
+
+fn refusal(code: &str, message: String, in_reply_to: Option<String>) -> Outbound {
+    encode(&json!({"type": "error", "code": code, "message": message, "in_reply_to": in_reply_to}))
+}
+
+/// Acts on one message; returns the direct reply, if any. Events for others are queued
+/// inside.
+fn handle(state: &AppState, user: &UserId, session: SessionId, text: &str) -> Option<Outbound> {
+    let msg = match messages::parse(text) {
+        Ok(m) => m,
+        Err(Refusal { code, message, in_reply_to }) => return Some(refusal(code, message, in_reply_to)),
+    };
+    let result = match msg {
+        ClientMsg::Ping => return Some(encode(&json!({"type": "pong"}))),
+        ClientMsg::Join { group, room, muted } => join(state, user, session, group, room, muted),
+        ClientMsg::Leave => state
+            .leave_room(&session)
+            .map(|left| left.map(|(g, r)| encode(&json!({"type": "left", "group": g, "room": r}))))
+            .map_err(WsError::from),
+        ClientMsg::Mute { muted } => {
+            let changed = state.rooms.lock().expect("rooms lock").set_muted(&session, muted);
+            match changed {
+                Some(room) => state.notify_participants(&room).map(|_| None).map_err(WsError::from),
+                None => Ok(None),
+            }
+        }
+        ClientMsg::Signal { to, to_session, kind, data } => {
+            let seat = state.rooms.lock().expect("rooms lock").seat(&session);
+            let Some((group, room)) = seat else {
+                return Some(refusal("not_in_room", "join a room before signaling".into(), Some("signal".into())));
+            };
+            let together = state.rooms.lock().expect("rooms lock").is_in(&(group, room), &to, &to_session);
+            let msg = encode(&json!({
+                "type": "signal", "from": user, "from_session": session,
+                "group": group, "room": room, "kind": kind, "data": data,
+            }));
+            if together && state.hub.send_session(&to, &to_session, &msg) {
+                Ok(None)
+            } else {
+                Err(WsError("not_in_room", format!("{to} is not in your room")))
+            }
+        }
+    };
+    match result {
+        Ok(reply) => reply,
+        Err(WsError(code, message)) => Some(refusal(code, message, None)),
+    }
+}
+
+/// A refusal of a browser's message: an `error` reply with this code.
+struct WsError(&'static str, String);
+
+impl From<StoreError> for WsError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(%e, "storage failed while handling a socket message");
+        WsError("internal", "something went wrong on the node".into())
+    }
+}
+
+fn join(
+    state: &AppState,
+    user: &UserId,
+    session: SessionId,
+    group: GroupId,
+    room: RoomId,
+    muted: bool,
+) -> Result<Option<Outbound>, WsError> {
+    if state.store.member(&group, user)?.is_none() || state.store.room(&group, &room)?.is_none() {
+        return Err(WsError("not_found", "no such room".to_owned()));
+    }
+    let p = Participant { user: user.clone(), session, muted };
+    let changed = state.rooms.lock().expect("rooms lock").join(p, (group, room));
+    for r in &changed {
+        state.notify_participants(r)?;
+    }
+    Ok(Some(encode(&json!({"type": "joined", "group": group, "room": room, "session": session}))))
+}
