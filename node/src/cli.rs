@@ -176,7 +176,7 @@ pub fn init_logging() {
 /// Turns a store-open failure into one line a person can act on.
 pub fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
     Store::open(data_dir).map_err(|e| match e {
-        StoreError::Sled(sled::Error::Io(io)) if io.to_string().contains("acquire lock") => {
+        StoreError::Locked => {
             anyhow::anyhow!(
                 "the data dir {} is in use by a running node: stop the node first, \
                  or point --data-dir at another directory",

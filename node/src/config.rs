@@ -191,6 +191,16 @@ impl Tls {
     pub fn is_on(&self) -> bool {
         !matches!(self, Tls::None)
     }
+
+    /// The mode's name as on the command line, for logs.
+    pub fn mode_name(&self) -> &'static str {
+        match self {
+            Tls::None => "none",
+            Tls::Files { .. } => "files",
+            Tls::SelfSigned => "self-signed",
+            Tls::Acme { .. } => "acme",
+        }
+    }
 }
 
 /// The resolved, checked configuration of `voicechat serve`.
@@ -311,14 +321,19 @@ pub fn check_public_url(url: &str) -> Result<String, ConfigError> {
 }
 
 /// The origin browsers use when none is configured, from the bound address.
-/// Loopback becomes `localhost` (a secure context); an unspecified address becomes
-/// loopback; default ports are left out, as browsers do in the `Origin` header.
-pub fn derive_public_url(tls: &Tls, bound: SocketAddr) -> String {
+/// Loopback becomes `localhost` (a secure context). An unspecified address becomes
+/// loopback, except with a self-signed certificate, which is for a LAN: then the LAN
+/// address (`lan_ip`) if known. Default ports are left out, as browsers do in `Origin`.
+pub fn derive_public_url(tls: &Tls, bound: SocketAddr, lan_ip: Option<IpAddr>) -> String {
     if let Tls::Acme { domains, .. } = tls {
         return format!("https://{}", domains[0]);
     }
     let scheme = if tls.is_on() { "https" } else { "http" };
-    let host = match bound.ip() {
+    let ip = match (tls, lan_ip) {
+        (Tls::SelfSigned, Some(lan)) if bound.ip().is_unspecified() => lan,
+        _ => bound.ip(),
+    };
+    let host = match ip {
         IpAddr::V4(ip) if ip.is_loopback() => "localhost".to_owned(),
         IpAddr::V4(ip) if ip.is_unspecified() => Ipv4Addr::LOCALHOST.to_string(),
         IpAddr::V4(ip) => ip.to_string(),
@@ -456,16 +471,17 @@ impl Config {
         })
     }
 
-    /// The public origin, given the address actually bound.
-    pub fn public_url(&self, bound: SocketAddr) -> String {
+    /// The public origin, given the address actually bound (and the LAN address, used
+    /// only for a self-signed node listening on all addresses).
+    pub fn public_url(&self, bound: SocketAddr, lan_ip: Option<IpAddr>) -> String {
         self.public_url
             .clone()
-            .unwrap_or_else(|| derive_public_url(&self.tls, bound))
+            .unwrap_or_else(|| derive_public_url(&self.tls, bound, lan_ip))
     }
 
     /// What the HTTP layer needs, given the address actually bound.
-    pub fn settings(&self, bound: SocketAddr) -> Settings {
-        let url = self.public_url(bound);
+    pub fn settings(&self, bound: SocketAddr, lan_ip: Option<IpAddr>) -> Settings {
+        let url = self.public_url(bound, lan_ip);
         let mut s = Settings::new(self.name.clone(), url);
         s.secure_cookies = self.tls.is_on() || s.public_url.starts_with("https://");
         s.ice_servers = self.ice_servers.clone();
@@ -504,7 +520,7 @@ mod tests {
         assert_eq!(c.p2p_listen.to_string(), "/ip4/0.0.0.0/tcp/4001");
         assert_eq!(c.tls, Tls::None);
         assert!(c.ice_servers.is_empty());
-        let s = c.settings("127.0.0.1:3001".parse().unwrap());
+        let s = c.settings("127.0.0.1:3001".parse().unwrap(), None);
         assert_eq!(s.public_url, "http://localhost:3001");
         assert!(!s.secure_cookies);
     }
@@ -624,7 +640,7 @@ mod tests {
         let f = file("[tls]\nmode = \"acme\"\ndomains = [\"voice.example.org\"]\n");
         let c = Config::resolve(&args(&[]), f).unwrap();
         assert_eq!(c.listen, DEFAULT_ACME_LISTEN);
-        let s = c.settings("0.0.0.0:443".parse().unwrap());
+        let s = c.settings("0.0.0.0:443".parse().unwrap(), None);
         assert_eq!(s.public_url, "https://voice.example.org");
         assert!(s.secure_cookies);
         // A flag overrides the file's mode.
@@ -637,32 +653,42 @@ mod tests {
     fn public_url_derivation() {
         let a = |s: &str| s.parse::<SocketAddr>().unwrap();
         assert_eq!(
-            derive_public_url(&Tls::None, a("127.0.0.1:3001")),
+            derive_public_url(&Tls::None, a("127.0.0.1:3001"), None),
             "http://localhost:3001"
         );
         assert_eq!(
-            derive_public_url(&Tls::None, a("0.0.0.0:3001")),
+            derive_public_url(&Tls::None, a("0.0.0.0:3001"), None),
             "http://127.0.0.1:3001"
         );
         assert_eq!(
-            derive_public_url(&Tls::None, a("192.168.1.5:80")),
+            derive_public_url(&Tls::None, a("192.168.1.5:80"), None),
             "http://192.168.1.5"
         );
         assert_eq!(
-            derive_public_url(&Tls::SelfSigned, a("192.168.1.5:443")),
+            derive_public_url(&Tls::SelfSigned, a("192.168.1.5:443"), None),
             "https://192.168.1.5"
         );
         assert_eq!(
-            derive_public_url(&Tls::SelfSigned, a("[::1]:8443")),
+            derive_public_url(&Tls::SelfSigned, a("[::1]:8443"), None),
             "https://localhost:8443"
         );
         assert_eq!(
-            derive_public_url(&Tls::None, a("[fe80::1]:3001")),
+            derive_public_url(&Tls::None, a("[fe80::1]:3001"), None),
             "http://[fe80::1]:3001"
         );
         assert_eq!(
-            derive_public_url(&Tls::None, a("[::]:3001")),
+            derive_public_url(&Tls::None, a("[::]:3001"), None),
             "http://[::1]:3001"
+        );
+        let lan = Some("192.168.1.5".parse().unwrap());
+        assert_eq!(
+            derive_public_url(&Tls::SelfSigned, a("0.0.0.0:8443"), lan),
+            "https://192.168.1.5:8443",
+            "a LAN node is reached by its LAN address"
+        );
+        assert_eq!(
+            derive_public_url(&Tls::None, a("0.0.0.0:3001"), lan),
+            "http://127.0.0.1:3001"
         );
     }
 
@@ -680,7 +706,7 @@ mod tests {
             FileConfig::default(),
         )
         .unwrap();
-        let s = c.settings("127.0.0.1:3001".parse().unwrap());
+        let s = c.settings("127.0.0.1:3001".parse().unwrap(), None);
         assert_eq!(s.public_url, "https://v.example.org");
         assert!(s.secure_cookies, "https behind a proxy");
     }

@@ -36,11 +36,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
-    let settings = config.settings(bound);
+    // Only a node on all addresses needs its LAN address (self-signed SANs and origin).
+    let lan_ip = if bound.ip().is_unspecified() {
+        tls::lan_ip()
+    } else {
+        None
+    };
+    let settings = config.settings(bound, lan_ip);
     let url = settings.public_url.clone();
 
     let handle: Handle<SocketAddr> = Handle::new();
-    let app = crate::app(AppState::new(store.clone(), settings))
+    let state = AppState::new(store.clone(), settings);
+    let app = crate::app(state.clone())
         .into_make_service_with_connect_info::<SocketAddr>();
 
     // Build the TLS side before announcing, so a bad certificate fails startup.
@@ -53,7 +60,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let sans = tls::self_signed_sans(
                 config.name.as_str(),
                 bound.ip(),
-                tls::lan_ip(),
+                lan_ip,
                 tls::origin_host(&url),
             );
             let (cfg, fresh) = tls::self_signed(&config.data_dir, &sans)?;
@@ -72,10 +79,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
 
-    info!(addr = %bound, tls = ?config.tls, "listening");
+    info!(addr = %bound, tls = config.tls.mode_name(), "listening");
+    if config.public_url.is_none() && bound.ip().is_unspecified() {
+        info!(origin = %url, "only this origin may open WebSockets; see --public-url");
+    }
     info!(p2p_listen = %config.p2p_listen, "p2p address reserved for federation (not bound yet)");
     let signals = Signals::register()?;
-    tokio::spawn(shutdown_on_signal(signals, handle.clone()));
+    tokio::spawn(shutdown_on_signal(signals, handle.clone(), state));
     announce(config.name.as_str(), &url)?;
 
     if let (Tls::Files { cert, key }, Served::Rustls(rc)) = (&config.tls, &server) {
@@ -170,10 +180,12 @@ impl Signals {
 
 /// First SIGINT/SIGTERM: stop accepting and give requests [`GRACE`] to finish.
 /// A second one: close everything now.
-async fn shutdown_on_signal(mut signals: Signals, handle: Handle<SocketAddr>) {
+async fn shutdown_on_signal(mut signals: Signals, handle: Handle<SocketAddr>, state: AppState) {
     signals.next().await;
     info!(grace_secs = GRACE.as_secs(), "shutting down");
     handle.graceful_shutdown(Some(GRACE));
+    // Long-lived sockets would hold the grace period open; end them now.
+    state.shutdown();
     signals.next().await;
     warn!("second signal, closing connections now");
     handle.shutdown();

@@ -59,6 +59,8 @@ pub struct Inner {
     pub limiter: Mutex<LoginLimiter>,
     /// argon2id with a concurrency cap.
     pub hasher: Hasher,
+    /// Set once when the node shuts down; open sockets watch it and close.
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::ops::Deref for AppState {
@@ -79,7 +81,21 @@ impl AppState {
             limiter: Mutex::new(LoginLimiter::default()),
             hasher,
             settings,
+            shutdown: tokio::sync::watch::Sender::new(false),
         }))
+    }
+
+    /// Tells every open socket to close.
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves once [`AppState::shutdown`] was called (at once if it already was).
+    pub fn shutting_down(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.shutdown.subscribe();
+        async move {
+            let _ = rx.wait_for(|down| *down).await;
+        }
     }
 
     /// The full id of a local user.

@@ -2,11 +2,12 @@
 //! Internal failures are logged with their detail and answered with a bare `internal`.
 
 use axum::Json;
-use axum::extract::FromRequest;
+use axum::extract::{FromRequest, Request};
 use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
 
 use crate::accounts::AccountError;
 use crate::store::StoreError;
@@ -116,10 +117,11 @@ impl From<AccountError> for AppError {
 impl From<JsonRejection> for AppError {
     fn from(r: JsonRejection) -> Self {
         let status = r.status();
-        let code = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        let (status, code) = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => (status, "too_large"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (status, "bad_request"),
             s if s.is_server_error() => return Self::internal(r.body_text()),
-            _ => "bad_request",
+            _ => (StatusCode::BAD_REQUEST, "bad_request"),
         };
         let message = match &r {
             JsonRejection::MissingJsonContentType(_) => {
@@ -132,8 +134,25 @@ impl From<JsonRejection> for AppError {
     }
 }
 
-/// `axum::Json` whose rejections are [`AppError`]s, so a bad body gets the same JSON shape
-/// as every other error.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(AppError))]
+/// A JSON object body whose rejections are [`AppError`]s, so a bad body gets the same
+/// shape as every other error: 400 for syntax, shape and type errors (serde would also
+/// take a JSON array for a struct; only objects are accepted), 413 and 415 as usual.
 pub struct Body<T>(pub T);
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+        let Json(value) = Json::<Value>::from_request(req, state).await?;
+        if !value.is_object() {
+            return Err(AppError::bad_request("the body must be a JSON object"));
+        }
+        serde_json::from_value(value)
+            .map(Body)
+            .map_err(|e| AppError::bad_request(format!("invalid request body: {e}")))
+    }
+}

@@ -43,6 +43,8 @@ struct Assets;
 
 /// Every route of the node.
 pub fn app(state: AppState) -> Router {
+    // Install the recorder before the first request, so nothing recorded is lost.
+    crate::metrics::handle();
     let api = Router::new()
         .route("/session", get(auth::session))
         .route("/register", post(auth::register))

@@ -40,6 +40,9 @@ pub enum StoreError {
         /// What the data dir says.
         found: u32,
     },
+    /// Another process (a running node) holds the data dir.
+    #[error("the data dir is in use by another process")]
+    Locked,
     /// A stored value did not decode: a bug or a damaged disk.
     #[error("corrupt value in tree {0}")]
     Corrupt(&'static str),
@@ -88,7 +91,11 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store in `dir`. Fails if another process holds it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir.join("db")).open()?;
+        let db = sled::Config::new().path(dir.join("db")).open().map_err(|e| match e {
+            // sled reports a held lock only as an I/O error with this text.
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => StoreError::Locked,
+            e => StoreError::Sled(e),
+        })?;
         let meta = db.open_tree("meta")?;
         match meta.get("schema_version")? {
             None => {

@@ -62,6 +62,19 @@ pub enum ClientMsg {
     },
 }
 
+impl ClientMsg {
+    /// The `type` this message came with.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Ping => "ping",
+            Self::Join { .. } => "join",
+            Self::Leave => "leave",
+            Self::Mute { .. } => "mute",
+            Self::Signal { .. } => "signal",
+        }
+    }
+}
+
 const TYPES: &[&str] = &["ping", "join", "leave", "mute", "signal"];
 
 /// Why a message was refused before it was acted on.

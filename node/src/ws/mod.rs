@@ -88,8 +88,11 @@ where
     );
     let hello = encode(&json!({"type": "hello", "user": user, "session": session}));
     let mut ok = sink.send(hello.to_string()).await.is_ok();
+    let shutdown = state.shutting_down();
+    tokio::pin!(shutdown);
     while ok {
         tokio::select! {
+            () = &mut shutdown => break,
             out = queue.recv() => match out {
                 Some(msg) => ok = sink.send(msg.to_string()).await.is_ok(),
                 // The hub cut us off: this client stopped reading.
@@ -128,6 +131,7 @@ fn handle(state: &AppState, user: &UserId, session: SessionId, text: &str) -> Op
         Ok(m) => m,
         Err(Refusal { code, message, in_reply_to }) => return Some(refusal(code, message, in_reply_to)),
     };
+    let ty = msg.type_name();
     let result = match msg {
         ClientMsg::Ping => return Some(encode(&json!({"type": "pong"}))),
         ClientMsg::Join { group, room, muted } => join(state, user, session, group, room, muted),
@@ -145,7 +149,7 @@ fn handle(state: &AppState, user: &UserId, session: SessionId, text: &str) -> Op
         ClientMsg::Signal { to, to_session, kind, data } => {
             let seat = state.rooms.lock().expect("rooms lock").seat(&session);
             let Some((group, room)) = seat else {
-                return Some(refusal("not_in_room", "join a room before signaling".into(), Some("signal".into())));
+                return Some(refusal("not_in_room", "join a room before signaling".into(), Some(ty.into())));
             };
             let together = state.rooms.lock().expect("rooms lock").is_in(&(group, room), &to, &to_session);
             let msg = encode(&json!({
@@ -161,7 +165,7 @@ fn handle(state: &AppState, user: &UserId, session: SessionId, text: &str) -> Op
     };
     match result {
         Ok(reply) => reply,
-        Err(WsError(code, message)) => Some(refusal(code, message, None)),
+        Err(WsError(code, message)) => Some(refusal(code, message, Some(ty.into()))),
     }
 }
 
@@ -193,3 +197,6 @@ fn join(
     }
     Ok(Some(encode(&json!({"type": "joined", "group": group, "room": room, "session": session}))))
 }
+
+#[cfg(test)]
+mod tests;

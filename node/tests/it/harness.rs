@@ -1,0 +1,667 @@
+//! The harness: a real `voicechat` process on port 0, a browser-like HTTP client (cookie
+//! jar, Origin, CSRF header) and a WebSocket client with ordered, barrier-checked reads.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::cookie::{CookieStore, Jar};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, Url};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+/// Generous bound for things that must happen (not a speed assertion).
+pub const WAIT: Duration = Duration::from_secs(10);
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The password every test user gets (8+ characters).
+pub fn pw(name: &str) -> String {
+    format!("{name}-correct-horse-1")
+}
+
+/// A command for the node binary (CLI tests use it directly).
+pub fn voicechat() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_voicechat"));
+    cmd.env("RUST_LOG", "warn");
+    cmd
+}
+
+enum DataDir {
+    Owned(tempfile::TempDir),
+    Borrowed(PathBuf),
+}
+
+/// One running (or stopped) node process with its data directory.
+pub struct Node {
+    /// The origin, e.g. `http://localhost:41234` (no trailing slash).
+    pub url: String,
+    child: Option<Child>,
+    data: DataDir,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Node {
+    /// `voicechat serve` on a fresh temp dir with these extra arguments.
+    pub fn start(extra: &[&str]) -> Node {
+        Self::start_with(None, extra, &[])
+    }
+
+    /// `voicechat serve` on `data_dir` (or a fresh temp dir) with extra args and env.
+    pub fn start_with(data_dir: Option<&Path>, extra: &[&str], env: &[(&str, &str)]) -> Node {
+        let data = match data_dir {
+            Some(p) => DataDir::Borrowed(p.to_owned()),
+            None => DataDir::Owned(tempfile::tempdir().expect("temp dir")),
+        };
+        let mut node = Node {
+            url: String::new(),
+            child: None,
+            data,
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            stderr: Arc::default(),
+        };
+        node.spawn();
+        node
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        match &self.data {
+            DataDir::Owned(t) => t.path(),
+            DataDir::Borrowed(p) => p,
+        }
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "node is still running");
+        let mut cmd = voicechat();
+        cmd.arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(self.data_dir())
+            .args(["--name", "alpha", "--p2p-listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn voicechat");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut stderr = child.stderr.take().expect("stderr");
+        self.stderr = Arc::default();
+        let log = self.stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                log.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line); // keep draining after the reader is gone
+            }
+        });
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut seen = String::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    seen.push_str(&line);
+                    seen.push('\n');
+                    let token = line.split_whitespace().find(|t| t.starts_with("http://") || t.starts_with("https://"));
+                    if let Some(t) = token {
+                        self.url = t.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned();
+                        return;
+                    }
+                }
+                Err(e) => {
+                    std::thread::sleep(Duration::from_millis(300));
+                    let status = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+                    let err = self.stderr.lock().unwrap().clone();
+                    self.kill9();
+                    panic!(
+                        "node did not print its URL ({e:?}); exit status {status:?}\n--- stdout ---\n{seen}\n--- stderr ---\n{err}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// SIGKILL: no graceful shutdown, no flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait (bounded) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("node is running");
+        let ok = Command::new("kill").args(["-TERM", &c.id().to_string()]).status().expect("kill");
+        assert!(ok.success(), "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = c.try_wait().expect("try_wait") {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("node did not exit within 20 s of SIGTERM; stderr:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Start again on the same data dir (stops the old process gracefully if running).
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            let st = self.terminate();
+            assert!(st.success(), "graceful stop before restart: {st:?}");
+        }
+        self.spawn();
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("--- node stderr ({}) ---\n{}", self.url, self.stderr());
+        }
+    }
+}
+
+/// A response: status, headers, raw text and the JSON body (`Null` when not JSON).
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub text: String,
+    pub body: Value,
+}
+
+impl Resp {
+    /// The `error` code of an error body ("" if none).
+    pub fn code(&self) -> &str {
+        self.body["error"].as_str().unwrap_or("")
+    }
+    /// Assert the status, with the whole response in the message.
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> &Self {
+        assert_eq!(self.status, status, "unexpected status; response: {self:?}");
+        self
+    }
+    /// Assert an error status and code, and that a human message is present.
+    #[track_caller]
+    pub fn expect_err(&self, status: u16, code: &str) -> &Self {
+        assert_eq!((self.status, self.code()), (status, code), "unexpected answer; response: {self:?}");
+        assert!(
+            self.body["message"].as_str().is_some_and(|m| !m.trim().is_empty()),
+            "error without a message: {self:?}"
+        );
+        self
+    }
+    /// All `Set-Cookie` header values.
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap_or("").to_owned()).collect()
+    }
+    /// The `Set-Cookie` line for `name`, if any.
+    pub fn set_cookie(&self, name: &str) -> Option<String> {
+        self.set_cookies().into_iter().find(|c| c.starts_with(&format!("{name}=")))
+    }
+}
+
+/// What to send as `X-CSRF-Token`.
+#[derive(Clone, Debug)]
+pub enum Csrf {
+    /// The token learned from the node.
+    Auto,
+    /// No header at all.
+    Missing,
+    /// This exact value.
+    Value(String),
+}
+
+/// A request body.
+pub enum Body {
+    None,
+    Json(Value),
+    Raw { content_type: Option<&'static str>, bytes: Vec<u8> },
+}
+
+/// A browser-like client: a cookie jar, `Origin` on writes, the CSRF header.
+pub struct Client {
+    http: reqwest::Client,
+    jar: Arc<Jar>,
+    pub origin: String,
+    csrf: Option<String>,
+}
+
+impl Client {
+    pub fn new(node: &Node) -> Client {
+        Self::with_builder(&node.url, reqwest::Client::builder())
+    }
+
+    pub fn with_builder(origin: &str, builder: reqwest::ClientBuilder) -> Client {
+        let jar = Arc::new(Jar::default());
+        let http = builder
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("reqwest client");
+        Client { http, jar, origin: origin.to_owned(), csrf: None }
+    }
+
+    /// Point at a restarted node (localhost cookies ignore the port, so the jar carries over).
+    pub fn set_origin(&mut self, origin: &str) {
+        self.origin = origin.to_owned();
+    }
+
+    /// The value of a cookie the jar would send to the node.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        let url = Url::parse(&self.origin).unwrap();
+        let header = self.jar.cookies(&url)?;
+        header.to_str().ok()?.split(';').find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == name).then(|| v.to_owned())
+        })
+    }
+
+    /// The whole `Cookie` header the jar would send.
+    pub fn cookie_header(&self) -> Option<String> {
+        let url = Url::parse(&self.origin).unwrap();
+        self.jar.cookies(&url).map(|h| h.to_str().unwrap().to_owned())
+    }
+
+    /// `GET /api/session`, remembering the CSRF token.
+    pub async fn session(&mut self) -> Resp {
+        let r = self.raw(Method::GET, "/api/session", Body::None, None).await;
+        r.expect(200);
+        let tok = r.body["csrf"].as_str().unwrap_or_else(|| panic!("no csrf in {r:?}"));
+        self.csrf = Some(tok.to_owned());
+        r
+    }
+
+    pub async fn csrf_token(&mut self) -> String {
+        if self.csrf.is_none() {
+            self.session().await;
+        }
+        self.csrf.clone().unwrap()
+    }
+
+    pub async fn send(&mut self, method: Method, path: &str, body: Body, csrf: Csrf) -> Resp {
+        let token = match csrf {
+            Csrf::Auto => Some(self.csrf_token().await),
+            Csrf::Missing => None,
+            Csrf::Value(v) => Some(v),
+        };
+        self.raw(method, path, body, token).await
+    }
+
+    async fn raw(&self, method: Method, path: &str, body: Body, token: Option<String>) -> Resp {
+        let writes = method != Method::GET && method != Method::HEAD;
+        let mut req = self.http.request(method, format!("{}{}", self.origin, path));
+        if writes {
+            req = req.header("Origin", &self.origin);
+        }
+        if let Some(t) = token {
+            req = req.header("X-CSRF-Token", t);
+        }
+        req = match body {
+            Body::None => req,
+            Body::Json(v) => req.header("Content-Type", "application/json").body(v.to_string()),
+            Body::Raw { content_type, bytes } => {
+                let req = match content_type {
+                    Some(ct) => req.header("Content-Type", ct),
+                    None => req,
+                };
+                req.body(bytes)
+            }
+        };
+        let resp = req.send().await.unwrap_or_else(|e| panic!("request to {path} failed: {e:?}"));
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp { status, headers, text, body }
+    }
+
+    pub async fn get(&mut self, path: &str) -> Resp {
+        self.send(Method::GET, path, Body::None, Csrf::Missing).await
+    }
+    pub async fn post_json(&mut self, path: &str, body: Value) -> Resp {
+        self.send(Method::POST, path, Body::Json(body), Csrf::Auto).await
+    }
+    pub async fn post_empty(&mut self, path: &str) -> Resp {
+        self.send(Method::POST, path, Body::None, Csrf::Auto).await
+    }
+    pub async fn patch_json(&mut self, path: &str, body: Value) -> Resp {
+        self.send(Method::PATCH, path, Body::Json(body), Csrf::Auto).await
+    }
+    pub async fn delete(&mut self, path: &str) -> Resp {
+        self.send(Method::DELETE, path, Body::None, Csrf::Auto).await
+    }
+
+    fn learn_csrf(&mut self, r: &Resp) {
+        if let Some(t) = r.body["csrf"].as_str() {
+            self.csrf = Some(t.to_owned());
+        }
+    }
+
+    pub async fn register(&mut self, name: &str, password: &str) -> Resp {
+        let r = self.post_json("/api/register", json!({"username": name, "password": password})).await;
+        self.learn_csrf(&r);
+        r
+    }
+
+    pub async fn login(&mut self, name: &str, password: &str) -> Resp {
+        let r = self.post_json("/api/login", json!({"username": name, "password": password})).await;
+        self.learn_csrf(&r);
+        r
+    }
+
+    pub async fn logout(&mut self) -> Resp {
+        let r = self.post_empty("/api/logout").await;
+        self.csrf = None;
+        r
+    }
+}
+
+/// A fresh client registered as `name` (password [`pw`]).
+pub async fn registered(node: &Node, name: &str) -> Client {
+    let mut c = Client::new(node);
+    let r = c.register(name, &pw(name)).await;
+    r.expect(201);
+    assert_eq!(r.body["user"]["id"], format!("{name}@alpha"), "register answer: {r:?}");
+    c
+}
+
+/// Several registered users at once (hashing runs in parallel on the node).
+pub async fn registered_all<const N: usize>(node: &Node, names: [&str; N]) -> [Client; N] {
+    let futs = names.map(|n| registered(node, n));
+    let v = futures_util::future::join_all(futs).await;
+    v.try_into().ok().expect("N clients")
+}
+
+/// A `POST /api/groups` that must succeed; returns the group id.
+pub async fn create_group(c: &mut Client, name: &str) -> String {
+    let r = c.post_json("/api/groups", json!({"name": name})).await;
+    r.expect(201);
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
+/// Add `user` to the group (must succeed).
+pub async fn add_member(c: &mut Client, gid: &str, user: &str) {
+    c.post_json(&format!("/api/groups/{gid}/members"), json!({"user": user})).await.expect(201);
+}
+
+/// Create a room (must succeed); returns the room id.
+pub async fn create_room(c: &mut Client, gid: &str, name: &str) -> String {
+    let r = c.post_json(&format!("/api/groups/{gid}/rooms"), json!({"name": name})).await;
+    r.expect(201);
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
+pub fn is_hex32(s: &Value) -> bool {
+    s.as_str().is_some_and(|s| s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
+type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Why a WebSocket upgrade failed.
+#[derive(Debug)]
+pub enum WsRefused {
+    Status(u16),
+    Other(String),
+}
+
+/// Open `/ws` with exactly these `Cookie` and `Origin` headers.
+pub async fn ws_handshake(node_url: &str, cookie: Option<&str>, origin: Option<&str>) -> Result<WsStream, WsRefused> {
+    let url = node_url.replacen("http", "ws", 1) + "/ws";
+    let mut req = url.into_client_request().unwrap();
+    if let Some(c) = cookie {
+        req.headers_mut().insert("Cookie", c.parse().unwrap());
+    }
+    if let Some(o) = origin {
+        req.headers_mut().insert("Origin", o.parse().unwrap());
+    }
+    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req)).await {
+        Err(_) => Err(WsRefused::Other("handshake timed out".into())),
+        Ok(Ok((s, _))) => Ok(s),
+        Ok(Err(tungstenite::Error::Http(resp))) => Err(WsRefused::Status(resp.status().as_u16())),
+        Ok(Err(e)) => Err(WsRefused::Other(e.to_string())),
+    }
+}
+
+/// A browser tab's socket: reads are ordered; messages skipped while waiting for
+/// something else are kept, so nothing is lost between assertions.
+pub struct Ws {
+    inner: WsStream,
+    buf: VecDeque<Value>,
+    pings: u64,
+    pongs: u64,
+    /// From `hello`.
+    pub user: String,
+    /// From `hello`: this socket's id in rooms.
+    pub session: String,
+}
+
+impl Ws {
+    /// Connect as the client's user (its cookies, the node's own Origin) and read `hello`.
+    pub async fn connect(c: &Client) -> Ws {
+        let cookie = c.cookie_header().expect("client has cookies");
+        let inner = match ws_handshake(&c.origin, Some(&cookie), Some(&c.origin)).await {
+            Ok(s) => s,
+            Err(e) => panic!("WebSocket upgrade refused: {e:?}"),
+        };
+        let mut ws =
+            Ws { inner, buf: VecDeque::new(), pings: 0, pongs: 0, user: String::new(), session: String::new() };
+        let hello = ws.recv_any(WAIT).await.expect("hello");
+        assert_eq!(hello["type"], "hello", "first message must be hello: {hello}");
+        ws.user = hello["user"].as_str().expect("hello.user").to_owned();
+        assert!(is_hex32(&hello["session"]), "hello.session is 32 hex: {hello}");
+        ws.session = hello["session"].as_str().unwrap().to_owned();
+        ws
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        if v["type"] == "ping" {
+            self.pings += 1;
+        }
+        self.inner.send(Message::text(v.to_string())).await.expect("ws send");
+    }
+
+    pub async fn send_text(&mut self, t: String) {
+        self.inner.send(Message::text(t)).await.expect("ws send");
+    }
+
+    /// The next message off the wire (pongs included and counted); Err on close/timeout.
+    pub async fn recv_any(&mut self, t: Duration) -> Result<Value, String> {
+        let deadline = tokio::time::Instant::now() + t;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.inner.next()).await;
+            let msg = match next {
+                Err(_) => return Err("timed out".into()),
+                Ok(None) => return Err("stream ended".into()),
+                Ok(Some(Err(e))) => return Err(format!("socket error: {e}")),
+                Ok(Some(Ok(m))) => m,
+            };
+            match msg {
+                Message::Text(t) => {
+                    let v: Value = serde_json::from_str(t.as_str())
+                        .unwrap_or_else(|e| panic!("node sent non-JSON text {t:?}: {e}"));
+                    if v["type"] == "pong" {
+                        self.pongs += 1;
+                    }
+                    return Ok(v);
+                }
+                Message::Close(f) => return Err(format!("closed: {f:?}")),
+                Message::Binary(b) => panic!("node sent a binary frame ({} bytes)", b.len()),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The first message (buffered or new) for which `pred` holds; others are kept.
+    #[track_caller]
+    pub fn next_matching<'a>(
+        &'a mut self,
+        what: &'a str,
+        pred: impl Fn(&Value) -> bool + 'a,
+    ) -> impl std::future::Future<Output = Value> + 'a {
+        let caller = std::panic::Location::caller();
+        async move {
+            if let Some(i) = self.buf.iter().position(&pred) {
+                return self.buf.remove(i).unwrap();
+            }
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match self.recv_any(left).await {
+                    Ok(m) if pred(&m) => return m,
+                    Ok(m) => {
+                        if m["type"] != "pong" {
+                            self.buf.push_back(m)
+                        }
+                    }
+                    Err(e) => {
+                        panic!("{caller}: {} waiting for {what} ({e}); other messages: {:?}", self.user, self.buf)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next message of this type.
+    #[track_caller]
+    pub fn next_of_type<'a>(&'a mut self, ty: &'a str) -> impl std::future::Future<Output = Value> + 'a {
+        self.next_matching(ty, move |m| m["type"] == ty)
+    }
+
+    /// The next `error`; asserts its code.
+    #[track_caller]
+    pub fn expect_error<'a>(&'a mut self, code: &'a str) -> impl std::future::Future<Output = Value> + 'a {
+        let caller = std::panic::Location::caller();
+        async move {
+            let e = self.next_of_type("error").await;
+            assert_eq!(e["code"], code, "{caller}: wrong error code: {e}");
+            assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{caller}: error without message: {e}");
+            e
+        }
+    }
+
+    /// Barrier: send `ping` and read until every ping so far is answered. Returns what
+    /// arrived before the pong (also kept in the buffer).
+    pub async fn barrier(&mut self) -> Vec<Value> {
+        self.send(json!({"type": "ping"})).await;
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.pongs < self.pings {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.recv_any(left).await {
+                Ok(m) if m["type"] == "pong" => {}
+                Ok(m) => {
+                    seen.push(m.clone());
+                    self.buf.push_back(m);
+                }
+                Err(e) => panic!("{}: no pong for ping ({e}); buffered: {:?}", self.user, self.buf),
+            }
+        }
+        seen
+    }
+
+    /// Nothing matching `pred` has arrived or arrives before a ping round trip.
+    #[track_caller]
+    pub fn expect_none<'a>(
+        &'a mut self,
+        what: &'a str,
+        pred: impl Fn(&Value) -> bool + 'a,
+    ) -> impl std::future::Future<Output = ()> + 'a {
+        let caller = std::panic::Location::caller();
+        async move {
+            self.barrier().await;
+            if let Some(m) = self.buf.iter().find(|m| pred(m)) {
+                panic!("{caller}: {} must not receive {what}, got {m}", self.user);
+            }
+        }
+    }
+
+    /// No message of this type arrives (ping barrier).
+    #[track_caller]
+    pub fn expect_none_of_type<'a>(&'a mut self, ty: &'a str) -> impl std::future::Future<Output = ()> + 'a {
+        self.expect_none(ty, move |m| m["type"] == ty)
+    }
+
+    /// Forget buffered messages (after a phase whose events were checked).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+    }
+}
+
+/// Users in a participants list.
+pub fn participant_users(m: &Value) -> Vec<String> {
+    m["participants"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["user"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// Users in a GroupDetail's member list.
+pub fn member_users(g: &Value) -> Vec<String> {
+    g["members"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["user"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// Room ids in a GroupDetail.
+pub fn room_ids(g: &Value) -> Vec<String> {
+    g["rooms"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["id"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// Only the documented `keys` of an object (the node may add fields; the contract is these).
+pub fn pick(v: &Value, keys: &[&str]) -> Value {
+    let obj = v.as_object().unwrap_or_else(|| panic!("expected an object, got {v}"));
+    Value::Object(keys.iter().map(|k| (k.to_string(), obj.get(*k).cloned().unwrap_or(Value::Null))).collect())
+}
+
+/// [`pick`] over every element of an array.
+pub fn pick_all(v: &Value, keys: &[&str]) -> Value {
+    let arr = v.as_array().unwrap_or_else(|| panic!("expected an array, got {v}"));
+    Value::Array(arr.iter().map(|e| pick(e, keys)).collect())
+}
+
+pub const MEMBER: &[&str] = &["user", "role"];
+pub const SUMMARY: &[&str] = &["id", "name", "home", "role"];
+
+/// `in_reply_to` is optional in the contract; when the node sends it, it must name what we sent.
+#[track_caller]
+pub fn assert_reply_to(e: &Value, ty: &str) {
+    if !e["in_reply_to"].is_null() {
+        assert_eq!(e["in_reply_to"], ty, "in_reply_to names another message type: {e}");
+    }
+}
