@@ -14,10 +14,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
     /// A user name broke the rules of [`UserName`].
-    #[error("user names are 3 to 32 characters: letters, digits, '_', '-' or '.', starting with a letter or digit")]
+    #[error(
+        "user names are 3 to 32 characters: letters, digits, '_', '-' or '.', starting with a letter or digit"
+    )]
     BadUserName,
     /// A node name broke the rules of [`NodeName`].
-    #[error("node names are 1 to 253 characters of DNS labels: lowercase letters, digits and '-', separated by '.'")]
+    #[error(
+        "node names are 1 to 253 characters of DNS labels: lowercase letters, digits and '-', separated by '.'"
+    )]
     BadNodeName,
     /// A user id was not of the form `name@node`.
     #[error("user ids are written name@node")]
@@ -66,7 +70,8 @@ impl NodeName {
         let s = s.to_ascii_lowercase();
         let label_ok = |l: &str| {
             (1..=63).contains(&l.len())
-                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         };
@@ -280,7 +285,12 @@ mod tests {
         let id: UserId = "Carol@Beta.Example".parse().unwrap();
         assert_eq!(id.to_string(), "carol@beta.example");
         let alpha = NodeName::new("alpha").unwrap();
-        assert_eq!(UserId::parse_with_default("bob", &alpha).unwrap().to_string(), "bob@alpha");
+        assert_eq!(
+            UserId::parse_with_default("bob", &alpha)
+                .unwrap()
+                .to_string(),
+            "bob@alpha"
+        );
         assert!("bob@".parse::<UserId>().is_err());
         assert!("bob@-x".parse::<UserId>().is_err());
     }
