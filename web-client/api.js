@@ -1,0 +1,112 @@
+//! The node's HTTP API (node/API.md): JSON in and out, the CSRF header, errors as readable words.
+
+let csrfToken = null;
+
+/** An API failure with words for a person in `message`. */
+export class ApiError extends Error {
+  constructor(status, code, message, retryAfter = null) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+    this.retryAfter = retryAfter;
+  }
+}
+
+const FALLBACK = {
+  bad_request: 'That request was not accepted. Check the fields and try again.',
+  unauthenticated: 'You are not logged in.',
+  csrf: 'Your page is out of date. Reload and try again.',
+  forbidden: 'You do not have permission to do that.',
+  not_found: 'Not found, or you do not have access to it.',
+  conflict: 'That already exists.',
+  gone: 'This invite has expired, was used up, or was revoked.',
+  too_large: 'That is too large.',
+  rate_limited: 'Too many attempts. Wait a little and try again.',
+  internal: 'Something went wrong on the server. Try again later.',
+};
+
+export function setCsrf(token) {
+  if (token) csrfToken = token;
+}
+
+/** Send one request; resolves to the parsed JSON body (or null for 204), rejects with ApiError. */
+export async function request(method, path, body) {
+  const headers = { Accept: 'application/json' };
+  const init = { method, headers, credentials: 'same-origin', cache: 'no-store' };
+  if (body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  if (method !== 'GET' && method !== 'HEAD' && csrfToken) headers['X-CSRF-Token'] = csrfToken;
+
+  let res;
+  try {
+    res = await fetch(path, init);
+  } catch {
+    throw new ApiError(0, 'network', 'Cannot reach the server. Check your connection and try again.');
+  }
+  if (res.status === 204) return null;
+  let data = null;
+  const text = await res.text();
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = null;
+    }
+  }
+  if (res.ok) return data;
+
+  const code = (data && data.error) || 'internal';
+  let message = (data && data.message) || FALLBACK[code] || `The server answered ${res.status}.`;
+  const retry = res.headers.get('Retry-After');
+  if (res.status === 429 && retry) message += ` (try again in ${retry} s)`;
+  throw new ApiError(res.status, code, message, retry ? Number(retry) : null);
+}
+
+export const get = (path) => request('GET', path);
+export const post = (path, body = {}) => request('POST', path, body);
+export const patch = (path, body) => request('PATCH', path, body);
+export const del = (path) => request('DELETE', path);
+
+const seg = encodeURIComponent;
+
+/** Typed calls, one per API.md row. */
+export const api = {
+  async session() {
+    const s = await get('/api/session');
+    setCsrf(s.csrf);
+    return s;
+  },
+  async register(username, password) {
+    const r = await post('/api/register', { username, password });
+    setCsrf(r.csrf);
+    return r;
+  },
+  async login(username, password) {
+    const r = await post('/api/login', { username, password });
+    setCsrf(r.csrf);
+    return r;
+  },
+  logout: () => post('/api/logout'),
+  changePassword: (oldPassword, newPassword) =>
+    post('/api/password', { old_password: oldPassword, new_password: newPassword }),
+  groups: () => get('/api/groups'),
+  createGroup: (name) => post('/api/groups', { name }),
+  group: (gid) => get(`/api/groups/${seg(gid)}`),
+  renameGroup: (gid, name) => patch(`/api/groups/${seg(gid)}`, { name }),
+  deleteGroup: (gid) => del(`/api/groups/${seg(gid)}`),
+  addMember: (gid, user, role) => post(`/api/groups/${seg(gid)}/members`, role ? { user, role } : { user }),
+  setRole: (gid, user, role) => patch(`/api/groups/${seg(gid)}/members/${seg(user)}`, { role }),
+  removeMember: (gid, user) => del(`/api/groups/${seg(gid)}/members/${seg(user)}`),
+  invites: (gid) => get(`/api/groups/${seg(gid)}/invites`),
+  createInvite: (gid, opts = {}) => post(`/api/groups/${seg(gid)}/invites`, opts),
+  revokeInvite: (gid, code) => del(`/api/groups/${seg(gid)}/invites/${seg(code)}`),
+  invite: (code) => get(`/api/invites/${seg(code)}`),
+  acceptInvite: (code) => post(`/api/invites/${seg(code)}/accept`),
+  createRoom: (gid, name) => post(`/api/groups/${seg(gid)}/rooms`, { name }),
+  renameRoom: (gid, rid, name) => patch(`/api/groups/${seg(gid)}/rooms/${seg(rid)}`, { name }),
+  deleteRoom: (gid, rid) => del(`/api/groups/${seg(gid)}/rooms/${seg(rid)}`),
+  ice: () => get('/api/ice'),
+};

@@ -1,0 +1,365 @@
+//! The app: session, shared state fed by the API and the socket, routing between views,
+//! the notice (aria-live) area, the header, and the test/diagnostics hook.
+
+import { api, ApiError } from './api.js';
+import { Socket } from './socket.js';
+import { Call } from './call.js';
+import { h, replaceChildren, displayUser } from './dom.js';
+import * as authView from './views/auth.js';
+import * as groupsView from './views/groups.js';
+import * as groupView from './views/group.js';
+import * as roomView from './views/room.js';
+import * as inviteView from './views/invite.js';
+import * as notFoundView from './views/notfound.js';
+import { mountCallbar } from './views/callbar.js';
+
+/** Everything the views read. Mutated only here (and by views through ctx helpers). */
+const state = {
+  user: null, // User or null
+  node: '',
+  groups: new Map(), // id → GroupSummary, or GroupDetail once loaded (has .members)
+  participants: new Map(), // "gid/rid" → [Participant]
+  groupsLoaded: false,
+};
+
+let route = { view: null, instance: null, params: {} };
+const listeners = new Set(); // long-lived (header, call bar)
+function emit(kind, data = {}) {
+  const current = route.instance && route.instance.update ? [(k, d) => route.instance.update(k, d)] : [];
+  for (const fn of [...listeners, ...current]) {
+    try {
+      fn(kind, data);
+    } catch (err) {
+      console.error('view update failed', err);
+    }
+  }
+}
+
+// ---------- notices ----------
+
+const noticeEl = document.getElementById('notice');
+let noticeTimer = null;
+export function notify(message, kind = 'error') {
+  clearTimeout(noticeTimer);
+  noticeEl.hidden = false;
+  noticeEl.className = `notice notice-${kind}`;
+  replaceChildren(
+    noticeEl,
+    h('span', { class: 'notice-text' }, message),
+    h('button', { class: 'btn btn-quiet', type: 'button', 'aria-label': 'Dismiss', onclick: clearNotice }, '×'),
+  );
+  noticeTimer = setTimeout(clearNotice, kind === 'error' ? 12_000 : 5_000);
+}
+function clearNotice() {
+  noticeEl.hidden = true;
+  noticeEl.textContent = '';
+}
+/** Show what went wrong: ApiError messages are already words for a person. */
+function showError(err) {
+  if (err instanceof ApiError) {
+    if (err.status === 401 && state.user) {
+      sessionEnded();
+      return;
+    }
+    notify(err.message);
+  } else {
+    console.error(err);
+    notify(err && err.message ? err.message : 'Something went wrong.');
+  }
+}
+
+// ---------- state updates ----------
+
+function key(gid, rid) {
+  return `${gid}/${rid}`;
+}
+
+function storeGroup(detail) {
+  state.groups.set(detail.id, detail);
+  for (const room of detail.rooms || []) {
+    if (Array.isArray(room.participants)) state.participants.set(key(detail.id, room.id), room.participants);
+  }
+  emit('group', { group: detail.id });
+}
+
+function removeGroup(gid) {
+  state.groups.delete(gid);
+  for (const k of [...state.participants.keys()]) if (k.startsWith(`${gid}/`)) state.participants.delete(k);
+  if (call.group === gid) call.stop();
+  emit('group_removed', { group: gid });
+}
+
+async function refreshGroups() {
+  const list = await api.groups();
+  const seen = new Set();
+  for (const summary of list) {
+    seen.add(summary.id);
+    const old = state.groups.get(summary.id);
+    // Keep a loaded detail (members, rooms) but take the summary's fresh name/role.
+    state.groups.set(summary.id, old && old.members ? { ...old, ...summary } : summary);
+  }
+  for (const gid of [...state.groups.keys()]) if (!seen.has(gid)) state.groups.delete(gid);
+  state.groupsLoaded = true;
+  emit('groups');
+}
+
+async function loadGroup(gid) {
+  const detail = await api.group(gid);
+  storeGroup(detail);
+  return detail;
+}
+
+// ---------- socket + call ----------
+
+const socket = new Socket();
+const call = new Call(socket, (gid, rid) => state.participants.get(key(gid, rid)) || [], (m) => notify(m));
+call.subscribe((what) => emit('call', { what }));
+
+socket.on('group', (m) => {
+  storeGroup(m.group);
+  emit('groups');
+});
+socket.on('group_removed', (m) => {
+  removeGroup(m.group);
+  emit('groups');
+});
+socket.on('participants', (m) => {
+  state.participants.set(key(m.group, m.room), m.participants || []);
+  emit('participants', { group: m.group, room: m.room });
+});
+socket.on('hello', () => {
+  // Events may have been missed while disconnected: catch up.
+  if (state.user) refreshAfterReconnect();
+});
+let lostConnection = false;
+socket.on('close', (m) => {
+  if (m.wasConnected && state.user) {
+    lostConnection = true;
+    notify('Lost the connection to the server. Reconnecting…', 'error');
+  }
+  emit('connection', { connected: false });
+});
+socket.on('open', () => {
+  if (lostConnection) notify('Reconnected.', 'info');
+  lostConnection = false;
+  emit('connection', { connected: true });
+});
+
+let firstHello = true;
+async function refreshAfterReconnect() {
+  if (firstHello) {
+    firstHello = false;
+    return;
+  }
+  try {
+    await refreshGroups();
+    const current = route.params && route.params.gid;
+    if (current && state.groups.has(current)) await loadGroup(current);
+  } catch (err) {
+    showError(err);
+  }
+}
+
+// ---------- session ----------
+
+async function loggedIn(user) {
+  state.user = user;
+  state.node = user.node || state.node;
+  firstHello = true;
+  socket.connect();
+  renderAccount();
+  try {
+    await refreshGroups();
+  } catch (err) {
+    showError(err);
+  }
+}
+
+async function logout() {
+  call.leave();
+  socket.close();
+  try {
+    await api.logout();
+  } catch (err) {
+    showError(err);
+  }
+  await resetSession();
+  navigate('/login');
+}
+
+async function resetSession() {
+  state.user = null;
+  state.groups.clear();
+  state.participants.clear();
+  state.groupsLoaded = false;
+  renderAccount();
+  try {
+    await api.session(); // fresh CSRF token
+  } catch {
+    /* shown on the next request */
+  }
+}
+
+async function sessionEnded() {
+  call.stop();
+  socket.close();
+  await resetSession();
+  notify('Your session has ended. Log in again.');
+  navigate(`/login?next=${encodeURIComponent(location.pathname)}`);
+}
+
+function renderAccount() {
+  const nav = document.getElementById('account');
+  if (!state.user) {
+    replaceChildren(nav);
+    return;
+  }
+  replaceChildren(
+    nav,
+    h('span', { class: 'whoami', title: state.user.id, testid: 'whoami' }, displayUser(state.user.id, state.node)),
+    h('button', { class: 'btn btn-quiet', type: 'button', testid: 'logout', onclick: () => logout() }, 'Log out'),
+  );
+}
+
+// ---------- routing ----------
+
+const routes = [
+  { pattern: /^\/$/, view: groupsView, auth: true },
+  { pattern: /^\/login$/, view: authView, props: { mode: 'login' } },
+  { pattern: /^\/register$/, view: authView, props: { mode: 'register' } },
+  { pattern: /^\/g\/(?<gid>[^/]+)$/, view: groupView, auth: true },
+  { pattern: /^\/g\/(?<gid>[^/]+)\/r\/(?<rid>[^/]+)$/, view: roomView, auth: true },
+  { pattern: /^\/invite\/(?<code>[^/]+)$/, view: inviteView },
+];
+
+const main = document.getElementById('main');
+
+export function navigate(path, { replace = false } = {}) {
+  if (replace) history.replaceState(null, '', path);
+  else if (path !== location.pathname + location.search) history.pushState(null, '', path);
+  render();
+}
+
+function render() {
+  const path = location.pathname;
+  let match = null;
+  for (const r of routes) {
+    const m = path.match(r.pattern);
+    if (m) {
+      match = { ...r, params: { ...(m.groups || {}), ...(r.props || {}) } };
+      break;
+    }
+  }
+  if (match && match.auth && !state.user) {
+    navigate(`/login?next=${encodeURIComponent(path)}`, { replace: true });
+    return;
+  }
+  if (match && match.view === authView && state.user) {
+    navigate(safeNext() || '/', { replace: true });
+    return;
+  }
+  if (route.instance && route.instance.unmount) route.instance.unmount();
+  const view = match ? match.view : notFoundView;
+  const params = match ? decodeParams(match.params) : {};
+  route = { view, params, instance: null };
+  main.textContent = '';
+  route.instance = view.mount(main, ctx, params) || {};
+  main.focus({ preventScroll: true });
+}
+
+function decodeParams(params) {
+  const out = {};
+  for (const [k, v] of Object.entries(params)) out[k] = typeof v === 'string' ? decodeURIComponent(v) : v;
+  return out;
+}
+
+/** `?next=` only ever points inside this site. */
+function safeNext() {
+  const next = new URLSearchParams(location.search).get('next');
+  return next && next.startsWith('/') && !next.startsWith('//') ? next : null;
+}
+
+document.addEventListener('click', (ev) => {
+  const a = ev.target.closest && ev.target.closest('a[data-route]');
+  if (!a || ev.defaultPrevented || ev.button !== 0 || ev.metaKey || ev.ctrlKey || ev.shiftKey || ev.altKey) return;
+  const url = new URL(a.href, location.href);
+  if (url.origin !== location.origin) return;
+  ev.preventDefault();
+  navigate(url.pathname + url.search);
+});
+window.addEventListener('popstate', render);
+
+// Push-to-talk: hold Space (outside text fields) to talk.
+function typingTarget(el) {
+  return el && (el.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT'].includes(el.tagName)) && el.type !== 'checkbox' && el.type !== 'range';
+}
+window.addEventListener('keydown', (ev) => {
+  if (ev.code !== 'Space' || !call.pushToTalk || call.status === 'idle' || typingTarget(ev.target)) return;
+  ev.preventDefault();
+  call.setTalking(true);
+});
+window.addEventListener('keyup', (ev) => {
+  if (ev.code !== 'Space' || !call.pushToTalk || call.status === 'idle') return;
+  if (!typingTarget(ev.target)) ev.preventDefault();
+  call.setTalking(false);
+});
+window.addEventListener('blur', () => call.setTalking(false));
+document.addEventListener('click', () => {
+  if (call.speakers.blocked) call.speakers.resumeAll();
+});
+
+// ---------- context given to views ----------
+
+const ctx = {
+  state,
+  api,
+  call,
+  socket,
+  navigate,
+  notify,
+  showError,
+  refreshGroups,
+  loadGroup,
+  storeGroup,
+  removeGroup,
+  loggedIn: async (user) => {
+    await loggedIn(user);
+    navigate(safeNext() || '/', { replace: true });
+  },
+  nextPath: safeNext,
+  me: () => (state.user ? state.user.id : null),
+  show: (userId) => displayUser(userId, state.node),
+  participants: (gid, rid) => state.participants.get(key(gid, rid)) || [],
+};
+
+mountCallbar(document.getElementById('callbar'), ctx, (fn) => listeners.add(fn));
+
+// ---------- test / diagnostics hook (read-only) ----------
+
+Object.defineProperty(window, '__voicechat', {
+  value: Object.freeze({
+    /** Map "user/session" → RTCPeerConnection of the current call. */
+    peers: () => call.peerConnections(),
+    /** The local microphone MediaStream of the current (or last) call, or null. */
+    localStream: () => call.localStream,
+    /** "idle" | "joining" | "joined". */
+    callStatus: () => call.status,
+  }),
+  writable: false,
+  configurable: false,
+});
+
+// ---------- start ----------
+
+async function start() {
+  try {
+    const s = await api.session();
+    state.node = s.node || '';
+    if (s.user) await loggedIn(s.user);
+  } catch (err) {
+    showError(err);
+  }
+  render();
+}
+
+start();

@@ -1,0 +1,58 @@
+//! Tiny DOM helpers: build elements without innerHTML, so names from the network are always text.
+
+/**
+ * h('button', {class: 'btn', onclick: fn, dataset: {testid: 'x'}}, 'Label', child, ...)
+ * Attribute values of `false`/`null`/`undefined` are skipped; `true` sets an empty attribute.
+ */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === false || value === null || value === undefined) continue;
+    if (key.startsWith('on') && typeof value === 'function') {
+      el.addEventListener(key.slice(2), value);
+    } else if (key === 'dataset') {
+      for (const [k, v] of Object.entries(value)) el.dataset[k] = v;
+    } else if (key === 'testid') {
+      el.dataset.testid = value;
+    } else if (key === 'value' || key === 'checked' || key === 'disabled' || key === 'selected') {
+      el[key] = value;
+    } else {
+      el.setAttribute(key, value === true ? '' : String(value));
+    }
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const child of children) {
+    if (child === null || child === undefined || child === false) continue;
+    if (Array.isArray(child)) append(el, child);
+    else el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+}
+
+/** Replace every child of `el` with `children`. */
+export function replaceChildren(el, ...children) {
+  el.textContent = '';
+  append(el, children);
+}
+
+/** A short-lived unique id for label/for pairs. */
+let counter = 0;
+export function uid(prefix = 'id') {
+  counter += 1;
+  return `${prefix}-${counter}`;
+}
+
+/** "bob@alpha" → "bob" when alpha is this node, else the full id. */
+export function displayUser(userId, localNode) {
+  const at = userId.lastIndexOf('@');
+  if (at > 0 && userId.slice(at + 1) === localNode) return userId.slice(0, at);
+  return userId;
+}
+
+/** Navigation links handled by the router (set up in app.js). */
+export function link(href, attrs, ...children) {
+  return h('a', { href, 'data-route': '', ...attrs }, ...children);
+}

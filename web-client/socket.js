@@ -1,0 +1,106 @@
+//! The one WebSocket of this tab: URL from `location`, reconnect with backoff, dispatch by `type`.
+//!
+//! Listeners: socket.on('participants', fn) for node messages, plus the pseudo-types
+//! 'open' and 'close' for the connection itself. After every (re)connect the node sends
+//! `hello` with a new session id; whoever was in a call re-joins on that (see call.js).
+
+const PING_MS = 25_000;
+const BACKOFF_MIN_MS = 500;
+const BACKOFF_MAX_MS = 15_000;
+
+export function socketUrl(loc = location) {
+  const scheme = loc.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${loc.host}/ws`;
+}
+
+export class Socket {
+  constructor(url = socketUrl()) {
+    this.url = url;
+    this.ws = null;
+    this.listeners = new Map();
+    this.wanted = false;
+    this.attempt = 0;
+    this.retryTimer = null;
+    this.pingTimer = null;
+    this.connected = false;
+  }
+
+  on(type, fn) {
+    if (!this.listeners.has(type)) this.listeners.set(type, new Set());
+    this.listeners.get(type).add(fn);
+    return () => this.listeners.get(type).delete(fn);
+  }
+
+  emit(type, msg) {
+    for (const fn of this.listeners.get(type) || []) {
+      try {
+        fn(msg);
+      } catch (err) {
+        console.error(`socket listener for ${type} failed`, err);
+      }
+    }
+  }
+
+  /** Start (and keep) the connection. */
+  connect() {
+    this.wanted = true;
+    if (!this.ws) this.open();
+  }
+
+  /** Stop for good (logout). */
+  close() {
+    this.wanted = false;
+    clearTimeout(this.retryTimer);
+    clearInterval(this.pingTimer);
+    if (this.ws) this.ws.close(1000, 'bye');
+    this.ws = null;
+    this.connected = false;
+  }
+
+  /** Send one message; returns false (and drops it) while disconnected. */
+  send(msg) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  open() {
+    const ws = new WebSocket(this.url);
+    this.ws = ws;
+    ws.addEventListener('open', () => {
+      this.attempt = 0;
+      this.connected = true;
+      clearInterval(this.pingTimer);
+      this.pingTimer = setInterval(() => this.send({ type: 'ping' }), PING_MS);
+      this.emit('open', {});
+    });
+    ws.addEventListener('message', (ev) => {
+      let msg;
+      try {
+        msg = JSON.parse(ev.data);
+      } catch {
+        return;
+      }
+      if (msg && typeof msg.type === 'string') this.emit(msg.type, msg);
+    });
+    ws.addEventListener('close', (ev) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      const was = this.connected;
+      this.connected = false;
+      clearInterval(this.pingTimer);
+      this.emit('close', { code: ev.code, wasConnected: was });
+      if (this.wanted) this.scheduleReconnect();
+    });
+  }
+
+  scheduleReconnect() {
+    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.attempt);
+    const delay = base / 2 + Math.random() * (base / 2);
+    this.attempt += 1;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => {
+      if (this.wanted && !this.ws) this.open();
+    }, delay);
+  }
+}

@@ -1,0 +1,212 @@
+//! Shared by the end-to-end tests and measure.mjs: the network-namespace guard, the WAV
+//! generator, starting the real node, launching Chromium, polling with deadlines, getStats.
+
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+
+/** Chromium's ICE would use every interface: insist on a namespace with loopback only. */
+export function assertPrivateNetns() {
+  // /proc/net/dev belongs to this process's namespace (/sys/class/net may show the host's).
+  const ifaces = fs
+    .readFileSync('/proc/net/dev', 'utf8')
+    .split('\n')
+    .slice(2)
+    .map((line) => line.split(':')[0].trim())
+    .filter((n) => n && n !== 'lo');
+  if (ifaces.length) {
+    throw new Error(
+      `These tests must run in a private network namespace with loopback only (found: ${ifaces.join(', ')}). ` +
+        'Run them through web-client/tests/run.sh (unshare -n as root).',
+    );
+  }
+}
+
+export function tempDir(prefix) {
+  return fs.mkdtempSync(path.join(os.tmpdir(), `voicechat-${prefix}-`));
+}
+
+/**
+ * Write a 48 kHz mono 16-bit PCM WAV of `seconds`, with a beep of `beepMs` at the start of
+ * every `periodMs` (frequency alternating per beep so a codec cannot flatten it into noise).
+ */
+export function writeBeepWav(file, { seconds = 10, periodMs = 1000, beepMs = 200, freqs = [660, 880], amplitude = 0.5 } = {}) {
+  const rate = 48_000;
+  const n = Math.round(seconds * rate);
+  const buf = Buffer.alloc(44 + n * 2);
+  buf.write('RIFF', 0, 'ascii');
+  buf.writeUInt32LE(36 + n * 2, 4);
+  buf.write('WAVE', 8, 'ascii');
+  buf.write('fmt ', 12, 'ascii');
+  buf.writeUInt32LE(16, 16); // fmt chunk size
+  buf.writeUInt16LE(1, 20); // PCM
+  buf.writeUInt16LE(1, 22); // mono
+  buf.writeUInt32LE(rate, 24);
+  buf.writeUInt32LE(rate * 2, 28); // byte rate
+  buf.writeUInt16LE(2, 32); // block align
+  buf.writeUInt16LE(16, 34); // bits per sample
+  buf.write('data', 36, 'ascii');
+  buf.writeUInt32LE(n * 2, 40);
+  const period = Math.round((periodMs / 1000) * rate);
+  const beep = Math.round((beepMs / 1000) * rate);
+  const ramp = Math.round(0.004 * rate); // 4 ms fade in/out, no clicks
+  for (let i = 0; i < n; i++) {
+    const k = Math.floor(i / period);
+    const t = i % period;
+    let v = 0;
+    if (t < beep) {
+      const env = Math.min(1, t / ramp, (beep - t) / ramp);
+      v = amplitude * env * Math.sin((2 * Math.PI * freqs[k % freqs.length] * i) / rate);
+    }
+    buf.writeInt16LE(Math.round(v * 32767), 44 + i * 2);
+  }
+  fs.writeFileSync(file, buf);
+  return file;
+}
+
+/** Start the real node on port 0; resolves once it printed its URL. */
+export async function startNode({ name = 'alpha' } = {}) {
+  const bin = process.env.VOICECHAT_BIN || path.join(REPO, 'target', 'debug', 'voicechat');
+  if (!fs.existsSync(bin)) throw new Error(`node binary not found at ${bin}: build it (cargo build -p voicechat-node) or set VOICECHAT_BIN`);
+  const dataDir = tempDir('node');
+  const proc = spawn(bin, ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--name', name, '--p2p-listen', '/ip4/127.0.0.1/tcp/0'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
+  });
+  let log = '';
+  proc.stderr.on('data', (d) => {
+    log += d;
+    if (process.env.VOICECHAT_NODE_LOG) process.stderr.write(d);
+  });
+  const url = await new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`node printed no URL in 20 s; stdout: ${out}\nstderr: ${log}`)), 20_000);
+    proc.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/https?:\/\/[^\s"']+/);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[0].replace(/\/?$/, '/'));
+      }
+    });
+    proc.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`node exited with ${code} before listening:\n${out}\n${log}`));
+    });
+  });
+  return {
+    url,
+    proc,
+    dataDir,
+    log: () => log,
+    async stop() {
+      if (proc.exitCode === null) {
+        proc.kill('SIGTERM');
+        await new Promise((r) => {
+          const t = setTimeout(() => {
+            proc.kill('SIGKILL');
+            r();
+          }, 5000);
+          proc.once('exit', () => {
+            clearTimeout(t);
+            r();
+          });
+        });
+      }
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** One Chromium process (own user-data-dir) whose fake microphone plays `wav`. */
+export async function launchBrowser(wav, { viewport = { width: 1280, height: 800 } } = {}) {
+  const userDataDir = tempDir('chromium');
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--use-fake-ui-for-media-stream',
+      '--use-fake-device-for-media-stream',
+      `--use-file-for-fake-audio-capture=${wav}`,
+      '--allow-loopback-in-peer-connection',
+      '--autoplay-policy=no-user-gesture-required',
+    ],
+  });
+  const page = context.pages()[0] || (await context.newPage());
+  const consoleLines = [];
+  page.on('console', (m) => consoleLines.push(`[${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => consoleLines.push(`[pageerror] ${e.message}`));
+  if (process.env.VOICECHAT_DEBUG) {
+    await context.addInitScript(() => localStorage.setItem('voicechat.debug', '1'));
+  }
+  return {
+    context,
+    page,
+    consoleLines,
+    async close() {
+      if (process.env.VOICECHAT_DEBUG) console.log(consoleLines.join('\n'));
+      await context.close().catch(() => {});
+      fs.rmSync(userDataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Call `fn` until it returns a truthy value; throw `message` (with the last value) at the deadline. */
+export async function waitFor(fn, { timeout = 20_000, interval = 250, message = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  let lastErr;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (err) {
+      lastErr = err;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeout} ms waiting for ${message}; last value: ${JSON.stringify(last)}${lastErr ? `; last error: ${lastErr.message}` : ''}`);
+    }
+    await new Promise((r) => setTimeout(r, interval));
+  }
+}
+
+/** Summed inbound audio + transport figures over every peer connection of the page. */
+export function audioStats(page) {
+  return page.evaluate(async () => {
+    const out = { peers: 0, packetsReceived: 0, totalAudioEnergy: 0, audioLevel: 0, bytesSent: 0, dtlsStates: [], srtpCiphers: [], connectionStates: [] };
+    for (const pc of window.__voicechat.peers().values()) {
+      out.peers += 1;
+      out.connectionStates.push(pc.connectionState);
+      const stats = await pc.getStats();
+      stats.forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+          out.packetsReceived += s.packetsReceived || 0;
+          out.totalAudioEnergy += s.totalAudioEnergy || 0;
+          out.audioLevel = Math.max(out.audioLevel, s.audioLevel || 0);
+        } else if (s.type === 'outbound-rtp' && s.kind === 'audio') {
+          out.bytesSent += s.bytesSent || 0;
+        } else if (s.type === 'transport') {
+          out.dtlsStates.push(s.dtlsState);
+          if (s.srtpCipher) out.srtpCiphers.push(s.srtpCipher);
+        }
+      });
+    }
+    return out;
+  });
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

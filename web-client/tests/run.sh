@@ -1,0 +1,11 @@
+#!/bin/sh
+# Run the browser end-to-end tests inside a private network namespace (loopback only), so
+# Chromium's ICE sees no other interface. Needs root (unshare -n). Extra args: test files.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+if [ ! -d "$here/../node_modules/playwright-core" ]; then
+  echo "playwright-core is missing: run 'npm ci --prefix web-client' first" >&2
+  exit 2
+fi
+if [ "$#" -eq 0 ]; then set -- "$here"/*.test.mjs; fi
+exec unshare -n sh -c 'ip link set lo up && exec node --test --test-concurrency=1 "$@"' sh "$@"

@@ -1,0 +1,29 @@
+//! The header strip shown while this tab is in a call (on any page): where, mute, leave.
+
+import { h, link, replaceChildren } from '../dom.js';
+
+export function mountCallbar(el, ctx, subscribe) {
+  const call = ctx.call;
+  function render() {
+    if (call.status === 'idle') {
+      el.hidden = true;
+      el.textContent = '';
+      return;
+    }
+    const g = ctx.state.groups.get(call.group);
+    const r = g && g.rooms ? g.rooms.find((x) => x.id === call.room) : null;
+    const where = r ? `${r.name}` : 'Call';
+    el.hidden = false;
+    replaceChildren(
+      el,
+      h('span', { class: 'live-dot', 'aria-hidden': 'true' }),
+      link(`/g/${call.group}/r/${call.room}`, { class: 'callbar-room', testid: 'callbar-room' }, call.status === 'joining' ? `Connecting to ${where}…` : `In call: ${where}`),
+      h('button', { class: 'btn btn-quiet btn-small', type: 'button', 'aria-pressed': String(call.muted), onclick: () => call.setMuted(!call.muted), disabled: call.pushToTalk }, call.muted ? 'Unmute' : 'Mute'),
+      h('button', { class: 'btn btn-danger btn-small', type: 'button', onclick: () => call.leave() }, 'Leave'),
+    );
+  }
+  subscribe((kind, data) => {
+    if ((kind === 'call' && data.what !== 'levels' && data.what !== 'peers') || kind === 'group') render();
+  });
+  render();
+}

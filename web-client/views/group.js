@@ -1,0 +1,319 @@
+//! A group page: its rooms (live participant counts), members and roles, invite links.
+
+import { h, link, replaceChildren, uid } from '../dom.js';
+import { notFound } from './notfound.js';
+import { renameControl, confirmButton, copyText, formatExpiry } from './widgets.js';
+
+const ROLE_LABEL = { owner: 'Owner', admin: 'Admin', member: 'Member' };
+const isAdmin = (role) => role === 'admin' || role === 'owner';
+
+export function mount(root, ctx, { gid }) {
+  const page = h('section', { class: 'page' }, h('p', { class: 'muted' }, 'Loading…'));
+  root.append(page);
+
+  const head = h('div', { class: 'page-head' });
+  const roomsList = h('ul', { class: 'list', testid: 'room-list' });
+  const membersList = h('ul', { class: 'list', testid: 'member-list' });
+  const invitesList = h('ul', { class: 'list', testid: 'invite-list' });
+  const roomsCard = h('div', { class: 'card' });
+  const membersCard = h('div', { class: 'card' });
+  const invitesCard = h('div', { class: 'card' });
+  let invites = [];
+  let invitesLoaded = false;
+  let built = false;
+  let gone = false;
+
+  const group = () => ctx.state.groups.get(gid);
+
+  // ----- forms (built once, so typing is never interrupted by live updates) -----
+  const roomNameId = uid('room-name');
+  const roomInput = h('input', { id: roomNameId, required: true, maxlength: 64, placeholder: 'e.g. Lobby', testid: 'room-create-name', autocomplete: 'off' });
+  const roomSubmit = h('button', { class: 'btn btn-primary', type: 'submit', testid: 'room-create-submit' }, 'Create room');
+  const roomForm = h('form', { class: 'inline-form', 'aria-label': 'Create a room' }, h('label', { for: roomNameId, class: 'sr-only' }, 'New room name'), roomInput, roomSubmit);
+  roomForm.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const name = roomInput.value.trim();
+    if (!name) return ctx.notify('Give the room a name.');
+    roomSubmit.disabled = true;
+    try {
+      await ctx.api.createRoom(gid, name);
+      roomInput.value = '';
+      await ctx.loadGroup(gid);
+      ctx.notify(`Room “${name}” created.`, 'info');
+    } catch (err) {
+      ctx.showError(err);
+    } finally {
+      roomSubmit.disabled = false;
+    }
+  });
+
+  const memberId = uid('member');
+  const memberHint = uid('member-hint');
+  const memberInput = h('input', { id: memberId, required: true, maxlength: 300, placeholder: 'bob or carol@beta.example', testid: 'member-add-input', autocomplete: 'off', autocapitalize: 'none', spellcheck: 'false', 'aria-describedby': memberHint });
+  const memberSubmit = h('button', { class: 'btn btn-primary', type: 'submit', testid: 'member-add-submit' }, 'Add member');
+  const memberForm = h(
+    'form',
+    { class: 'stack', 'aria-label': 'Add a member' },
+    h('div', { class: 'inline-form' }, h('label', { for: memberId, class: 'sr-only' }, 'Username to add'), memberInput, memberSubmit),
+    h('p', { class: 'hint', id: memberHint }, 'A user of this node by name, or someone on another node as name@node.'),
+  );
+  memberForm.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const user = memberInput.value.trim();
+    if (!user) return ctx.notify('Type a username to add.');
+    memberSubmit.disabled = true;
+    try {
+      const member = await ctx.api.addMember(gid, user);
+      memberInput.value = '';
+      await ctx.loadGroup(gid);
+      ctx.notify(`${ctx.show(member.user)} was added.`, 'info');
+    } catch (err) {
+      ctx.showError(err);
+    } finally {
+      memberSubmit.disabled = false;
+    }
+  });
+
+  const inviteButton = h('button', { class: 'btn', type: 'button', testid: 'invite-create' }, 'Create invite link');
+  inviteButton.addEventListener('click', async () => {
+    inviteButton.disabled = true;
+    try {
+      const inv = await ctx.api.createInvite(gid, {});
+      invites = [inv, ...invites.filter((i) => i.code !== inv.code)];
+      renderInvites();
+      const ok = await copyText(inviteUrl(inv));
+      ctx.notify(ok ? 'Invite link created and copied.' : 'Invite link created.', 'info');
+    } catch (err) {
+      ctx.showError(err);
+    } finally {
+      inviteButton.disabled = false;
+    }
+  });
+
+  // ----- rendering -----
+  const membersTitle = h('h2', { class: 'card-title' }, 'Members');
+  function build() {
+    built = true;
+    // Cards are assembled once; live updates replace list contents only, so a form being
+    // typed into is never detached (and never loses focus).
+    roomsCard.append(h('h2', { class: 'card-title' }, 'Rooms'), roomsList, roomForm);
+    membersCard.append(membersTitle, membersList, memberForm);
+    invitesCard.append(h('h2', { class: 'card-title' }, 'Invite links'), h('p', { class: 'hint' }, 'Anyone with a link who has an account on this node can join the group.'), invitesList, inviteButton);
+    replaceChildren(
+      page,
+      head,
+      h('div', { class: 'columns' }, roomsCard, h('div', { class: 'stack' }, membersCard, invitesCard)),
+    );
+  }
+
+  function renderHead(g) {
+    const actions = h('div', { class: 'actions' });
+    if (isAdmin(g.role)) {
+      actions.append(renameControl({ label: 'group', current: g.name, testid: 'group-rename', onError: ctx.showError, save: async (name) => ctx.storeGroup(await ctx.api.renameGroup(gid, name)) }));
+    }
+    if (g.role === 'owner') {
+      actions.append(confirmButton({ text: 'Delete group', question: `Delete “${g.name}” for everyone? This cannot be undone.`, testid: 'group-delete', onError: ctx.showError, action: async () => {
+        await ctx.api.deleteGroup(gid);
+        ctx.removeGroup(gid);
+        ctx.navigate('/');
+      } }));
+    } else {
+      actions.append(confirmButton({ text: 'Leave group', question: `Leave “${g.name}”?`, testid: 'group-leave', onError: ctx.showError, action: async () => {
+        await ctx.api.removeMember(gid, ctx.me());
+        ctx.removeGroup(gid);
+        ctx.navigate('/');
+      } }));
+    }
+    replaceChildren(
+      head,
+      h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, link('/', {}, 'My groups')),
+      h('div', { class: 'title-row' }, h('h1', { testid: 'group-title' }, g.name), h('span', { class: `badge role-${g.role}` }, ROLE_LABEL[g.role] || g.role)),
+      actions,
+    );
+  }
+
+  function renderRooms(g) {
+    const editing = roomsList.querySelector('.rename form');
+    if (editing) return; // do not yank an open rename form away; the next update catches up
+    const rooms = [...(g.rooms || [])].sort((a, b) => a.name.localeCompare(b.name));
+    replaceChildren(
+      roomsList,
+      rooms.length
+        ? rooms.map((room) => {
+            const people = ctx.participants(gid, room.id);
+            const inCall = ctx.call.inRoom(gid, room.id);
+            return h(
+              'li',
+              { class: 'row', dataset: { room: room.id } },
+              link(`/g/${gid}/r/${room.id}`, { class: 'row-main', testid: `room-link-${room.name}` },
+                h('span', { class: 'row-title' }, room.name),
+                h('span', { class: 'row-sub muted', testid: `room-count-${room.name}` },
+                  people.length ? `${people.length} in call: ${[...new Set(people.map((p) => ctx.show(p.user)))].join(', ')}` : 'Nobody in call'),
+              ),
+              inCall ? h('span', { class: 'badge live' }, 'You are here') : people.length ? h('span', { class: 'badge live' }, 'Live') : null,
+              isAdmin(g.role)
+                ? h('span', { class: 'row-actions' },
+                    renameControl({ label: `room ${room.name}`, current: room.name, testid: `room-rename-${room.name}`, onError: ctx.showError, save: async (name) => {
+                      await ctx.api.renameRoom(gid, room.id, name);
+                      await ctx.loadGroup(gid);
+                    } }),
+                    confirmButton({ text: 'Delete', ariaLabel: `Delete room ${room.name}`, question: `Delete the room “${room.name}”? Anyone in it is dropped from the call.`, testid: `room-delete-${room.name}`, onError: ctx.showError, action: async () => {
+                      await ctx.api.deleteRoom(gid, room.id);
+                      await ctx.loadGroup(gid);
+                    } }))
+                : null,
+            );
+          })
+        : h('li', { class: 'empty-row muted' }, isAdmin(g.role) ? 'No rooms yet. Create the first one below.' : 'No rooms yet.'),
+    );
+    roomForm.hidden = !isAdmin(g.role);
+  }
+
+  function renderMembers(g) {
+    const me = ctx.me();
+    const members = [...(g.members || [])].sort((a, b) => rank(a.role) - rank(b.role) || a.user.localeCompare(b.user));
+    replaceChildren(
+      membersList,
+      members.map((m) => {
+        const self = m.user === me;
+        const controls = h('span', { class: 'row-actions' });
+        if (g.role === 'owner' && !self) {
+          const id = uid('role');
+          const select = h('select', { id, testid: `member-role-${m.user}` },
+            ['member', 'admin', 'owner'].map((r) => h('option', { value: r, selected: r === m.role }, r === 'owner' ? 'Owner (hand over)' : ROLE_LABEL[r])));
+          select.addEventListener('change', async () => {
+            const role = select.value;
+            if (role === 'owner' && !window.confirm(`Hand ownership of “${g.name}” to ${ctx.show(m.user)}? You become an admin.`)) {
+              select.value = m.role;
+              return;
+            }
+            try {
+              await ctx.api.setRole(gid, m.user, role);
+              await ctx.loadGroup(gid);
+            } catch (err) {
+              select.value = m.role;
+              ctx.showError(err);
+            }
+          });
+          controls.append(h('label', { for: id, class: 'sr-only' }, `Role of ${ctx.show(m.user)}`), select);
+        }
+        const canRemove = !self && (g.role === 'owner' ? m.role !== 'owner' : g.role === 'admin' && m.role === 'member');
+        if (canRemove) {
+          controls.append(confirmButton({ text: 'Remove', ariaLabel: `Remove ${ctx.show(m.user)}`, question: `Remove ${ctx.show(m.user)} from “${g.name}”?`, testid: `member-remove-${m.user}`, onError: ctx.showError, action: async () => {
+            await ctx.api.removeMember(gid, m.user);
+            await ctx.loadGroup(gid);
+          } }));
+        }
+        return h('li', { class: 'row', testid: `member-${m.user}` },
+          h('span', { class: 'row-main' }, h('span', { class: 'avatar', 'aria-hidden': 'true' }, initial(ctx.show(m.user))), h('span', { class: 'row-title' }, ctx.show(m.user), self ? h('span', { class: 'muted' }, ' (you)') : null)),
+          h('span', { class: `badge role-${m.role}` }, ROLE_LABEL[m.role] || m.role),
+          controls.childNodes.length ? controls : null);
+      }),
+    );
+    membersTitle.textContent = `Members (${members.length})`;
+    memberForm.hidden = !isAdmin(g.role);
+  }
+
+  function inviteUrl(inv) {
+    return `${location.origin}/invite/${encodeURIComponent(inv.code)}`;
+  }
+
+  function renderInvites() {
+    const g = group();
+    if (!g || !isAdmin(g.role)) {
+      invitesCard.hidden = true;
+      return;
+    }
+    invitesCard.hidden = false;
+    replaceChildren(
+      invitesList,
+      invites.length
+        ? invites.map((inv) => {
+            const id = uid('invite');
+            const url = inviteUrl(inv);
+            const input = h('input', { id, value: url, readonly: true, testid: `invite-url-${inv.code}` });
+            return h('li', { class: 'row invite' },
+              h('span', { class: 'row-main stack-tight' },
+                h('label', { for: id, class: 'sr-only' }, 'Invite link'), input,
+                h('span', { class: 'row-sub muted' }, `${formatExpiry(inv.expires_at)} · used ${inv.uses}${inv.max_uses ? ` of ${inv.max_uses}` : ''} times`)),
+              h('span', { class: 'row-actions' },
+                h('button', { class: 'btn', type: 'button', testid: `invite-copy-${inv.code}`, onclick: async () => {
+                  const ok = await copyText(url, input);
+                  ctx.notify(ok ? 'Link copied.' : 'Press Ctrl+C (⌘C) to copy the selected link.', 'info');
+                } }, 'Copy'),
+                confirmButton({ text: 'Revoke', ariaLabel: 'Revoke this invite link', question: 'Revoke this invite link? It stops working at once.', testid: `invite-revoke-${inv.code}`, onError: ctx.showError, action: async () => {
+                  await ctx.api.revokeInvite(gid, inv.code);
+                  invites = invites.filter((i) => i.code !== inv.code);
+                  renderInvites();
+                } })));
+          })
+        : h('li', { class: 'empty-row muted' }, 'No active invite links.'),
+    );
+
+  }
+
+  async function loadInvites() {
+    const g = group();
+    if (!g || !isAdmin(g.role)) return;
+    invitesLoaded = true;
+    try {
+      invites = await ctx.api.invites(gid);
+      renderInvites();
+    } catch (err) {
+      if (err.status !== 403) ctx.showError(err);
+    }
+  }
+
+  function render() {
+    const g = group();
+    if (!g || !g.members) return;
+    if (!built) build();
+    renderHead(g);
+    renderRooms(g);
+    renderMembers(g);
+    renderInvites();
+  }
+
+  function showGone(text) {
+    gone = true;
+    replaceChildren(page, notFound('Group not found', text));
+  }
+
+  (async () => {
+    try {
+      await ctx.loadGroup(gid);
+      render();
+      if (!invitesLoaded) loadInvites();
+    } catch (err) {
+      if (err.status === 404 || err.status === 400) showGone('This group does not exist, or you are not a member of it.');
+      else ctx.showError(err);
+    }
+  })();
+
+  return {
+    update(kind, data) {
+      if (gone) return;
+      if (kind === 'group_removed' && data.group === gid) {
+        showGone('This group was deleted, or you were removed from it.');
+        ctx.notify('You no longer have access to this group.');
+        return;
+      }
+      const g = group();
+      if (!g || !g.members) return;
+      if (kind === 'group' && data.group === gid) {
+        render();
+        if (isAdmin(g.role) && !invitesLoaded) loadInvites();
+      } else if ((kind === 'participants' && data.group === gid) || (kind === 'call' && data.what === 'status')) {
+        if (built) renderRooms(g);
+      }
+    },
+  };
+}
+
+function rank(role) {
+  return { owner: 0, admin: 1, member: 2 }[role] ?? 3;
+}
+
+function initial(name) {
+  return (name[0] || '?').toUpperCase();
+}

@@ -1,0 +1,265 @@
+//! The room view: start/join/leave the call, mute, push-to-talk, microphone choice, and the
+//! participants with a live speaking indicator, connection state and per-person volume.
+
+import { h, link, replaceChildren, uid } from '../dom.js';
+import { notFound } from './notfound.js';
+import { loadVolume, SPEAKING_LEVEL } from '../audio.js';
+
+const STATE_LABEL = {
+  new: 'Connecting',
+  connecting: 'Connecting',
+  connected: 'Connected',
+  disconnected: 'Reconnecting',
+  failed: 'Failed — retrying',
+  closed: 'Closed',
+};
+
+export function mount(root, ctx, { gid, rid }) {
+  const call = ctx.call;
+  const page = h('section', { class: 'page room' }, h('p', { class: 'muted' }, 'Loading…'));
+  root.append(page);
+  let built = false;
+  let gone = false;
+
+  const crumbs = h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' });
+  const title = h('h1', { testid: 'room-title' });
+  const summary = h('p', { class: 'muted', testid: 'room-summary', 'aria-live': 'polite' });
+  const controls = h('div', { class: 'call-controls' });
+  const people = h('ul', { class: 'participants', testid: 'participant-list', 'aria-label': 'People in the call' });
+  const rows = new Map(); // session → {li, state, level, slider}
+
+  const joinBtn = h('button', { class: 'btn btn-primary btn-big', type: 'button', testid: 'call-join' }, 'Start call');
+  joinBtn.addEventListener('click', () => call.join(gid, rid));
+  const leaveBtn = h('button', { class: 'btn btn-danger btn-big', type: 'button', testid: 'call-leave' }, 'Leave');
+  leaveBtn.addEventListener('click', () => {
+    call.leave();
+    joinBtn.focus();
+  });
+  const muteBtn = h('button', { class: 'btn btn-big', type: 'button', testid: 'call-mute', 'aria-pressed': 'false' }, 'Mute');
+  muteBtn.addEventListener('click', () => call.setMuted(!call.muted));
+
+  const micId = uid('mic');
+  const micSelect = h('select', { id: micId, testid: 'mic-select' });
+  micSelect.addEventListener('change', () => call.selectMicrophone(micSelect.value));
+  const micField = h('div', { class: 'field' }, h('label', { for: micId }, 'Microphone'), micSelect);
+
+  const pttId = uid('ptt');
+  const pttBox = h('input', { id: pttId, type: 'checkbox', testid: 'ptt-toggle', checked: call.pushToTalk, 'aria-describedby': `${pttId}-hint` });
+  pttBox.addEventListener('change', () => call.setPushToTalk(pttBox.checked));
+  const pttField = h(
+    'div',
+    { class: 'field check' },
+    pttBox,
+    h('label', { for: pttId }, 'Push to talk'),
+    h('p', { class: 'hint', id: `${pttId}-hint` }, 'Hold Space to talk; the microphone is muted otherwise.'),
+  );
+  const localMeter = h('span', { class: 'meter', role: 'meter', 'aria-label': 'Your microphone level', 'aria-valuemin': '0', 'aria-valuemax': '100', 'aria-valuenow': '0' }, h('span', { class: 'meter-fill' }));
+
+  const group = () => ctx.state.groups.get(gid);
+  const room = () => (group() && group().rooms ? group().rooms.find((r) => r.id === rid) : null);
+
+  function build() {
+    built = true;
+    replaceChildren(
+      page,
+      h('div', { class: 'page-head' }, crumbs, h('div', { class: 'title-row' }, title), summary),
+      h('div', { class: 'columns room-columns' },
+        h('div', { class: 'card' }, h('h2', { class: 'card-title' }, 'Call'), controls),
+        h('div', { class: 'card' }, h('h2', { class: 'card-title' }, 'In the call'), people)),
+    );
+  }
+
+  function renderHead() {
+    const g = group();
+    const r = room();
+    replaceChildren(crumbs, link('/', {}, 'My groups'), h('span', { 'aria-hidden': 'true' }, ' / '), link(`/g/${gid}`, { testid: 'room-group-link' }, g.name));
+    title.textContent = r.name;
+    document.title = `${r.name} · ${g.name} · VoiceChat`;
+  }
+
+  function renderControls() {
+    const list = ctx.participants(gid, rid);
+    const here = call.inRoom(gid, rid);
+    const others = list.filter((p) => p.session !== call.mySession);
+    summary.textContent = list.length
+      ? `${list.length} ${list.length === 1 ? 'person' : 'people'} in the call`
+      : 'Nobody is in the call yet';
+    if (!here) {
+      joinBtn.textContent = others.length ? 'Join' : 'Start call';
+      joinBtn.disabled = false;
+      const elsewhere = call.status !== 'idle' ? h('p', { class: 'hint' }, 'Joining leaves the call you are in now.') : null;
+      replaceChildren(controls, h('div', { class: 'button-row' }, joinBtn), elsewhere, pttField);
+      return;
+    }
+    if (call.status === 'joining') {
+      joinBtn.textContent = 'Connecting…';
+      joinBtn.disabled = true;
+      replaceChildren(controls, h('div', { class: 'button-row' }, joinBtn, leaveBtn));
+      return;
+    }
+    if (!controls.contains(muteBtn)) {
+      replaceChildren(controls, h('div', { class: 'button-row' }, muteBtn, leaveBtn, localMeter), micField, pttField);
+      fillMics();
+    }
+    renderMute();
+  }
+
+  function renderMute() {
+    const muted = call.effectiveMuted;
+    muteBtn.textContent = call.muted ? 'Unmute' : 'Mute';
+    muteBtn.setAttribute('aria-pressed', String(call.muted));
+    muteBtn.disabled = call.pushToTalk;
+    muteBtn.title = call.pushToTalk ? 'Push to talk is on: hold Space to talk' : '';
+    muteBtn.classList.toggle('is-muted', muted);
+    pttBox.checked = call.pushToTalk;
+  }
+
+  async function fillMics() {
+    const mics = await call.microphones();
+    const track = call.localStream && call.localStream.getAudioTracks()[0];
+    const current = track && track.getSettings ? track.getSettings().deviceId : call.deviceId;
+    replaceChildren(
+      micSelect,
+      mics.length
+        ? mics.map((d, i) => h('option', { value: d.deviceId, selected: d.deviceId === current }, d.label || `Microphone ${i + 1}`))
+        : h('option', { value: '' }, 'Default microphone'),
+    );
+  }
+
+  function renderPeople() {
+    const list = ctx.participants(gid, rid);
+    const seen = new Set();
+    if (!list.length) {
+      for (const row of rows.values()) row.li.remove();
+      rows.clear();
+      if (!people.querySelector('.empty-row')) replaceChildren(people, h('li', { class: 'empty-row muted' }, 'Nobody is here. Start the call and others can join.'));
+      return;
+    }
+    const empty = people.querySelector('.empty-row');
+    if (empty) empty.remove();
+    for (const p of list) {
+      seen.add(p.session);
+      const self = p.session === call.mySession;
+      let row = rows.get(p.session);
+      if (!row) {
+        row = makeRow(p, self);
+        rows.set(p.session, row);
+      }
+      people.append(row.li); // keeps server order
+      row.muted.hidden = !p.muted;
+      row.li.classList.toggle('is-muted', !!p.muted);
+    }
+    for (const [session, row] of [...rows]) {
+      if (!seen.has(session)) {
+        row.li.remove();
+        rows.delete(session);
+      }
+    }
+    renderPeers();
+  }
+
+  function makeRow(p, self) {
+    const name = ctx.show(p.user);
+    const volId = uid('vol');
+    const avatar = h('span', { class: 'avatar', 'aria-hidden': 'true' }, (name[0] || '?').toUpperCase());
+    const speaking = h('span', { class: 'sr-only speaking-text' }, '');
+    const muted = h('span', { class: 'badge muted-badge', title: 'Muted' }, 'Muted');
+    const state = self ? null : h('span', { class: 'badge state', testid: `peer-state-${p.user}`, dataset: { state: 'new' } }, 'Waiting');
+    let slider = null;
+    let volume = null;
+    if (!self) {
+      slider = h('input', { id: volId, type: 'range', min: 0, max: 100, step: 1, value: String(Math.round(loadVolume(p.user) * 100)), testid: `volume-${p.user}` });
+      slider.addEventListener('input', () => call.speakers.setVolume(p.user, Number(slider.value) / 100));
+      volume = h('span', { class: 'volume' }, h('label', { for: volId, class: 'sr-only' }, `Volume of ${name}`), h('span', { class: 'volume-icon', 'aria-hidden': 'true' }), slider);
+    }
+    const li = h(
+      'li',
+      { class: `participant${self ? ' is-self' : ''}`, testid: `participant-${p.user}`, dataset: { session: p.session, user: p.user, speaking: 'false' } },
+      h('span', { class: 'who' }, avatar, h('span', { class: 'name' }, name, self ? h('span', { class: 'muted' }, ' (you)') : null), speaking, muted),
+      state,
+      volume,
+    );
+    return { li, avatar, speaking, muted, state, slider, self };
+  }
+
+  function renderPeers() {
+    for (const [session, row] of rows) {
+      if (row.self || !row.state) continue;
+      const info = call.peerStates.get(session);
+      const state = call.inRoom(gid, rid) ? (info ? info.state : 'new') : null;
+      row.state.hidden = state === null;
+      if (state !== null && row.state.dataset.state !== state) {
+        row.state.dataset.state = state;
+        row.state.textContent = STATE_LABEL[state] || state;
+      }
+      if (row.slider) row.slider.disabled = state === null;
+    }
+  }
+
+  function renderLevels() {
+    for (const [session, row] of rows) {
+      const level = row.self ? call.levels.get('local') || 0 : call.levels.get(session) || 0;
+      const speaking = level > SPEAKING_LEVEL && call.inRoom(gid, rid);
+      if ((row.li.dataset.speaking === 'true') !== speaking) {
+        row.li.dataset.speaking = String(speaking);
+        row.speaking.textContent = speaking ? 'speaking' : '';
+      }
+    }
+    const local = Math.min(1, call.levels.get('local') || 0);
+    localMeter.firstChild.style.width = `${Math.round(local * 100)}%`;
+    localMeter.setAttribute('aria-valuenow', String(Math.round(local * 100)));
+  }
+
+  function render() {
+    const g = group();
+    if (!g || !g.members) return;
+    if (!room()) {
+      gone = true;
+      replaceChildren(page, notFound('Room not found', 'This room does not exist, or was deleted.'));
+      return;
+    }
+    if (!built) build();
+    renderHead();
+    renderControls();
+    renderPeople();
+  }
+
+  (async () => {
+    try {
+      await ctx.loadGroup(gid);
+      render();
+    } catch (err) {
+      if (err.status === 404 || err.status === 400) {
+        gone = true;
+        replaceChildren(page, notFound('Not found', 'This room does not exist, or you are not a member of its group.'));
+      } else ctx.showError(err);
+    }
+  })();
+
+  return {
+    update(kind, data) {
+      if (gone) return;
+      if (kind === 'group_removed' && data.group === gid) {
+        gone = true;
+        replaceChildren(page, notFound('Group not found', 'This group was deleted, or you were removed from it.'));
+        return;
+      }
+      if (kind === 'group' && data.group === gid) render();
+      else if (kind === 'participants' && data.group === gid && data.room === rid) render();
+      else if (kind === 'call') {
+        if (!built) return;
+        if (data.what === 'levels') renderLevels();
+        else if (data.what === 'peers') renderPeers();
+        else if (data.what === 'mute') renderMute();
+        else {
+          renderControls();
+          renderPeople();
+          renderLevels();
+        }
+      }
+    },
+    unmount() {
+      document.title = 'VoiceChat';
+    },
+  };
+}
