@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use multiaddr::Multiaddr;
+use libp2p::Multiaddr;
 
 use crate::accounts::{self, AccountError, Hasher};
 use crate::config::{self, TlsMode};
@@ -33,6 +33,15 @@ pub struct Cli {
 pub enum Command {
     /// Run the node (the default).
     Serve(ServeArgs),
+    /// Manage the nodes this node federates with (stop the node first).
+    Peer {
+        /// Where the data lives.
+        #[command(flatten)]
+        dir: DirArgs,
+        /// The action.
+        #[command(subcommand)]
+        action: PeerAction,
+    },
     /// Manage local accounts in the data dir (stop the node first).
     User {
         /// Where the data lives.
@@ -41,6 +50,23 @@ pub enum Command {
         /// The action.
         #[command(subcommand)]
         action: UserAction,
+    },
+}
+
+/// Peer actions.
+#[derive(Debug, Subcommand)]
+pub enum PeerAction {
+    /// Remember a node to federate with: a multiaddr ending in /p2p/PEER_ID.
+    Add {
+        /// e.g. /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW…
+        addr: Multiaddr,
+    },
+    /// List the stored peers, and the nodes known from their signed cards.
+    List,
+    /// Forget a stored peer.
+    Remove {
+        /// The multiaddr as it was added.
+        addr: Multiaddr,
     },
 }
 
@@ -104,10 +130,15 @@ pub struct ServeArgs {
     /// [default: from the listen address, https://DOMAIN with acme].
     #[arg(long, value_name = "URL", env = "VOICECHAT_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// libp2p listen multiaddr reserved for federation; checked and kept, but not bound
-    /// yet (federation will bind it) [default: /ip4/0.0.0.0/tcp/4001].
+    /// libp2p listen multiaddr for federation with other nodes; the node also listens on
+    /// its QUIC twin (/udp/PORT/quic-v1) [default: /ip4/0.0.0.0/tcp/4001].
     #[arg(long, value_name = "MULTIADDR", env = "VOICECHAT_P2P_LISTEN")]
     pub p2p_listen: Option<Multiaddr>,
+    /// A node to federate with, as a multiaddr ending in /p2p/PEER_ID (repeatable;
+    /// env: comma-separated); kept dialled, with backoff. `voicechat peer add` stores
+    /// peers in the data dir instead [default: none].
+    #[arg(long, value_name = "MULTIADDR", env = "VOICECHAT_PEER", value_delimiter = ',')]
+    pub peer: Vec<Multiaddr>,
     /// STUN/TURN server URL handed to browsers (repeatable; env: comma-separated);
     /// TURN credentials go in the config file [default: none].
     #[arg(
@@ -159,7 +190,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         None => crate::serve::run(cli.serve).await,
         Some(Command::Serve(args)) => crate::serve::run(args).await,
         Some(Command::User { dir, action }) => user(dir, action).await,
+        Some(Command::Peer { dir, action }) => peer(dir, action).await,
     }
+}
+
+async fn peer(dir: DirArgs, action: PeerAction) -> anyhow::Result<()> {
+    let data_dir = dir.resolve()?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let store = open_store(&data_dir)?;
+    match action {
+        PeerAction::Add { addr } => {
+            if !addr.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_))) {
+                bail!("{addr} does not end in /p2p/PEER_ID; the node prints its full address at start");
+            }
+            store.add_dial(&addr.to_string()).await?;
+            println!("added peer {addr}");
+        }
+        PeerAction::Remove { addr } => match store.remove_dial(&addr.to_string()).await {
+            Ok(()) => println!("removed peer {addr}"),
+            Err(StoreError::NotFound) => bail!("{addr} is not a stored peer (see `voicechat peer list`)"),
+            Err(e) => return Err(e.into()),
+        },
+        PeerAction::List => {
+            for addr in store.dials()? {
+                println!("dial\t{addr}");
+            }
+            for p in store.peers()? {
+                println!("node\t{}\t{}\tkey {}", p.name.as_str(), p.url, p.key);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
@@ -188,15 +250,19 @@ pub fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
     })
 }
 
+impl DirArgs {
+    /// The data dir: the flag, else the config file's, else the default.
+    fn resolve(self) -> anyhow::Result<PathBuf> {
+        let file_dir = match &self.config {
+            Some(path) => config::load_file(path)?.data_dir,
+            None => None,
+        };
+        Ok(self.data_dir.or(file_dir).unwrap_or_else(|| config::DEFAULT_DATA_DIR.into()))
+    }
+}
+
 async fn user(dir: DirArgs, action: UserAction) -> anyhow::Result<()> {
-    let file_dir = match &dir.config {
-        Some(path) => config::load_file(path)?.data_dir,
-        None => None,
-    };
-    let data_dir = dir
-        .data_dir
-        .or(file_dir)
-        .unwrap_or_else(|| config::DEFAULT_DATA_DIR.into());
+    let data_dir = dir.resolve()?;
     if !matches!(action, UserAction::Add { .. }) && !data_dir.join("db").exists() {
         bail!("no node data in {}: check --data-dir", data_dir.display());
     }

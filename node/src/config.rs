@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use multiaddr::Multiaddr;
+use libp2p::Multiaddr;
 use serde::Deserialize;
 use voicechat_protocol::ids::NodeName;
 
@@ -98,9 +98,12 @@ pub struct FileConfig {
     /// The origin browsers use, e.g. `https://voice.example.org` behind a proxy. Left
     /// out: derived from the listen address and TLS mode (`https://<first domain>` with acme).
     pub public_url: Option<String>,
-    /// libp2p listen multiaddr reserved for federation (not bound yet). Left out:
+    /// libp2p listen multiaddr for federation (its QUIC twin is bound too). Left out:
     /// `/ip4/0.0.0.0/tcp/4001`.
     pub p2p_listen: Option<String>,
+    /// Nodes to federate with: multiaddrs ending in `/p2p/<PeerId>`, kept dialled. Left
+    /// out: none besides those stored with `voicechat peer add`.
+    pub peers: Option<Vec<String>>,
     /// STUN/TURN servers for browsers: URLs, or tables `{ urls, username, credential }`.
     /// Left out: none (peers on the same LAN or with public addresses still connect).
     pub ice_servers: Option<Vec<IceServerEntry>>,
@@ -214,8 +217,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// An explicit public origin, without trailing slash.
     pub public_url: Option<String>,
-    /// Reserved for federation.
+    /// libp2p listen address.
     pub p2p_listen: Multiaddr,
+    /// Peers to dial (flags, or else the file).
+    pub peers: Vec<Multiaddr>,
     /// `RTCIceServer` objects.
     pub ice_servers: Vec<serde_json::Value>,
     /// TLS mode.
@@ -438,6 +443,16 @@ impl Config {
             }
         };
 
+        let peers = if args.peer.is_empty() {
+            file.peers
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| t.parse().map_err(|_| ConfigError::BadMultiaddr(t)))
+                .collect::<Result<Vec<Multiaddr>, _>>()?
+        } else {
+            args.peer.clone()
+        };
+
         let ice_servers = if args.ice_server.is_empty() {
             file.ice_servers.unwrap_or_default()
         } else {
@@ -462,6 +477,7 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             public_url,
             p2p_listen,
+            peers,
             ice_servers,
             tls,
             max_concurrent_hashes: file

@@ -127,10 +127,15 @@ impl AppState {
 
     /// Takes one socket out of whatever room it is in, telling the room.
     pub fn leave_room(&self, session: &SessionId) -> Result<Option<RoomKey>, StoreError> {
-        let left = self.rooms.lock().expect("rooms lock").leave(session);
-        if let Some(room) = &left {
-            self.notify_participants(room)?;
-        }
-        Ok(left)
+        let left = {
+            let mut rooms = self.rooms.lock().expect("rooms lock");
+            let seat = rooms.find(session);
+            rooms.leave(session);
+            seat
+        };
+        let Some((room, p)) = left else { return Ok(None) };
+        self.announce_presence(&p, room, false);
+        self.notify_participants(&room)?;
+        Ok(Some(room))
     }
 }

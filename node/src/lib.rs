@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod cli;
 pub mod config;
 pub mod events;
+pub mod federation;
 pub mod http;
 pub mod hub;
 pub mod metrics;

@@ -83,10 +83,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if config.public_url.is_none() && bound.ip().is_unspecified() {
         info!(origin = %url, "only this origin may open WebSockets; see --public-url");
     }
-    info!(p2p_listen = %config.p2p_listen, "p2p address reserved for federation (not bound yet)");
+    let mut peers = config.peers.clone();
+    for text in store.dials()? {
+        match text.parse() {
+            Ok(addr) => peers.push(addr),
+            Err(_) => warn!(addr = %text, "ignoring a stored peer that is not a multiaddr"),
+        }
+    }
+    let fed = crate::federation::FedConfig {
+        seed: key.to_bytes(),
+        listen: vec![config.p2p_listen.clone()],
+        peers,
+    };
+    let p2p = crate::federation::start(&state, fed)
+        .await
+        .with_context(|| format!("cannot start federation on {}", config.p2p_listen))?;
     let signals = Signals::register()?;
     tokio::spawn(shutdown_on_signal(signals, handle.clone(), state));
     announce(config.name.as_str(), &url)?;
+    let tcp_first = p2p.iter().find(|a| a.to_string().contains("/tcp/")).or(p2p.first());
+    if let Some(addr) = tcp_first {
+        info!(%addr, "federation listening");
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "VoiceChat node \"{}\" federates at {addr}", config.name)?;
+        out.flush()?;
+    }
 
     if let (Tls::Files { cert, key }, Served::Rustls(rc)) = (&config.tls, &server) {
         tokio::spawn(reload_on_sighup(rc.clone(), cert.clone(), key.clone()));

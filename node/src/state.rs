@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use voicechat_protocol::ids::{NodeName, UserId, UserName};
 
 use crate::accounts::Hasher;
+use crate::federation::Federation;
 use crate::hub::Hub;
 use crate::ratelimit::LoginLimiter;
 use crate::rooms::Rooms;
@@ -61,6 +62,8 @@ pub struct Inner {
     pub hasher: Hasher,
     /// Set once when the node shuts down; open sockets watch it and close.
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// The federation, once the network is up (never, in tests that only use HTTP).
+    fed: std::sync::OnceLock<Arc<Federation>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -82,7 +85,20 @@ impl AppState {
             hasher,
             settings,
             shutdown: tokio::sync::watch::Sender::new(false),
+            fed: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// The federation, if this node joined the network.
+    pub fn fed(&self) -> Option<&Arc<Federation>> {
+        self.fed.get()
+    }
+
+    /// Binds the federation; called once by `federation::start`.
+    pub(crate) fn set_federation(&self, fed: Arc<Federation>) {
+        if self.fed.set(fed).is_err() {
+            tracing::warn!("federation was already started");
+        }
     }
 
     /// Tells every open socket to close.

@@ -22,6 +22,8 @@ pub const SYNC_PROTOCOL: &str = "/voicechat/sync/1";
 pub const SIGNAL_PROTOCOL: &str = "/voicechat/signal/1";
 /// Protocol id of join-by-invite.
 pub const INVITE_PROTOCOL: &str = "/voicechat/invite/1";
+/// Protocol id of direct record delivery.
+pub const PUSH_PROTOCOL: &str = "/voicechat/push/1";
 
 /// Largest gossipsub message: one envelope.
 pub const MAX_GOSSIP_MESSAGE: usize = MAX_ENVELOPE;
@@ -39,6 +41,12 @@ pub const MAX_SIGNAL_RESPONSE: usize = 256;
 pub const MAX_INVITE_REQUEST: usize = 1024;
 /// Largest [`InviteResponse`] (1 MiB).
 pub const MAX_INVITE_RESPONSE: usize = 1024 * 1024;
+/// Largest [`PushRequest`] (4 MiB).
+pub const MAX_PUSH_REQUEST: usize = 4 * 1024 * 1024;
+/// Most records in one [`PushRequest`].
+pub const MAX_PUSH_RECORDS: usize = 1024;
+/// Largest [`PushResponse`].
+pub const MAX_PUSH_RESPONSE: usize = 256;
 
 /// The gossipsub topic of a group, sent plain (not hashed).
 pub fn group_topic(group: &GroupId) -> String {
@@ -128,6 +136,24 @@ pub struct InviteResponse {
     pub records: Vec<ByteBuf>,
 }
 
+/// Hands records straight to a node that needs them but may not be subscribed to the
+/// group's topic yet: a node card on connect, a membership of one of its users, a group's
+/// deletion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushRequest {
+    /// Encoded envelopes, at most [`MAX_PUSH_RECORDS`].
+    pub records: Vec<ByteBuf>,
+}
+
+/// The answer to a push: `{}`, or an error when the request as a whole was refused.
+/// Records are judged one by one; an invalid record does not fail the others.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushResponse {
+    /// Refusal of the whole request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RpcError>,
+}
+
 /// The canonical CBOR of an RPC message.
 pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     cbor::encode(message)
@@ -207,6 +233,8 @@ mod tests {
             decode::<InviteResponse>(&encode(&ir), MAX_INVITE_RESPONSE).unwrap(),
             ir
         );
+        let push = PushRequest { records: vec![ByteBuf::from(vec![7])] };
+        assert_eq!(decode::<PushRequest>(&encode(&push), MAX_PUSH_REQUEST).unwrap(), push);
         assert!(decode::<SyncRequest>(&[0; 2000], MAX_SYNC_REQUEST).is_err());
     }
 }

@@ -48,6 +48,20 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Only a group's home node changes it; elsewhere the copy is read-only.
+    pub fn require_home(&self, g: &GroupRecord) -> Result<(), AppError> {
+        if g.home == self.settings.node_name {
+            Ok(())
+        } else {
+            Err(AppError::bad_request(format!(
+                "this group is managed on its home node {}; make the change there",
+                g.home
+            )))
+        }
+    }
+}
+
 /// 403 unless `m` has at least `role`.
 pub(super) fn require(m: &MemberRecord, role: Role, what: &str) -> Result<(), AppError> {
     if m.role >= role {
@@ -90,6 +104,8 @@ pub async fn create(
     };
     let owner = MemberRecord { user: auth.id.clone(), role: Role::Owner, added_at: now };
     state.store.create_group(&g, &owner).await?;
+    state.announce_group(&g, false, Default::default());
+    state.announce_member(&g, &owner.user, Some(Role::Owner), false);
     state.notify_group(&g)?;
     Ok((StatusCode::CREATED, Json(state.group_detail(&g, Role::Owner)?)))
 }
@@ -113,8 +129,10 @@ pub async fn rename(
 ) -> Result<Json<GroupDetail>, AppError> {
     let (mut g, m) = state.membership(&parse_group(&gid)?, &auth.id)?;
     require(&m, Role::Admin, "rename it")?;
+    state.require_home(&g)?;
     g.name = clean_name(&b.name)?;
     state.store.update_group(&g).await?;
+    state.announce_group(&g, false, Default::default());
     state.notify_group(&g)?;
     Ok(Json(state.group_detail(&g, m.role)?))
 }
@@ -127,8 +145,12 @@ pub async fn delete(
 ) -> Result<StatusCode, AppError> {
     let (g, m) = state.membership(&parse_group(&gid)?, &auth.id)?;
     require(&m, Role::Owner, "delete it")?;
+    state.require_home(&g)?;
     let members = state.store.members(&g.id)?;
     state.store.delete_group(&g.id).await?;
+    let me = &state.settings.node_name;
+    let nodes = members.iter().map(|m| m.user.node.clone()).filter(|n| n != me).collect();
+    state.announce_group(&g, true, nodes);
     let dropped = state.rooms.lock().expect("rooms lock").drop_from_group(&g.id, |_| true);
     for (room, p) in &dropped {
         let msg = crate::hub::encode(&serde_json::json!({"type": "left", "group": room.0, "room": room.1}));
@@ -147,6 +169,7 @@ pub async fn create_room(
 ) -> Result<(StatusCode, Json<RoomView>), AppError> {
     let (g, m) = state.membership(&parse_group(&gid)?, &auth.id)?;
     require(&m, Role::Admin, "create rooms")?;
+    state.require_home(&g)?;
     let r = RoomRecord {
         id: RoomId::from_bytes(random_16()),
         group: g.id,
@@ -154,6 +177,7 @@ pub async fn create_room(
         created_at: unix_now(),
     };
     state.store.put_room(&r).await?;
+    state.announce_room(&g, &r, false);
     state.notify_group(&g)?;
     Ok((StatusCode::CREATED, Json(state.room_view(r))))
 }
@@ -168,8 +192,10 @@ pub async fn rename_room(
     let (g, m) = state.membership(&parse_group(&gid)?, &auth.id)?;
     let mut r = state.store.room(&g.id, &parse_room(&rid)?)?.ok_or_else(|| AppError::not_found("no such room"))?;
     require(&m, Role::Admin, "rename rooms")?;
+    state.require_home(&g)?;
     r.name = clean_name(&b.name)?;
     state.store.put_room(&r).await?;
+    state.announce_room(&g, &r, false);
     state.notify_group(&g)?;
     Ok(Json(state.room_view(r)))
 }
@@ -183,6 +209,8 @@ pub async fn delete_room(
     let (g, m) = state.membership(&parse_group(&gid)?, &auth.id)?;
     let rid = parse_room(&rid)?;
     require(&m, Role::Admin, "delete rooms")?;
+    state.require_home(&g)?;
+    let room = state.store.room(&g.id, &rid)?.ok_or_else(|| AppError::not_found("no such room"))?;
     state.store.delete_room(&g.id, &rid).await.map_err(|e| match e {
         StoreError::NotFound => AppError::not_found("no such room"),
         e => e.into(),
@@ -190,6 +218,7 @@ pub async fn delete_room(
     let dropped = state.rooms.lock().expect("rooms lock").clear_room(&(g.id, rid));
     let dropped: Vec<_> = dropped.into_iter().map(|p| ((g.id, rid), p)).collect();
     state.notify_dropped(&dropped)?;
+    state.announce_room(&g, &room, true);
     state.notify_group(&g)?;
     Ok(StatusCode::NO_CONTENT)
 }

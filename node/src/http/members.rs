@@ -27,9 +27,14 @@ impl AppState {
         let user = UserId::parse_with_default(s.trim(), &self.settings.node_name)
             .map_err(|e| AppError::bad_request(e.to_string()))?;
         if user.node != self.settings.node_name {
-            return Err(AppError::bad_request(format!(
-                "{user} lives on another node, and this node is not federated with it yet"
-            )));
+            if self.fed().is_none() || self.store.peer(&user.node)?.is_none() {
+                return Err(AppError::bad_request(format!(
+                    "{user} lives on node {}, which this node does not federate with; \
+                     ask the operator to add it as a peer",
+                    user.node
+                )));
+            }
+            return Ok(user);
         }
         match self.store.user(&user.name)? {
             Some(u) if !u.disabled => Ok(user),
@@ -58,6 +63,7 @@ pub async fn add(
 ) -> Result<(StatusCode, Json<MemberRecord>), AppError> {
     let (g, me) = state.membership(&parse_group(&gid)?, &auth.id)?;
     require(&me, Role::Admin, "add members")?;
+    state.require_home(&g)?;
     let role = b.role.unwrap_or(Role::Member);
     match role {
         Role::Owner => return Err(AppError::bad_request("a group has one owner; hand it over with a role change")),
@@ -70,6 +76,7 @@ pub async fn add(
     }
     let m = MemberRecord { user, role, added_at: unix_now() };
     state.store.put_member(&g.id, &m).await?;
+    state.announce_member(&g, &m.user, Some(m.role), true);
     state.notify_group(&g)?;
     Ok((StatusCode::CREATED, Json(m)))
 }
@@ -91,16 +98,19 @@ pub async fn set_role(
     let (g, me) = state.membership(&parse_group(&gid)?, &auth.id)?;
     let mut target = state.store.member(&g.id, &parse_member(&user)?)?.ok_or_else(|| AppError::not_found("no such member"))?;
     require(&me, Role::Owner, "change roles")?;
+    state.require_home(&g)?;
     if target.user == me.user {
         return Err(AppError::bad_request("hand ownership to someone else instead"));
     }
     target.role = b.role;
     if b.role == Role::Owner {
         let old_owner = MemberRecord { role: Role::Admin, ..me };
-        state.store.put_members(&g.id, &[target.clone(), old_owner]).await?;
+        state.store.put_members(&g.id, &[target.clone(), old_owner.clone()]).await?;
+        state.announce_member(&g, &old_owner.user, Some(Role::Admin), false);
     } else {
         state.store.put_member(&g.id, &target).await?;
     }
+    state.announce_member(&g, &target.user, Some(target.role), true);
     state.notify_group(&g)?;
     Ok(Json(target))
 }
@@ -121,7 +131,9 @@ pub async fn remove(
         Role::Admin => require(&me, Role::Owner, "remove admins")?,
         Role::Member => require(&me, Role::Admin, "remove members")?,
     }
+    state.require_home(&g)?;
     state.store.remove_member(&g.id, &target.user).await?;
+    state.announce_member(&g, &target.user, None, true);
     let dropped = state.rooms.lock().expect("rooms lock").drop_from_group(&g.id, |p| p.user == target.user);
     state.notify_dropped(&dropped)?;
     state.notify_removed(&g.id, [&target.user]);
@@ -158,6 +170,7 @@ pub async fn create_invite(
 ) -> Result<(StatusCode, Json<InviteView>), AppError> {
     let (g, me) = state.membership(&parse_group(&gid)?, &auth.id)?;
     require(&me, Role::Admin, "create invites")?;
+    state.require_home(&g)?;
     let secs = b.expires_in_secs.unwrap_or(DEFAULT_INVITE_SECS);
     if secs == 0 || secs > MAX_INVITE_SECS {
         return Err(AppError::bad_request("invites expire after 1 second to 30 days"));
@@ -245,8 +258,52 @@ pub async fn accept(
             Ok(_) | Err(StoreError::Conflict) => {}
             Err(e) => return Err(e.into()),
         }
+        if let Some(g) = state.store.group(&gid)? {
+            state.announce_member(&g, &auth.id, Some(Role::Member), false);
+        }
     }
     let (g, me) = state.membership(&gid, &auth.id)?;
     state.notify_group(&g)?;
+    Ok(Json(state.group_detail(&g, me.role)?))
+}
+
+/// The body of `POST /api/invites/remote`.
+#[derive(Deserialize)]
+pub struct RemoteInvite {
+    link: String,
+}
+
+/// `POST /api/invites/remote`: joins a group of another node through its invite link,
+/// e.g. `https://beta.example/invite/CODE` pasted into this node's page. This node finds
+/// the node serving that origin among its peers and asks it.
+pub async fn accept_remote(
+    State(state): State<AppState>,
+    auth: Auth,
+    Body(b): Body<RemoteInvite>,
+) -> Result<Json<GroupDetail>, AppError> {
+    let link = b.link.trim();
+    let bad = || AppError::bad_request("that is not an invite link (…/invite/CODE)");
+    let (origin, code) = link.rsplit_once("/invite/").ok_or_else(bad)?;
+    let code = code.trim_end_matches('/');
+    if code.is_empty() || code.len() > 64 || !code.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
+        return Err(bad());
+    }
+    let origin = origin.trim_end_matches('/');
+    if origin.eq_ignore_ascii_case(&state.settings.public_url) {
+        return Err(AppError::bad_request("this link is for this node: open it directly"));
+    }
+    let home = state
+        .store
+        .peers()?
+        .into_iter()
+        .find(|p| p.url.eq_ignore_ascii_case(origin))
+        .ok_or_else(|| AppError::bad_request(format!("{origin} is not a node this node federates with")))?;
+    let group = state.join_remote(&home.name, code, &auth.id).await.map_err(|e| match e {
+        voicechat_protocol::rpc::RpcError::BadInvite => {
+            AppError::gone("this invite has expired, was used up or was revoked")
+        }
+        e => AppError::bad_request(format!("{} refused the invite: {e:?}", home.name)),
+    })?;
+    let (g, me) = state.membership(&group, &auth.id)?;
     Ok(Json(state.group_detail(&g, me.role)?))
 }

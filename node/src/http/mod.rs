@@ -60,6 +60,7 @@ pub fn app(state: AppState) -> Router {
         .route("/groups/{gid}/invites/{code}", axum::routing::delete(members::revoke_invite))
         .route("/groups/{gid}/rooms", post(groups::create_room))
         .route("/groups/{gid}/rooms/{rid}", patch(groups::rename_room).delete(groups::delete_room))
+        .route("/invites/remote", post(members::accept_remote))
         .route("/invites/{code}", get(members::preview))
         .route("/invites/{code}/accept", post(members::accept))
         .fallback(|| async { AppError::not_found("no such API endpoint") })

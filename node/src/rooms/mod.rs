@@ -28,6 +28,9 @@ pub struct Participant {
 pub struct Rooms {
     seats: HashMap<SessionId, RoomKey>,
     rooms: HashMap<RoomKey, BTreeMap<SessionId, Participant>>,
+    /// Sessions of other nodes' users, known from presence records, and when each expires
+    /// unless refreshed (unix seconds).
+    remote: HashMap<SessionId, u64>,
 }
 
 impl Rooms {
@@ -52,6 +55,35 @@ impl Rooms {
         self.remove(session)
     }
 
+    /// Puts (or refreshes) another node's session in `room` until `expires_at`. Returns
+    /// the rooms whose list changed: nothing for a plain heartbeat.
+    pub fn join_remote(&mut self, p: Participant, room: RoomKey, expires_at: u64) -> Vec<RoomKey> {
+        self.remote.insert(p.session, expires_at);
+        let same = self.seats.get(&p.session) == Some(&room)
+            && self.rooms.get(&room).and_then(|r| r.get(&p.session)) == Some(&p);
+        if same { Vec::new() } else { self.join(p, room) }
+    }
+
+    /// Drops other nodes' sessions whose presence ran out at `now`; returns the rooms that
+    /// changed.
+    pub fn expire(&mut self, now: u64) -> Vec<RoomKey> {
+        let dead: Vec<SessionId> = self.remote.iter().filter(|(_, t)| **t < now).map(|(s, _)| *s).collect();
+        let mut changed = Vec::new();
+        for s in dead {
+            if let Some(room) = self.remove(&s)
+                && !changed.contains(&room)
+            {
+                changed.push(room);
+            }
+        }
+        changed
+    }
+
+    /// Every session of a room with the user it belongs to; for the heartbeat.
+    pub fn seated(&self) -> impl Iterator<Item = (&RoomKey, &Participant)> {
+        self.rooms.iter().flat_map(|(k, r)| r.values().map(move |p| (k, p)))
+    }
+
     /// Sets the muted flag; returns the room if it changed.
     pub fn set_muted(&mut self, session: &SessionId, muted: bool) -> Option<RoomKey> {
         let room = *self.seats.get(session)?;
@@ -61,6 +93,13 @@ impl Rooms {
         }
         p.muted = muted;
         Some(room)
+    }
+
+    /// A session's seat and participant entry.
+    pub fn find(&self, session: &SessionId) -> Option<(RoomKey, Participant)> {
+        let room = *self.seats.get(session)?;
+        let p = self.rooms.get(&room)?.get(session)?.clone();
+        Some((room, p))
     }
 
     /// The room a session is in.
@@ -112,6 +151,7 @@ impl Rooms {
     }
 
     fn remove(&mut self, session: &SessionId) -> Option<RoomKey> {
+        self.remote.remove(session);
         let room = self.seats.remove(session)?;
         if let Some(r) = self.rooms.get_mut(&room) {
             r.remove(session);
@@ -154,6 +194,21 @@ mod tests {
         assert_eq!(rooms.leave(&SessionId([2; 16])), Some(R2));
         assert_eq!(rooms.leave(&SessionId([2; 16])), None);
         assert_eq!(rooms.counts(), (1, 1));
+    }
+
+    #[test]
+    fn remote_sessions_expire_unless_refreshed() {
+        let mut rooms = Rooms::default();
+        rooms.join(p("alice", 1), R1);
+        let carol = Participant { user: "carol@beta".parse().unwrap(), session: SessionId([7; 16]), muted: false };
+        assert_eq!(rooms.join_remote(carol.clone(), R1, 100), vec![R1]);
+        assert_eq!(rooms.join_remote(carol.clone(), R1, 130), vec![], "heartbeat changes nothing visible");
+        let muted = Participant { muted: true, ..carol.clone() };
+        assert_eq!(rooms.join_remote(muted, R1, 130), vec![R1]);
+        assert_eq!(rooms.expire(120), vec![], "refreshed to 130");
+        assert_eq!(rooms.expire(131), vec![R1]);
+        assert_eq!(rooms.participants(&R1), vec![p("alice", 1)], "local sessions never expire");
+        assert_eq!(rooms.expire(10_000), vec![]);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! returns only after sled has flushed it to disk, so a write the user was told about
 //! survives `kill -9`.
 
+mod peers;
 mod records;
 
 use std::path::Path;
@@ -15,6 +16,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use voicechat_protocol::ids::{GroupId, RoomId, UserId, UserName};
 
+pub use peers::PeerRecord;
 pub use records::{GroupRecord, InviteRecord, MemberRecord, RoomRecord, SessionRecord, UserRecord};
 use records::keys;
 
@@ -86,6 +88,9 @@ pub struct Store {
     user_groups: sled::Tree,
     rooms: sled::Tree,
     invites: sled::Tree,
+    peers: sled::Tree,
+    seqs: sled::Tree,
+    dial: sled::Tree,
 }
 
 impl Store {
@@ -119,6 +124,9 @@ impl Store {
             user_groups: db.open_tree("user_groups")?,
             rooms: db.open_tree("rooms")?,
             invites: db.open_tree("invites")?,
+            peers: db.open_tree("peers")?,
+            seqs: db.open_tree("seqs")?,
+            dial: db.open_tree("dial")?,
             db,
         })
     }

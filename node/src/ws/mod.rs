@@ -140,9 +140,15 @@ fn handle(state: &AppState, user: &UserId, session: SessionId, text: &str) -> Op
             .map(|left| left.map(|(g, r)| encode(&json!({"type": "left", "group": g, "room": r}))))
             .map_err(WsError::from),
         ClientMsg::Mute { muted } => {
-            let changed = state.rooms.lock().expect("rooms lock").set_muted(&session, muted);
+            let changed = {
+                let mut rooms = state.rooms.lock().expect("rooms lock");
+                rooms.set_muted(&session, muted).and_then(|_| rooms.find(&session))
+            };
             match changed {
-                Some(room) => state.notify_participants(&room).map(|_| None).map_err(WsError::from),
+                Some((room, p)) => {
+                    state.announce_presence(&p, room, true);
+                    state.notify_participants(&room).map(|_| None).map_err(WsError::from)
+                }
                 None => Ok(None),
             }
         }
@@ -152,6 +158,10 @@ fn handle(state: &AppState, user: &UserId, session: SessionId, text: &str) -> Op
                 return Some(refusal("not_in_room", "join a room before signaling".into(), Some(ty.into())));
             };
             let together = state.rooms.lock().expect("rooms lock").is_in(&(group, room), &to, &to_session);
+            if together && to.node != state.settings.node_name {
+                relay(state, user, session, to, to_session, (group, room), kind, data);
+                return None;
+            }
             let msg = encode(&json!({
                 "type": "signal", "from": user, "from_session": session,
                 "group": group, "room": room, "kind": kind, "data": data,
@@ -191,11 +201,39 @@ fn join(
         return Err(WsError("not_found", "no such room".to_owned()));
     }
     let p = Participant { user: user.clone(), session, muted };
-    let changed = state.rooms.lock().expect("rooms lock").join(p, (group, room));
+    let changed = state.rooms.lock().expect("rooms lock").join(p.clone(), (group, room));
+    if let [old, _] = changed[..] {
+        state.announce_presence(&p, old, false);
+    }
+    state.announce_presence(&p, (group, room), true);
     for r in &changed {
         state.notify_participants(r)?;
     }
     Ok(Some(encode(&json!({"type": "joined", "group": group, "room": room, "session": session}))))
+}
+
+/// Sends a signal to a user of another node from a task of its own; a refusal comes back
+/// to the sender's socket as an `error`.
+#[allow(clippy::too_many_arguments)]
+fn relay(
+    state: &AppState,
+    from: &UserId,
+    from_session: SessionId,
+    to: UserId,
+    to_session: SessionId,
+    room: (GroupId, RoomId),
+    kind: messages::SignalKind,
+    data: serde_json::Value,
+) {
+    let (state, from) = (state.clone(), from.clone());
+    tokio::spawn(async move {
+        let text = data.to_string();
+        if let Err(e) = state.relay_signal(&from, from_session, &to, to_session, room, kind, text).await {
+            tracing::debug!(%e, "signal relay failed");
+            let msg = refusal("not_in_room", format!("{to} could not be reached: {e}"), Some("signal".into()));
+            state.hub.send_session(&from, &from_session, &msg);
+        }
+    });
 }
 
 #[cfg(test)]
