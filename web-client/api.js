@@ -105,6 +105,8 @@ export const api = {
   revokeInvite: (gid, code) => del(`/api/groups/${seg(gid)}/invites/${seg(code)}`),
   invite: (code) => get(`/api/invites/${seg(code)}`),
   acceptInvite: (code) => post(`/api/invites/${seg(code)}/accept`),
+  /** Join a group of another (federated) node through its invite link. */
+  acceptRemoteInvite: (link) => post('/api/invites/remote', { link }),
   createRoom: (gid, name) => post(`/api/groups/${seg(gid)}/rooms`, { name }),
   renameRoom: (gid, rid, name) => patch(`/api/groups/${seg(gid)}/rooms/${seg(rid)}`, { name }),
   deleteRoom: (gid, rid) => del(`/api/groups/${seg(gid)}/rooms/${seg(rid)}`),

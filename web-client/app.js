@@ -4,7 +4,7 @@
 import { api, ApiError } from './api.js';
 import { Socket } from './socket.js';
 import { Call } from './call.js';
-import { h, replaceChildren, displayUser } from './dom.js';
+import { h, replaceChildren, displayUser, userLabel } from './dom.js';
 import * as authView from './views/auth.js';
 import * as groupsView from './views/groups.js';
 import * as groupView from './views/group.js';
@@ -329,6 +329,10 @@ const ctx = {
   nextPath: safeNext,
   me: () => (state.user ? state.user.id : null),
   show: (userId) => displayUser(userId, state.node),
+  /** The same as show(), as DOM nodes with the node part styled apart. */
+  label: (userId) => userLabel(userId, state.node),
+  /** The node a group is managed on, or null when that is this node. */
+  remoteHome: (g) => (g && g.home && state.node && g.home !== state.node ? g.home : null),
   participants: (gid, rid) => state.participants.get(key(gid, rid)) || [],
 };
 

@@ -45,11 +45,24 @@ export function uid(prefix = 'id') {
   return `${prefix}-${counter}`;
 }
 
-/** "bob@alpha" → "bob" when alpha is this node, else the full id. */
-export function displayUser(userId, localNode) {
+/** "bob@alpha" → {name: "bob", node: "alpha"}; `node` is null when alpha is this node. */
+export function userParts(userId, localNode) {
   const at = userId.lastIndexOf('@');
-  if (at > 0 && userId.slice(at + 1) === localNode) return userId.slice(0, at);
-  return userId;
+  if (at <= 0) return { name: userId, node: null };
+  const node = userId.slice(at + 1);
+  return { name: userId.slice(0, at), node: node === localNode ? null : node };
+}
+
+/** "bob@alpha" → "bob" when alpha is this node; "carol@beta" → "carol · beta". */
+export function displayUser(userId, localNode) {
+  const { name, node } = userParts(userId, localNode);
+  return node ? `${name} · ${node}` : name;
+}
+
+/** The same as displayUser, as nodes: the node part in its own (muted) span. */
+export function userLabel(userId, localNode) {
+  const { name, node } = userParts(userId, localNode);
+  return node ? [name, h('span', { class: 'user-node', title: `A user of the node ${node}` }, ` · ${node}`)] : [name];
 }
 
 /** Navigation links handled by the router (set up in app.js). */

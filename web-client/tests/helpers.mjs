@@ -70,38 +70,47 @@ export function writeBeepWav(file, { seconds = 10, periodMs = 1000, beepMs = 200
   return file;
 }
 
-/** Start the real node on port 0; resolves once it printed its URL. */
-export async function startNode({ name = 'alpha' } = {}) {
+/**
+ * Start the real node on port 0; resolves once it printed its URL and its federation
+ * multiaddr (`p2p`, the first `/ip4/…` token of the "federates at" line). `peers`: multiaddrs
+ * passed as `--peer`, so the nodes federate.
+ */
+export async function startNode({ name = 'alpha', peers = [] } = {}) {
   const bin = process.env.VOICECHAT_BIN || path.join(REPO, 'target', 'debug', 'voicechat');
   if (!fs.existsSync(bin)) throw new Error(`node binary not found at ${bin}: build it (cargo build -p voicechat-node) or set VOICECHAT_BIN`);
   const dataDir = tempDir('node');
-  const proc = spawn(bin, ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--name', name, '--p2p-listen', '/ip4/127.0.0.1/tcp/0'], {
+  const args = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--name', name, '--p2p-listen', '/ip4/127.0.0.1/tcp/0'];
+  for (const peer of peers) args.push('--peer', peer);
+  const proc = spawn(bin, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
   });
   let log = '';
   proc.stderr.on('data', (d) => {
     log += d;
-    if (process.env.VOICECHAT_NODE_LOG) process.stderr.write(d);
+    if (process.env.VOICECHAT_NODE_LOG) process.stderr.write(`[${name}] ${d}`);
   });
-  const url = await new Promise((resolve, reject) => {
+  const { url, p2p } = await new Promise((resolve, reject) => {
     let out = '';
-    const timer = setTimeout(() => reject(new Error(`node printed no URL in 20 s; stdout: ${out}\nstderr: ${log}`)), 20_000);
+    const timer = setTimeout(() => reject(new Error(`node ${name} printed no URL and federation address in 20 s; stdout: ${out}\nstderr: ${log}`)), 20_000);
     proc.stdout.on('data', (d) => {
       out += d;
       const m = out.match(/https?:\/\/[^\s"']+/);
-      if (m) {
+      const f = out.match(/federates at .*?(\/ip4\/\S+)/);
+      if (m && f) {
         clearTimeout(timer);
-        resolve(m[0].replace(/\/?$/, '/'));
+        resolve({ url: m[0].replace(/\/?$/, '/'), p2p: f[1] });
       }
     });
     proc.on('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`node exited with ${code} before listening:\n${out}\n${log}`));
+      reject(new Error(`node ${name} exited with ${code} before listening:\n${out}\n${log}`));
     });
   });
   return {
+    name,
     url,
+    p2p,
     proc,
     dataDir,
     log: () => log,

@@ -24,6 +24,10 @@ export function mount(root, ctx, { gid }) {
   let gone = false;
 
   const group = () => ctx.state.groups.get(gid);
+  // A group whose home is another node is a read-only copy here: that node refuses changes
+  // made through this one, so the controls for them are not offered.
+  const local = (g) => !ctx.remoteHome(g);
+  const canAdmin = (g) => isAdmin(g.role) && local(g);
 
   // ----- forms (built once, so typing is never interrupted by live updates) -----
   const roomNameId = uid('room-name');
@@ -98,7 +102,7 @@ export function mount(root, ctx, { gid }) {
     // typed into is never detached (and never loses focus).
     roomsCard.append(h('h2', { class: 'card-title' }, 'Rooms'), roomsList, roomForm);
     membersCard.append(membersTitle, membersList, memberForm);
-    invitesCard.append(h('h2', { class: 'card-title' }, 'Invite links'), h('p', { class: 'hint' }, 'Anyone with a link who has an account on this node can join the group.'), invitesList, inviteButton);
+    invitesCard.append(h('h2', { class: 'card-title' }, 'Invite links'), h('p', { class: 'hint' }, 'Anyone with the link can join: on this node by opening it, from a federated node by pasting it under “Join with an invite link” on My groups there.'), invitesList, inviteButton);
     replaceChildren(
       page,
       head,
@@ -108,10 +112,13 @@ export function mount(root, ctx, { gid }) {
 
   function renderHead(g) {
     const actions = h('div', { class: 'actions' });
-    if (isAdmin(g.role)) {
+    const home = ctx.remoteHome(g);
+    if (canAdmin(g)) {
       actions.append(renameControl({ label: 'group', current: g.name, testid: 'group-rename', onError: ctx.showError, save: async (name) => ctx.storeGroup(await ctx.api.renameGroup(gid, name)) }));
     }
-    if (g.role === 'owner') {
+    if (home) {
+      // Leaving is a change of the membership too: also made on the home node.
+    } else if (g.role === 'owner') {
       actions.append(confirmButton({ text: 'Delete group', question: `Delete “${g.name}” for everyone? This cannot be undone.`, testid: 'group-delete', onError: ctx.showError, action: async () => {
         await ctx.api.deleteGroup(gid);
         ctx.removeGroup(gid);
@@ -128,7 +135,12 @@ export function mount(root, ctx, { gid }) {
       head,
       h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, link('/', {}, 'My groups')),
       h('div', { class: 'title-row' }, h('h1', { testid: 'group-title' }, g.name), h('span', { class: `badge role-${g.role}` }, ROLE_LABEL[g.role] || g.role)),
-      actions,
+      home
+        ? h('p', { class: 'managed-note', testid: 'group-managed' },
+            h('strong', {}, `Managed on ${home}`),
+            ` — rooms, members and invite links of this group are changed on the node ${home}; here you can talk in its rooms.`)
+        : null,
+      actions.childNodes.length ? actions : null,
     );
   }
 
@@ -151,7 +163,7 @@ export function mount(root, ctx, { gid }) {
                   people.length ? `${people.length} in call: ${[...new Set(people.map((p) => ctx.show(p.user)))].join(', ')}` : 'Nobody in call'),
               ),
               inCall ? h('span', { class: 'badge live' }, 'You are here') : people.length ? h('span', { class: 'badge live' }, 'Live') : null,
-              isAdmin(g.role)
+              canAdmin(g)
                 ? h('span', { class: 'row-actions' },
                     renameControl({ label: `room ${room.name}`, current: room.name, testid: `room-rename-${room.name}`, onError: ctx.showError, save: async (name) => {
                       await ctx.api.renameRoom(gid, room.id, name);
@@ -164,9 +176,9 @@ export function mount(root, ctx, { gid }) {
                 : null,
             );
           })
-        : h('li', { class: 'empty-row muted' }, isAdmin(g.role) ? 'No rooms yet. Create the first one below.' : 'No rooms yet.'),
+        : h('li', { class: 'empty-row muted' }, canAdmin(g) ? 'No rooms yet. Create the first one below.' : 'No rooms yet.'),
     );
-    roomForm.hidden = !isAdmin(g.role);
+    roomForm.hidden = !canAdmin(g);
   }
 
   function renderMembers(g) {
@@ -177,7 +189,7 @@ export function mount(root, ctx, { gid }) {
       members.map((m) => {
         const self = m.user === me;
         const controls = h('span', { class: 'row-actions' });
-        if (g.role === 'owner' && !self) {
+        if (g.role === 'owner' && !self && local(g)) {
           const id = uid('role');
           const select = h('select', { id, testid: `member-role-${m.user}` },
             ['member', 'admin', 'owner'].map((r) => h('option', { value: r, selected: r === m.role }, r === 'owner' ? 'Owner (hand over)' : ROLE_LABEL[r])));
@@ -197,7 +209,7 @@ export function mount(root, ctx, { gid }) {
           });
           controls.append(h('label', { for: id, class: 'sr-only' }, `Role of ${ctx.show(m.user)}`), select);
         }
-        const canRemove = !self && (g.role === 'owner' ? m.role !== 'owner' : g.role === 'admin' && m.role === 'member');
+        const canRemove = local(g) && !self && (g.role === 'owner' ? m.role !== 'owner' : g.role === 'admin' && m.role === 'member');
         if (canRemove) {
           controls.append(confirmButton({ text: 'Remove', ariaLabel: `Remove ${ctx.show(m.user)}`, question: `Remove ${ctx.show(m.user)} from “${g.name}”?`, testid: `member-remove-${m.user}`, onError: ctx.showError, action: async () => {
             await ctx.api.removeMember(gid, m.user);
@@ -205,22 +217,23 @@ export function mount(root, ctx, { gid }) {
           } }));
         }
         return h('li', { class: 'row', testid: `member-${m.user}` },
-          h('span', { class: 'row-main' }, h('span', { class: 'avatar', 'aria-hidden': 'true' }, initial(ctx.show(m.user))), h('span', { class: 'row-title' }, ctx.show(m.user), self ? h('span', { class: 'muted' }, ' (you)') : null)),
+          h('span', { class: 'row-main' }, h('span', { class: 'avatar', 'aria-hidden': 'true' }, initial(ctx.show(m.user))), h('span', { class: 'row-title' }, ctx.label(m.user), self ? h('span', { class: 'muted' }, ' (you)') : null)),
           h('span', { class: `badge role-${m.role}` }, ROLE_LABEL[m.role] || m.role),
           controls.childNodes.length ? controls : null);
       }),
     );
     membersTitle.textContent = `Members (${members.length})`;
-    memberForm.hidden = !isAdmin(g.role);
+    memberForm.hidden = !canAdmin(g);
   }
 
+  /** The node's own public URL for the link (so it works from other nodes), else ours. */
   function inviteUrl(inv) {
-    return `${location.origin}/invite/${encodeURIComponent(inv.code)}`;
+    return inv.url || `${location.origin}/invite/${encodeURIComponent(inv.code)}`;
   }
 
   function renderInvites() {
     const g = group();
-    if (!g || !isAdmin(g.role)) {
+    if (!g || !canAdmin(g)) {
       invitesCard.hidden = true;
       return;
     }
@@ -254,7 +267,7 @@ export function mount(root, ctx, { gid }) {
 
   async function loadInvites() {
     const g = group();
-    if (!g || !isAdmin(g.role)) return;
+    if (!g || !canAdmin(g)) return;
     invitesLoaded = true;
     try {
       invites = await ctx.api.invites(gid);
@@ -302,7 +315,7 @@ export function mount(root, ctx, { gid }) {
       if (!g || !g.members) return;
       if (kind === 'group' && data.group === gid) {
         render();
-        if (isAdmin(g.role) && !invitesLoaded) loadInvites();
+        if (canAdmin(g) && !invitesLoaded) loadInvites();
       } else if ((kind === 'participants' && data.group === gid) || (kind === 'call' && data.what === 'status')) {
         if (built) renderRooms(g);
       }

@@ -37,6 +37,54 @@ export function mount(root, ctx) {
     }
   });
 
+  // Join by invite link: a link of this node is simply opened; a link of another node is
+  // handed to this node, which asks that node (they must federate).
+  const linkId = uid('invite-link');
+  const linkHint = uid('invite-link-hint');
+  const linkInput = h('input', { id: linkId, type: 'url', required: true, maxlength: 500, placeholder: 'https://voice.example.org/invite/…', testid: 'join-link-input', autocomplete: 'off', autocapitalize: 'none', spellcheck: 'false', 'aria-describedby': linkHint });
+  const linkSubmit = h('button', { class: 'btn btn-primary', type: 'submit', testid: 'join-link-submit' }, 'Join');
+  const linkForm = h(
+    'form',
+    { class: 'stack', 'aria-label': 'Join with an invite link', novalidate: true },
+    h('div', { class: 'inline-form' }, h('label', { for: linkId, class: 'sr-only' }, 'Invite link'), linkInput, linkSubmit),
+    h('p', { class: 'hint', id: linkHint }, 'Paste an invite link, from this node or from a node this one federates with.'),
+  );
+  linkForm.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const text = linkInput.value.trim();
+    let url = null;
+    try {
+      url = new URL(text);
+    } catch {
+      /* handled below */
+    }
+    const m = url && /^https?:$/.test(url.protocol) ? url.pathname.match(/^\/invite\/([A-Za-z0-9_-]{1,64})\/?$/) : null;
+    if (!m) {
+      ctx.notify('That is not an invite link. Invite links look like https://voice.example.org/invite/… — copy the whole link.');
+      linkInput.focus();
+      return;
+    }
+    if (url.origin === location.origin) {
+      ctx.navigate(`/invite/${m[1]}`);
+      return;
+    }
+    linkSubmit.disabled = true;
+    try {
+      const group = await ctx.api.acceptRemoteInvite(url.href);
+      ctx.storeGroup(group);
+      linkInput.value = '';
+      ctx.notify(`You joined “${group.name}”${group.home && group.home !== ctx.state.node ? ` (managed on ${group.home})` : ''}.`, 'info');
+      ctx.navigate(`/g/${group.id}`);
+    } catch (err) {
+      if (err.status === 410) ctx.notify('This invite has expired, was used up, or was revoked. Ask for a new link.');
+      else if (err.status === 400) ctx.notify(`Could not join with that link: ${err.message}.`);
+      else ctx.showError(err);
+      linkInput.focus();
+    } finally {
+      linkSubmit.disabled = false;
+    }
+  });
+
   function renderList() {
     const groups = [...ctx.state.groups.values()].sort((a, b) => a.name.localeCompare(b.name));
     if (!ctx.state.groupsLoaded) {
@@ -55,7 +103,7 @@ export function mount(root, ctx) {
           { class: 'row', dataset: { group: g.id } },
           link(`/g/${g.id}`, { class: 'row-main', testid: `group-link-${g.name}` }, h('span', { class: 'row-title' }, g.name)),
           h('span', { class: `badge role-${g.role}` }, ROLE_LABEL[g.role] || g.role),
-          g.home && g.home !== ctx.state.node ? h('span', { class: 'badge', title: 'Home node of this group' }, `@${g.home}`) : null,
+          ctx.remoteHome(g) ? h('span', { class: 'badge', title: `Managed on its home node ${g.home}`, testid: `group-home-${g.name}` }, `on ${g.home}`) : null,
         ),
       ),
     );
@@ -68,6 +116,7 @@ export function mount(root, ctx) {
       h('div', { class: 'page-head' }, h('h1', {}, 'My groups')),
       h('div', { class: 'card' }, h('h2', { class: 'card-title' }, 'Create a group'), form),
       h('div', { class: 'card' }, h('h2', { class: 'card-title' }, 'Your groups'), list),
+      h('div', { class: 'card' }, h('h2', { class: 'card-title' }, 'Join with an invite link'), linkForm),
     ),
   );
   renderList();

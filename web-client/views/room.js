@@ -175,7 +175,7 @@ export function mount(root, ctx, { gid, rid }) {
     const li = h(
       'li',
       { class: `participant${self ? ' is-self' : ''}`, testid: `participant-${p.user}`, dataset: { session: p.session, user: p.user, speaking: 'false' } },
-      h('span', { class: 'who' }, avatar, h('span', { class: 'name' }, name, self ? h('span', { class: 'muted' }, ' (you)') : null), speaking, muted),
+      h('span', { class: 'who' }, avatar, h('span', { class: 'name', testid: `participant-name-${p.user}` }, ctx.label(p.user), self ? h('span', { class: 'muted' }, ' (you)') : null), speaking, muted),
       state,
       volume,
     );

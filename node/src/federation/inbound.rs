@@ -46,10 +46,17 @@ pub(super) async fn run(state: AppState, mut events: mpsc::Receiver<NetEvent>) {
             }
             NetEvent::Connected { peer } => {
                 let (net, card) = (fed.net.clone(), fed.card.clone());
+                let known = fed.name_of(&state, &peer);
+                let state = state.clone();
                 tokio::spawn(async move {
                     let push = rpc::encode(&PushRequest { records: vec![ByteBuf::from(card)] });
                     if let Err(e) = net.request(peer, Proto::Push, push).await {
                         tracing::debug!(%peer, %e, "could not send our node card");
+                    }
+                    // A peer we knew is back (restart, healed partition): catch up on its
+                    // groups. A new peer's sync starts when its card arrives.
+                    if let Some(name) = known {
+                        state.sync_from(&name).await;
                     }
                 });
                 metrics::gauge!("voicechat_federation_peers").increment(1.0);
@@ -117,7 +124,9 @@ impl AppState {
         if g.home != self.settings.node_name {
             return Err(RpcError::NotHome);
         }
-        let node = fed.name_of(&peer).ok_or(RpcError::NotMember)?;
+        // Unknown yet (its card is on the way): ask it to retry rather than say "not a
+        // member", which would make it drop the group.
+        let node = fed.name_of(self, &peer).ok_or(RpcError::Internal)?;
         let members = self.store.members(&g.id).map_err(internal)?;
         if !members.iter().any(|m| m.user.node == node) {
             return Err(RpcError::NotMember);
@@ -175,7 +184,7 @@ impl AppState {
 
     /// Redeems an invite of a group homed here for a user of the asking node.
     async fn answer_invite(&self, fed: &Federation, peer: PeerId, req: &InviteRequest) -> Result<InviteResponse, RpcError> {
-        let node = fed.name_of(&peer).ok_or(RpcError::NotHome)?;
+        let node = fed.name_of(self, &peer).ok_or(RpcError::NotHome)?;
         if req.user.node != node {
             return Err(RpcError::NotHome);
         }

@@ -85,9 +85,18 @@ impl Federation {
         Envelope::seal(record, &self.key).encode()
     }
 
-    /// The node name of a connected peer, once its card arrived.
-    fn name_of(&self, peer: &PeerId) -> Option<NodeName> {
-        self.names.lock().expect("names lock").get(peer).cloned()
+    /// The node name of a peer: from its card this run, else from the cards stored
+    /// before (a peer's card may still be on its way when its first request arrives).
+    fn name_of(&self, state: &AppState, peer: &PeerId) -> Option<NodeName> {
+        if let Some(name) = self.names.lock().expect("names lock").get(peer) {
+            return Some(name.clone());
+        }
+        let stored = state.store.peers().ok()?.into_iter().find(|p| {
+            let mut key = [0u8; 32];
+            hex::decode_to_slice(&p.key, &mut key).is_ok() && peer_id_of(&NodeKey::from_bytes(key)) == Some(*peer)
+        })?;
+        self.names.lock().expect("names lock").insert(*peer, stored.name.clone());
+        Some(stored.name)
     }
 
     /// Logs a peer's misbehaviour once per reason.

@@ -1,0 +1,219 @@
+//! Two federated nodes (alpha, and beta started with `--peer` alpha), one Chromium process
+//! per user: alice on alpha's page, carol on beta's page. alice adds carol@beta through the
+//! UI; the group appears live on beta; the group is read-only there ("Managed on alpha");
+//! both join the call across the nodes with audio both ways over DTLS-SRTP; a second group
+//! is joined by pasting an alpha invite link into beta's "Join with an invite link" field.
+//! Run through tests/run.sh (private netns).
+
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { REPO, assertPrivateNetns, tempDir, writeBeepWav, startNode, launchBrowser, waitFor, audioStats, sleep } from './helpers.mjs';
+
+const PASSWORD = 'correct horse battery';
+const GROUP = 'Across Nodes';
+const ROOM = 'Bridge';
+const SECOND = 'Second Circle';
+const byId = (page, id) => page.locator(`[data-testid="${id}"]`);
+
+describe('a call across two federated nodes', { timeout: 180_000 }, () => {
+  let alpha;
+  let beta;
+  let A; // alice, on alpha
+  let C; // carol, on beta
+  let dir;
+  const alice = 'alice@alpha';
+  const carol = 'carol@beta';
+
+  before(async () => {
+    assertPrivateNetns();
+    dir = tempDir('fed');
+    const wav = writeBeepWav(path.join(dir, 'beeps.wav'), { seconds: 10, periodMs: 500, beepMs: 250 });
+    alpha = await startNode({ name: 'alpha' });
+    beta = await startNode({ name: 'beta', peers: [alpha.p2p] });
+    [A, C] = await Promise.all([launchBrowser(wav), launchBrowser(wav)]);
+  });
+
+  after(async () => {
+    for (const b of [A, C]) if (b) await b.close();
+    for (const n of [alpha, beta]) if (n) await n.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    for (const [who, b] of [['A', A], ['C', C]]) {
+      const errors = b ? b.consoleLines.filter((l) => l.startsWith('[pageerror]')) : [];
+      if (errors.length) console.log(`page errors in ${who}:\n${errors.join('\n')}`);
+    }
+  });
+
+  async function register(page, node, username) {
+    await page.goto(new URL('/register', node.url).href);
+    await byId(page, 'register-username').fill(username);
+    await byId(page, 'register-password').fill(PASSWORD);
+    await byId(page, 'register-submit').click();
+    await byId(page, 'group-list').waitFor();
+  }
+
+  async function noticeText(page) {
+    const n = byId(page, 'notice');
+    return (await n.isVisible()) ? (await n.textContent()) || '' : '';
+  }
+
+  it('(a) alice adds carol@beta through the UI; the group appears live on beta, managed on alpha', async () => {
+    await Promise.all([register(A.page, alpha, 'alice'), register(C.page, beta, 'carol')]);
+    await C.page.evaluate(() => {
+      window.__noReload = true;
+    });
+
+    await byId(A.page, 'group-create-name').fill(GROUP);
+    await byId(A.page, 'group-create-submit').click();
+    await byId(A.page, 'group-title').waitFor();
+    await byId(A.page, 'room-create-name').fill(ROOM);
+    await byId(A.page, 'room-create-submit').click();
+    await byId(A.page, `room-link-${ROOM}`).waitFor();
+
+    // Until the nodes have exchanged node cards, alpha answers 400 "does not federate with".
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      await byId(A.page, 'member-add-input').fill(carol);
+      await byId(A.page, 'member-add-submit').click();
+      const added = await byId(A.page, `member-${carol}`).waitFor({ timeout: 1500 }).then(() => true, () => false);
+      if (added) break;
+      const notice = await noticeText(A.page);
+      assert.match(notice, /federate/, `adding ${carol} failed: ${notice}`);
+      assert.ok(Date.now() < deadline, `alpha still does not federate with beta after 15 s: ${notice}`);
+      await sleep(500);
+    }
+    assert.equal((await byId(A.page, `member-${carol}`).textContent()).includes('carol · beta'), true, 'alpha shows carol with her node');
+
+    // carol never reloads: the group arrives over beta's socket.
+    await byId(C.page, `group-link-${GROUP}`).waitFor({ timeout: 20_000 });
+    assert.equal(await C.page.evaluate(() => window.__noReload), true, 'carol reloaded the page');
+    assert.equal((await byId(C.page, `group-home-${GROUP}`).textContent()).trim(), 'on alpha');
+
+    await byId(C.page, `group-link-${GROUP}`).click();
+    await byId(C.page, 'group-title').waitFor();
+    assert.match(await byId(C.page, 'group-managed').textContent(), /Managed on alpha/);
+    await byId(C.page, `room-link-${ROOM}`).waitFor();
+    await byId(C.page, `member-${alice}`).waitFor();
+    assert.match(await byId(C.page, `member-${alice}`).textContent(), /alice · alpha/);
+  });
+
+  it('(b) on beta the remote group stays read-only, even for an admin', async () => {
+    // alice makes carol an admin on alpha; beta's copy shows the role live, but no controls.
+    await byId(A.page, `member-role-${carol}`).selectOption('admin');
+    await waitFor(async () => (await byId(C.page, 'group-title').locator('xpath=..').textContent()).includes('Admin'), {
+      message: "carol's page on beta to show her new role (Admin) live",
+    });
+    assert.equal(await C.page.evaluate(() => window.__noReload), true, 'carol reloaded the page');
+    assert.match(await byId(C.page, 'group-managed').textContent(), /Managed on alpha/);
+    for (const id of ['room-create-name', 'member-add-input', 'invite-create']) {
+      assert.equal(await byId(C.page, id).isVisible(), false, `${id} is offered on beta`);
+    }
+    for (const id of ['group-rename', 'group-delete', 'group-leave', `room-rename-${ROOM}`, `room-delete-${ROOM}`, `member-role-${alice}`, `member-remove-${alice}`]) {
+      assert.equal(await byId(C.page, id).count(), 0, `${id} is offered on beta`);
+    }
+    // alpha, the home node, still offers them to its admins.
+    assert.equal(await byId(A.page, 'group-managed').count(), 0);
+    assert.equal(await byId(A.page, 'invite-create').isVisible(), true);
+
+    const out = path.join(REPO, 'target', 'screenshots');
+    fs.mkdirSync(out, { recursive: true });
+    for (const [w, hgt] of [[1280, 800], [390, 844]]) {
+      await C.page.setViewportSize({ width: w, height: hgt });
+      await sleep(300);
+      await C.page.screenshot({ path: path.join(out, `group-remote-${w}x${hgt}.png`) });
+      const overflow = await C.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow <= 0, `the remote group page is ${overflow}px wider than the ${w}px viewport`);
+    }
+    await C.page.setViewportSize({ width: 1280, height: 800 });
+  });
+
+  it('(c) both join the call across the nodes; each sees the other with their node', async () => {
+    await byId(A.page, `room-link-${ROOM}`).click();
+    await byId(A.page, 'call-join').click();
+    await byId(A.page, 'call-leave').waitFor();
+    await byId(A.page, `participant-${alice}`).waitFor();
+
+    await byId(C.page, `room-link-${ROOM}`).click();
+    await waitFor(async () => (await byId(C.page, 'call-join').textContent()).trim() === 'Join', {
+      message: 'carol (beta) to see "Join": alice\'s presence on alpha reaching beta',
+    });
+    await byId(C.page, 'call-join').click();
+    await byId(C.page, 'call-leave').waitFor();
+
+    for (const [page, other, label] of [[A.page, carol, 'carol · beta'], [C.page, alice, 'alice · alpha']]) {
+      await byId(page, `participant-${other}`).waitFor({ timeout: 20_000 });
+      assert.equal((await byId(page, `participant-name-${other}`).textContent()).trim(), label);
+      await waitFor(async () => (await byId(page, `peer-state-${other}`).getAttribute('data-state')) === 'connected', {
+        message: `peer state of ${other} to be "connected"`,
+      });
+    }
+  });
+
+  it('(d) audio flows both ways; DTLS connected with an SRTP cipher', async () => {
+    for (const [name, page] of [['alice (alpha)', A.page], ['carol (beta)', C.page]]) {
+      const first = await audioStats(page);
+      assert.equal(first.peers, 1, `${name} should have exactly one peer connection`);
+      await waitFor(
+        async () => {
+          const s = await audioStats(page);
+          return s.packetsReceived > first.packetsReceived + 50 && s.totalAudioEnergy > first.totalAudioEnergy;
+        },
+        { message: `${name} to receive audio packets with rising energy` },
+      );
+      await waitFor(async () => (await audioStats(page)).audioLevel > 0.001, { interval: 100, message: `${name} to see a non-zero audioLevel` });
+      const s = await audioStats(page);
+      assert.ok(s.totalAudioEnergy > 0, `${name}: totalAudioEnergy is 0`);
+      assert.ok(s.dtlsStates.length > 0 && s.dtlsStates.every((d) => d === 'connected'), `${name}: dtls states ${s.dtlsStates}`);
+      assert.ok(s.srtpCiphers.length > 0 && s.srtpCiphers.every(Boolean), `${name}: no srtpCipher reported`);
+    }
+  });
+
+  it('(e) alice leaves; carol on beta sees it and closes the connection', async () => {
+    await byId(A.page, 'call-leave').click();
+    await byId(A.page, 'call-join').waitFor();
+    await byId(C.page, `participant-${alice}`).waitFor({ state: 'detached', timeout: 20_000 });
+    await waitFor(async () => (await C.page.evaluate(() => window.__voicechat.peers().size)) === 0, { message: 'carol to close her connection to alice' });
+    await byId(C.page, 'call-leave').click();
+    await byId(C.page, 'call-join').waitFor();
+  });
+
+  it("(f) carol joins a second group by pasting alpha's invite link into beta's join field", async () => {
+    await A.page.goto(alpha.url);
+    await byId(A.page, 'group-create-name').fill(SECOND);
+    await byId(A.page, 'group-create-submit').click();
+    await byId(A.page, 'group-title').waitFor();
+    await byId(A.page, 'invite-create').click();
+    const urlInput = A.page.locator('[data-testid^="invite-url-"]').first();
+    await urlInput.waitFor();
+    const link = await urlInput.inputValue();
+    // The node's public URL, so the link works when pasted on another node.
+    assert.ok(link.startsWith(alpha.url.replace(/\/$/, '') + '/invite/'), `invite link ${link} is not on alpha's public URL ${alpha.url}`);
+
+    await C.page.goto(beta.url);
+    const input = byId(C.page, 'join-link-input');
+    const submit = byId(C.page, 'join-link-submit');
+
+    // Errors in words: a link of an unknown node, a dead code of alpha.
+    await input.fill('http://localhost:9/invite/abcdef');
+    await submit.click();
+    await waitFor(async () => /Could not join with that link/.test(await noticeText(C.page)), { timeout: 10_000, message: 'an error for a link of an unknown node' });
+    await input.fill(link.replace(/\/invite\/.*$/, '/invite/0123456789abcdef0123456789abcdef'));
+    await submit.click();
+    await waitFor(async () => /expired, was used up, or was revoked/.test(await noticeText(C.page)), { timeout: 10_000, message: 'an error for a dead invite code' });
+    assert.equal(await byId(C.page, `group-link-${SECOND}`).count(), 0);
+
+    await input.fill(link);
+    await submit.click();
+    await byId(C.page, 'group-title').waitFor({ timeout: 20_000 });
+    assert.equal(await byId(C.page, 'group-title').textContent(), SECOND);
+    assert.equal(new URL(C.page.url()).origin, new URL(beta.url).origin, 'carol left her own node');
+    assert.match(await byId(C.page, 'group-managed').textContent(), /Managed on alpha/);
+    // alpha's admin sees the new member arrive live.
+    await byId(A.page, `member-${carol}`).waitFor({ timeout: 20_000 });
+    // And it is listed on carol's My groups, as a group of alpha.
+    await byId(C.page, 'group-title').locator('xpath=ancestor::section').getByRole('link', { name: 'My groups' }).click();
+    await byId(C.page, `group-home-${SECOND}`).waitFor();
+    await C.page.screenshot({ path: path.join(REPO, 'target', 'screenshots', 'groups-remote-1280x800.png'), fullPage: true });
+  });
+});
