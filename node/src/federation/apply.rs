@@ -17,7 +17,7 @@ use voicechat_protocol::records::{GroupInfo, Membership, PresenceState, Record, 
 use voicechat_protocol::rpc::group_topic;
 use voicechat_protocol::validate::Verified;
 
-use super::{Federation, StoreAuth, count, peer_id_of};
+use super::{Federation, HeldPresence, StoreAuth, count, peer_id_of};
 use crate::rooms::Participant;
 use crate::state::AppState;
 use crate::store::{GroupRecord, MemberRecord, PeerRecord, RoomRecord, StoreError};
@@ -112,7 +112,10 @@ impl AppState {
             if let Record::Presence(p) = &verified.record {
                 let mut cache = fed.presence.lock().expect("presence lock");
                 match p.state {
-                    PresenceState::Joined => cache.insert(p.session, (p.group, p.expires_at, bytes.to_vec())),
+                    PresenceState::Joined => cache.insert(
+                        p.session,
+                        HeldPresence { group: p.group, expires_at: p.expires_at, envelope: bytes.to_vec() },
+                    ),
                     PresenceState::Left => cache.remove(&p.session),
                 };
             }
@@ -328,7 +331,7 @@ pub(super) async fn sweep(state: AppState) {
             }
         }
         if let Some(fed) = state.fed() {
-            fed.presence.lock().expect("presence lock").retain(|_, (_, exp, _)| *exp >= now);
+            fed.presence.lock().expect("presence lock").retain(|_, p| p.expires_at >= now);
             if n.is_multiple_of(60) {
                 fed.validator.lock().expect("validator lock").prune(now);
                 if let Err(e) = state.drop_orphans().await {

@@ -48,13 +48,20 @@ pub struct Federation {
     /// Which connected peer is which node, from their node cards.
     names: Mutex<HashMap<PeerId, NodeName>>,
     /// The latest presence envelope per remote or local session, for sync answers.
-    presence: Mutex<HashMap<SessionId, (GroupId, u64, Vec<u8>)>>,
+    presence: Mutex<HashMap<SessionId, HeldPresence>>,
     /// (peer, reason) pairs already logged, so a misbehaving peer is logged once per reason.
     logged: Mutex<HashSet<(PeerId, &'static str)>>,
     card: Vec<u8>,
 }
 
-/// Seconds since the epoch, and microseconds for seqs.
+/// A presence envelope held for sync answers until it expires.
+struct HeldPresence {
+    group: GroupId,
+    expires_at: u64,
+    envelope: Vec<u8>,
+}
+
+/// Microseconds since the epoch, for seqs.
 fn micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
@@ -91,10 +98,12 @@ impl Federation {
         if let Some(name) = self.names.lock().expect("names lock").get(peer) {
             return Some(name.clone());
         }
-        let stored = state.store.peers().ok()?.into_iter().find(|p| {
-            let mut key = [0u8; 32];
-            hex::decode_to_slice(&p.key, &mut key).is_ok() && peer_id_of(&NodeKey::from_bytes(key)) == Some(*peer)
-        })?;
+        let stored = state
+            .store
+            .peers()
+            .ok()?
+            .into_iter()
+            .find(|p| p.node_key().and_then(|k| peer_id_of(&k)) == Some(*peer))?;
         self.names.lock().expect("names lock").insert(*peer, stored.name.clone());
         Some(stored.name)
     }
@@ -115,10 +124,7 @@ impl Authorities for StoreAuth<'_> {
         if node == &self.0.settings.node_name {
             return self.0.fed().map(|f| f.node_key);
         }
-        let peer = self.0.store.peer(node).ok()??;
-        let mut key = [0u8; 32];
-        hex::decode_to_slice(&peer.key, &mut key).ok()?;
-        Some(NodeKey::from_bytes(key))
+        self.0.store.peer(node).ok()??.node_key()
     }
 
     fn group_home(&self, group: &GroupId) -> Option<NodeName> {

@@ -18,7 +18,7 @@ use voicechat_protocol::rpc::{
 };
 
 use super::net::Proto;
-use super::{Federation, HEARTBEAT, PRESENCE_TTL, peer_id_of};
+use super::{Federation, HEARTBEAT, HeldPresence, PRESENCE_TTL, peer_id_of};
 use crate::rooms::{Participant, RoomKey};
 use crate::state::AppState;
 use crate::store::{GroupRecord, RoomRecord, StoreError};
@@ -38,10 +38,7 @@ pub enum SignalError {
 
 impl AppState {
     fn peer_of(&self, node: &NodeName) -> Option<PeerId> {
-        let p = self.store.peer(node).ok()??;
-        let mut key = [0u8; 32];
-        hex::decode_to_slice(&p.key, &mut key).ok()?;
-        peer_id_of(&voicechat_protocol::keys::NodeKey::from_bytes(key))
+        peer_id_of(&self.store.peer(node).ok()??.node_key()?)
     }
 
     /// The other nodes with members in a group.
@@ -59,21 +56,31 @@ impl AppState {
         }
     }
 
-    /// Publishes on the group's topic and pushes to `nodes`, from a spawned task.
-    fn send(&self, group: GroupId, records: Vec<Vec<u8>>, nodes: BTreeSet<NodeName>) {
+    /// Publishes on the group's topic, from a spawned task.
+    fn publish(&self, group: GroupId, records: Vec<Vec<u8>>) {
         let Some(fed) = self.fed() else { return };
         let net = fed.net.clone();
-        let peers: Vec<PeerId> = nodes.iter().filter_map(|n| self.peer_of(n)).collect();
         tokio::spawn(async move {
             let topic = group_topic(&group);
-            for r in &records {
-                if let Err(e) = net.publish(&topic, r.clone()).await {
+            for r in records {
+                if let Err(e) = net.publish(&topic, r).await {
                     tracing::debug!(%e, "publish failed");
                 }
             }
-            if peers.is_empty() {
-                return;
-            }
+        });
+    }
+
+    /// Pushes records straight to `nodes`, from a spawned task. Group records go this way
+    /// as well as by gossip: a node that just got its first member of a group is not in
+    /// the topic's mesh yet and would miss the next change.
+    fn push(&self, nodes: BTreeSet<NodeName>, records: Vec<Vec<u8>>) {
+        let Some(fed) = self.fed() else { return };
+        let net = fed.net.clone();
+        let peers: Vec<PeerId> = nodes.iter().filter_map(|n| self.peer_of(n)).collect();
+        if peers.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
             let push = rpc::encode(&PushRequest { records: records.into_iter().map(ByteBuf::from).collect() });
             for peer in peers {
                 if let Err(e) = net.request(peer, Proto::Push, push.clone()).await {
@@ -81,6 +88,14 @@ impl AppState {
                 }
             }
         });
+    }
+
+    /// Publishes a group record and pushes it to every node with members (and `extra`).
+    fn announce(&self, group: GroupId, record: Vec<u8>, extra: Option<&NodeName>) {
+        let mut nodes = self.member_nodes(&group).unwrap_or_default();
+        nodes.extend(extra.cloned());
+        self.publish(group, vec![record.clone()]);
+        self.push(nodes, vec![record]);
     }
 
     /// The current records of a group homed here, freshly signed: its info, rooms,
@@ -96,7 +111,7 @@ impl AppState {
         }
         let now = unix_now();
         let cache = fed.presence.lock().expect("presence lock");
-        out.extend(cache.values().filter(|(g, exp, _)| g == group && *exp >= now).map(|(_, _, e)| e.clone()));
+        out.extend(cache.values().filter(|p| &p.group == group && p.expires_at >= now).map(|p| p.envelope.clone()));
         Ok(out)
     }
 
@@ -107,7 +122,11 @@ impl AppState {
             return;
         }
         let rec = fed.seal(&group_info(fed, g, deleted));
-        self.send(g.id, vec![rec], nodes);
+        // A deleted group has no members left in the store: `nodes` are those it had.
+        self.publish(g.id, vec![rec.clone()]);
+        let mut nodes = nodes;
+        nodes.extend(self.member_nodes(&g.id).unwrap_or_default());
+        self.push(nodes, vec![rec]);
         if !deleted {
             let net = fed.net.clone();
             let topic = group_topic(&g.id);
@@ -115,26 +134,24 @@ impl AppState {
         }
     }
 
-    /// Announces a membership change. A member on another node is pushed the whole group
-    /// (when added) or the removal, since that node may not be on the topic yet.
+    /// Announces a membership change to every node with members. With `push`, a member
+    /// of another node who was just added gets the whole group sent to their node, which
+    /// knows nothing of it yet; a removed one's node is told too.
     pub fn announce_member(&self, g: &GroupRecord, user: &UserId, role: Option<Role>, push: bool) {
         let Some(fed) = self.fed() else { return };
         if g.home != self.settings.node_name {
             return;
         }
         let rec = fed.seal(&Record::Membership(Membership { seq: fed.next_seq(), role, user: user.clone(), group: g.id }));
-        let mut records = vec![rec];
-        let mut nodes = BTreeSet::new();
-        if push && user.node != self.settings.node_name {
-            nodes.insert(user.node.clone());
-            if role.is_some() {
-                match self.group_records(fed, &g.id) {
-                    Ok(all) => records = all,
-                    Err(e) => tracing::warn!(%e, "could not gather the group for a new member's node"),
-                }
+        let remote = user.node != self.settings.node_name;
+        if push && remote && role.is_some() {
+            match self.group_records(fed, &g.id) {
+                Ok(all) => self.push(BTreeSet::from([user.node.clone()]), all),
+                Err(e) => tracing::warn!(%e, "could not gather the group for a new member's node"),
             }
         }
-        self.send(g.id, records, nodes);
+        let extra = (remote && role.is_none()).then_some(&user.node);
+        self.announce(g.id, rec, extra);
     }
 
     /// Announces a room's creation, rename or deletion.
@@ -144,7 +161,7 @@ impl AppState {
             return;
         }
         let rec = fed.seal(&room_info(fed, r, deleted));
-        self.send(g.id, vec![rec], BTreeSet::new());
+        self.announce(g.id, rec, None);
     }
 
     /// Announces a local session joining, updating or leaving a room of a federated group.
@@ -167,12 +184,13 @@ impl AppState {
         {
             let mut cache = fed.presence.lock().expect("presence lock");
             if joined {
-                cache.insert(p.session, (room.0, unix_now() + PRESENCE_TTL, bytes.clone()));
+                let held = HeldPresence { group: room.0, expires_at: unix_now() + PRESENCE_TTL, envelope: bytes.clone() };
+                cache.insert(p.session, held);
             } else {
                 cache.remove(&p.session);
             }
         }
-        self.send(room.0, vec![bytes], BTreeSet::new());
+        self.publish(room.0, vec![bytes]);
     }
 
     /// Sends a browser's signal to a user of another node; answers when that node

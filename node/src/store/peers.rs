@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use voicechat_protocol::ids::{GroupId, NodeName};
+use voicechat_protocol::keys::NodeKey;
 
 use super::{Store, StoreError, dec, enc};
 
@@ -20,6 +21,15 @@ pub struct PeerRecord {
     pub addrs: Vec<String>,
     /// The card's seq.
     pub seq: u64,
+}
+
+impl PeerRecord {
+    /// The node's key, if the stored hex is well formed.
+    pub fn node_key(&self) -> Option<NodeKey> {
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(&self.key, &mut key).ok()?;
+        Some(NodeKey::from_bytes(key))
+    }
 }
 
 impl Store {

@@ -19,6 +19,8 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 /// Generous bound for things that must happen (not a speed assertion).
 pub const WAIT: Duration = Duration::from_secs(10);
+/// Bound for things that cross nodes (gossip, sync, reconnect backoff); not a speed assertion.
+pub const FED_WAIT: Duration = Duration::from_secs(30);
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The password every test user gets (8+ characters).
@@ -47,6 +49,16 @@ pub struct Node {
     args: Vec<String>,
     env: Vec<(String, String)>,
     stderr: Arc<Mutex<String>>,
+    /// The node name (`--name`); `alpha` unless started as a federated node.
+    pub name: String,
+    /// `--listen`; pinned to the first run's port for federated nodes.
+    listen: String,
+    /// `--p2p-listen`; pinned to the first run's port for federated nodes.
+    p2p_listen: String,
+    /// Wait for the `federates at` line at start.
+    federated: bool,
+    /// The multiaddr from `… federates at /ip4/…/p2p/…` (empty unless federated).
+    pub p2p: String,
 }
 
 impl Node {
@@ -68,9 +80,84 @@ impl Node {
             args: extra.iter().map(|s| s.to_string()).collect(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             stderr: Arc::default(),
+            name: "alpha".into(),
+            listen: "127.0.0.1:0".into(),
+            p2p_listen: "/ip4/127.0.0.1/tcp/0".into(),
+            federated: false,
+            p2p: String::new(),
         };
         node.spawn();
         node
+    }
+
+    /// A federated node named `name` on a fresh temp dir, dialing each of `peers` with
+    /// `--peer <multiaddr>`. Waits for both the URL and the `federates at` line, then pins
+    /// its HTTP and p2p ports so [`Node::restart`] keeps its URL and its multiaddr.
+    pub fn start_peered(name: &str, peers: &[&Node]) -> Node {
+        Self::start_peered_with(None, name, peers, &[])
+    }
+
+    /// [`Node::start_peered`] on `data_dir` (or a fresh temp dir) with extra arguments.
+    pub fn start_peered_with(data_dir: Option<&Path>, name: &str, peers: &[&Node], extra: &[&str]) -> Node {
+        let data = match data_dir {
+            Some(p) => DataDir::Borrowed(p.to_owned()),
+            None => DataDir::Owned(tempfile::tempdir().expect("temp dir")),
+        };
+        let mut args = Vec::new();
+        for p in peers {
+            assert!(!p.p2p.is_empty(), "peer {} has no p2p address (not federated?)", p.name);
+            args.push("--peer".to_owned());
+            args.push(p.p2p.clone());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut node = Node {
+            url: String::new(),
+            child: None,
+            data,
+            args,
+            env: vec![("RUST_LOG".into(), "warn,voicechat_node::federation=info".into())],
+            stderr: Arc::default(),
+            name: name.to_owned(),
+            listen: "127.0.0.1:0".into(),
+            p2p_listen: "/ip4/127.0.0.1/tcp/0".into(),
+            federated: true,
+            p2p: String::new(),
+        };
+        node.spawn();
+        node.pin_ports();
+        node
+    }
+
+    /// Restart (and later restarts) on the ports of the current run.
+    pub fn pin_ports(&mut self) {
+        let http_port = self.url.rsplit(':').next().expect("url has a port").to_owned();
+        self.listen = format!("127.0.0.1:{http_port}");
+        if !self.p2p.is_empty() {
+            self.p2p_listen = format!("/ip4/127.0.0.1/tcp/{}", self.p2p_port());
+        }
+    }
+
+    /// The TCP port of the p2p multiaddr.
+    pub fn p2p_port(&self) -> u16 {
+        let parts: Vec<&str> = self.p2p.split('/').collect();
+        let i = parts.iter().position(|p| *p == "tcp").unwrap_or_else(|| panic!("no /tcp/ in {}", self.p2p));
+        parts[i + 1].parse().unwrap_or_else(|_| panic!("bad tcp port in {}", self.p2p))
+    }
+
+    /// The PeerId text at the end of the p2p multiaddr.
+    pub fn peer_id(&self) -> String {
+        self.p2p.rsplit_once("/p2p/").unwrap_or_else(|| panic!("no /p2p/ in {:?}", self.p2p)).1.to_owned()
+    }
+
+    /// The node's 32-byte key seed (`<data-dir>/node.key`).
+    pub fn key_seed(&self) -> [u8; 32] {
+        let b = std::fs::read(self.data_dir().join("node.key")).expect("read node.key");
+        b.as_slice().try_into().expect("node.key is 32 bytes")
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -84,9 +171,9 @@ impl Node {
         assert!(self.child.is_none(), "node is still running");
         let mut cmd = voicechat();
         cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--listen", &self.listen, "--data-dir"])
             .arg(self.data_dir())
-            .args(["--name", "alpha", "--p2p-listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(["--name", &self.name, "--p2p-listen", &self.p2p_listen])
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
@@ -116,15 +203,23 @@ impl Node {
         self.child = Some(child);
         let deadline = Instant::now() + START_TIMEOUT;
         let mut seen = String::new();
+        self.url.clear();
+        self.p2p.clear();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     seen.push_str(&line);
                     seen.push('\n');
+                    let p2p = line.split_whitespace().find(|t| t.starts_with("/ip4/"));
+                    if let Some(t) = p2p.filter(|_| line.contains("federates at")) {
+                        self.p2p = t.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned();
+                    }
                     let token = line.split_whitespace().find(|t| t.starts_with("http://") || t.starts_with("https://"));
                     if let Some(t) = token {
                         self.url = t.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned();
+                    }
+                    if !self.url.is_empty() && (!self.federated || !self.p2p.is_empty()) {
                         return;
                     }
                 }
@@ -134,7 +229,9 @@ impl Node {
                     let err = self.stderr.lock().unwrap().clone();
                     self.kill9();
                     panic!(
-                        "node did not print its URL ({e:?}); exit status {status:?}\n--- stdout ---\n{seen}\n--- stderr ---\n{err}"
+                        "node {} did not print its URL{} ({e:?}); exit status {status:?}\n--- stdout ---\n{seen}\n--- stderr ---\n{err}",
+                        self.name,
+                        if self.federated { " and its `federates at` line" } else { "" },
                     );
                 }
             }
@@ -186,7 +283,7 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill9();
         if std::thread::panicking() {
-            eprintln!("--- node stderr ({}) ---\n{}", self.url, self.stderr());
+            eprintln!("--- node stderr ({} {}) ---\n{}", self.name, self.url, self.stderr());
         }
     }
 }
@@ -530,12 +627,23 @@ impl Ws {
         what: &'a str,
         pred: impl Fn(&Value) -> bool + 'a,
     ) -> impl std::future::Future<Output = Value> + 'a {
+        self.next_matching_within(what, WAIT, pred)
+    }
+
+    /// [`Ws::next_matching`] with its own deadline (e.g. [`FED_WAIT`] across nodes).
+    #[track_caller]
+    pub fn next_matching_within<'a>(
+        &'a mut self,
+        what: &'a str,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool + 'a,
+    ) -> impl std::future::Future<Output = Value> + 'a {
         let caller = std::panic::Location::caller();
         async move {
             if let Some(i) = self.buf.iter().position(&pred) {
                 return self.buf.remove(i).unwrap();
             }
-            let deadline = tokio::time::Instant::now() + WAIT;
+            let deadline = tokio::time::Instant::now() + within;
             loop {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 match self.recv_any(left).await {
@@ -546,7 +654,10 @@ impl Ws {
                         }
                     }
                     Err(e) => {
-                        panic!("{caller}: {} waiting for {what} ({e}); other messages: {:?}", self.user, self.buf)
+                        panic!(
+                            "{caller}: {} waiting {within:?} for {what} ({e}); other messages: {:?}",
+                            self.user, self.buf
+                        )
                     }
                 }
             }
@@ -664,4 +775,169 @@ pub fn assert_reply_to(e: &Value, ty: &str) {
     if !e["in_reply_to"].is_null() {
         assert_eq!(e["in_reply_to"], ty, "in_reply_to names another message type: {e}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Federation helpers.
+
+/// A fresh client on `node` registered as `name`; its id is `name@<node name>`.
+pub async fn registered_on(node: &Node, name: &str) -> Client {
+    let mut c = Client::new(node);
+    let r = c.register(name, &pw(name)).await;
+    r.expect(201);
+    assert_eq!(r.body["user"]["id"], format!("{name}@{}", node.name), "register answer: {r:?}");
+    c
+}
+
+/// Two federated nodes: `alpha`, then `beta --peer alpha`; returns once each has the
+/// other as a connected peer and has accepted the other's NodeCard.
+pub async fn fed_pair() -> (Node, Node) {
+    let alpha = Node::start_peered("alpha", &[]);
+    let beta = Node::start_peered("beta", &[&alpha]);
+    wait_federated(&[&alpha, &beta]).await;
+    (alpha, beta)
+}
+
+/// `alpha`, `beta --peer alpha`, `gamma --peer alpha --peer beta`, all connected.
+pub async fn fed_trio() -> (Node, Node, Node) {
+    let alpha = Node::start_peered("alpha", &[]);
+    let beta = Node::start_peered("beta", &[&alpha]);
+    let gamma = Node::start_peered("gamma", &[&alpha, &beta]);
+    wait_federated(&[&alpha, &beta, &gamma]).await;
+    (alpha, beta, gamma)
+}
+
+/// `GET /metrics` (plain text).
+pub async fn metrics_text(node: &Node) -> String {
+    let r = reqwest::Client::new()
+        .get(format!("{}/metrics", node.url))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET /metrics on {}: {e}", node.name));
+    assert_eq!(r.status().as_u16(), 200, "/metrics on {}", node.name);
+    r.text().await.unwrap()
+}
+
+/// Every sample of metric `name` (exact name, labels parsed) in Prometheus text.
+pub fn metric_samples(text: &str, name: &str) -> Vec<(Vec<(String, String)>, f64)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(name) else { continue };
+        let (labels, value) = if let Some(r) = rest.strip_prefix('{') {
+            let Some((l, v)) = r.split_once('}') else { continue };
+            (l, v)
+        } else if rest.starts_with(' ') {
+            ("", rest)
+        } else {
+            continue; // a longer metric name
+        };
+        let Ok(v) = value.split_whitespace().next().unwrap_or("").parse::<f64>() else { continue };
+        let labels = labels
+            .split(',')
+            .filter_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                Some((k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+            })
+            .collect();
+        out.push((labels, v));
+    }
+    out
+}
+
+/// Sum of the samples of `name` whose labels include all of `want`.
+pub fn metric_sum(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
+    metric_samples(text, name)
+        .into_iter()
+        .filter(|(labels, _)| want.iter().all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v)))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// `voicechat_federation_records_total` summed over the matching labels.
+pub fn fed_records(text: &str, want: &[(&str, &str)]) -> f64 {
+    metric_sum(text, "voicechat_federation_records_total", want)
+}
+
+/// Polls `check` on `/metrics` of `node` until it holds (deadline [`FED_WAIT`]).
+pub async fn wait_metrics(node: &Node, what: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + FED_WAIT;
+    loop {
+        let text = metrics_text(node).await;
+        if check(&text) {
+            return text;
+        }
+        if Instant::now() > deadline {
+            let fed: Vec<&str> = text.lines().filter(|l| l.contains("federation")).collect();
+            panic!("{}: {what} did not happen within {FED_WAIT:?}; federation metrics:\n{}", node.name, fed.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every node has all the others as connected peers and has accepted a NodeCard from each.
+pub async fn wait_federated(nodes: &[&Node]) {
+    let n = (nodes.len() - 1) as f64;
+    for node in nodes {
+        wait_metrics(node, "connecting to every other node and accepting its NodeCard", |t| {
+            metric_sum(t, "voicechat_federation_peers", &[]) >= n
+                && fed_records(t, &[("kind", "node_card"), ("verdict", "accepted")]) >= n
+        })
+        .await;
+    }
+}
+
+/// Polls `GET path` with `c` until `check` holds on the answer (deadline [`FED_WAIT`]).
+pub async fn poll_get(c: &mut Client, path: &str, what: &str, check: impl Fn(&Resp) -> bool) -> Resp {
+    let deadline = Instant::now() + FED_WAIT;
+    loop {
+        let r = c.get(path).await;
+        if check(&r) {
+            return r;
+        }
+        if Instant::now() > deadline {
+            panic!("GET {}{path}: {what} did not happen within {FED_WAIT:?}; last answer: {r:?}", c.origin);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A `group` event for `gid` whose GroupDetail satisfies `pred`.
+pub fn group_event(gid: &str, pred: impl Fn(&Value) -> bool) -> impl Fn(&Value) -> bool {
+    let gid = gid.to_owned();
+    move |m| m["type"] == "group" && m["group"]["id"] == gid.as_str() && pred(&m["group"])
+}
+
+/// A `participants` event for `room` whose list satisfies `pred`.
+pub fn participants_event(room: &str, pred: impl Fn(&[Value]) -> bool) -> impl Fn(&Value) -> bool {
+    let room = room.to_owned();
+    move |m| {
+        m["type"] == "participants"
+            && m["room"] == room.as_str()
+            && m["participants"].as_array().is_some_and(|a| pred(a))
+    }
+}
+
+/// Whether a participants list has exactly one entry for `session`, as `user` with `muted`.
+pub fn has_session(list: &[Value], user: &str, session: &str, muted: bool) -> bool {
+    list.iter().filter(|p| p["session"] == session).count() == 1
+        && list.iter().any(|p| p["user"] == user && p["session"] == session && p["muted"] == muted)
+}
+
+/// Whether no entry of the list has this session.
+pub fn lacks_session(list: &[Value], session: &str) -> bool {
+    !list.iter().any(|p| p["session"] == session)
+}
+
+/// Runs `voicechat ARGS` to completion; returns (success, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (bool, String, String) {
+    let out = voicechat().args(args).stdin(Stdio::null()).output().expect("run voicechat");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -1,0 +1,84 @@
+//! Presence across three nodes: a member joining, muting and leaving a room of alice's
+//! group on any node shows up in the `participants` events of members on every node (and in
+//! `GET /api/groups/{gid}` there), with `user` as `name@node` and the joining socket's session.
+
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn join_mute_and_leave_reach_every_node() {
+    let (alpha, beta, gamma) = fed_trio().await;
+    let mut alice = registered_on(&alpha, "alice").await;
+    let mut carol = registered_on(&beta, "carol").await;
+    let mut dave = registered_on(&gamma, "dave").await;
+    let gid = create_group(&mut alice, "Trio").await;
+    let rid = create_room(&mut alice, &gid, "Jam").await;
+    let g = format!("/api/groups/{gid}");
+    let mut aws = Ws::connect(&alice).await;
+    let mut cws = Ws::connect(&carol).await;
+    let mut dws = Ws::connect(&dave).await;
+    add_member(&mut alice, &gid, "carol@beta").await;
+    add_member(&mut alice, &gid, "dave@gamma").await;
+    let all_three = |g: &Value| member_users(g).len() == 3;
+    cws.next_matching_within("group with all three members", FED_WAIT, group_event(&gid, all_three)).await;
+    dws.next_matching_within("group with all three members", FED_WAIT, group_event(&gid, all_three)).await;
+
+    // carol joins on beta: alice (alpha) and dave (gamma) see her session.
+    let (a, c, d) = (aws.session.clone(), cws.session.clone(), dws.session.clone());
+    cws.send(json!({"type": "join", "group": gid, "room": rid})).await;
+    let j = cws.next_of_type("joined").await;
+    assert_eq!((&j["group"], &j["room"], &j["session"]), (&json!(gid), &json!(rid), &json!(c)));
+    let carol_in = |l: &[Value]| has_session(l, "carol@beta", &c, false);
+    aws.next_matching_within("participants with carol@beta", FED_WAIT, participants_event(&rid, carol_in)).await;
+    dws.next_matching_within("participants with carol@beta", FED_WAIT, participants_event(&rid, carol_in)).await;
+    cws.next_matching("participants with herself", participants_event(&rid, carol_in)).await;
+    for (client, who) in [(&mut alice, "alpha"), (&mut dave, "gamma")] {
+        let r = client.get(&g).await;
+        let room = r.body["rooms"].as_array().unwrap().iter().find(|r| r["id"] == rid.as_str()).unwrap().clone();
+        assert!(carol_in(room["participants"].as_array().unwrap()), "GroupDetail on {who} shows carol in the room: {r:?}");
+    }
+
+    // alice joins (muted) on alpha: carol and dave see both.
+    aws.send(json!({"type": "join", "group": gid, "room": rid, "muted": true})).await;
+    aws.next_of_type("joined").await;
+    let both = |l: &[Value]| has_session(l, "alice@alpha", &a, true) && has_session(l, "carol@beta", &c, false);
+    cws.next_matching_within("participants with alice and carol", FED_WAIT, participants_event(&rid, both)).await;
+    dws.next_matching_within("participants with alice and carol", FED_WAIT, participants_event(&rid, both)).await;
+    aws.next_matching("participants with alice and carol", participants_event(&rid, both)).await;
+
+    // dave joins on gamma: everyone sees three.
+    dws.send(json!({"type": "join", "group": gid, "room": rid})).await;
+    dws.next_of_type("joined").await;
+    let three = |l: &[Value]| l.len() == 3 && both(l) && has_session(l, "dave@gamma", &d, false);
+    aws.next_matching_within("participants with all three", FED_WAIT, participants_event(&rid, three)).await;
+    cws.next_matching_within("participants with all three", FED_WAIT, participants_event(&rid, three)).await;
+
+    // Mutes travel both ways.
+    cws.send(json!({"type": "mute", "muted": true})).await;
+    let carol_muted = |l: &[Value]| has_session(l, "carol@beta", &c, true) && l.len() == 3;
+    aws.next_matching_within("carol muted", FED_WAIT, participants_event(&rid, carol_muted)).await;
+    dws.next_matching_within("carol muted", FED_WAIT, participants_event(&rid, carol_muted)).await;
+    aws.send(json!({"type": "mute", "muted": false})).await;
+    let alice_unmuted = |l: &[Value]| has_session(l, "alice@alpha", &a, false) && has_session(l, "carol@beta", &c, true);
+    cws.next_matching_within("alice unmuted", FED_WAIT, participants_event(&rid, alice_unmuted)).await;
+    dws.next_matching_within("alice unmuted", FED_WAIT, participants_event(&rid, alice_unmuted)).await;
+
+    // carol leaves: the others see her go, and alpha's GroupDetail agrees.
+    cws.send(json!({"type": "leave"})).await;
+    let l = cws.next_of_type("left").await;
+    assert_eq!((&l["group"], &l["room"]), (&json!(gid), &json!(rid)), "{l}");
+    let carol_gone = |l: &[Value]| lacks_session(l, &c) && l.len() == 2;
+    aws.next_matching_within("participants without carol", FED_WAIT, participants_event(&rid, carol_gone)).await;
+    dws.next_matching_within("participants without carol", FED_WAIT, participants_event(&rid, carol_gone)).await;
+    let r = alice.get(&g).await;
+    let room = r.body["rooms"].as_array().unwrap().iter().find(|r| r["id"] == rid.as_str()).unwrap().clone();
+    let mut users = participant_users(&room);
+    users.sort();
+    assert_eq!(users, ["alice@alpha", "dave@gamma"], "{r:?}");
+    let r = carol.get(&g).await;
+    let room = r.body["rooms"].as_array().unwrap().iter().find(|r| r["id"] == rid.as_str()).unwrap().clone();
+    let mut users = participant_users(&room);
+    users.sort();
+    assert_eq!(users, ["alice@alpha", "dave@gamma"], "beta's view after carol left: {r:?}");
+}
