@@ -84,6 +84,11 @@ impl AppState {
     /// Checks every rule and, for persistent kinds, the stored seq. Does not apply.
     pub(super) fn judge(&self, fed: &Federation, bytes: &[u8], now: u64) -> Result<Verified, Dropped> {
         let verified = fed.validator.lock().expect("validator lock").check(bytes, now, &StoreAuth(self))?;
+        if verified.envelope.signer == fed.node_key {
+            // This node is the authority for what it signed and knows the current state
+            // better than any copy: sync answers echo our presence, a peer may replay it.
+            return Err(Dropped::NotWanted("a copy of this node's own record"));
+        }
         let seq = verified.record.seq();
         if let (Some(key), Some(seq)) = (seq_key(&verified.envelope.signer, &verified.record.subject()), seq)
             && let Some(last) = self.store.seq(&key)?
@@ -302,6 +307,22 @@ impl AppState {
         Ok(())
     }
 
+    /// Syncs every group homed on another node from its home.
+    async fn resync_all(&self) {
+        let Ok(groups) = self.store.all_groups() else { return };
+        let mut homes = std::collections::BTreeSet::new();
+        for gid in groups {
+            if let Ok(Some(g)) = self.store.group(&gid)
+                && g.home != self.settings.node_name
+            {
+                homes.insert(g.home);
+            }
+        }
+        for home in homes {
+            self.sync_from(&home).await;
+        }
+    }
+
     /// Groups created provisionally by a group info whose membership never came: removed
     /// so a peer cannot fill the store with groups nobody here belongs to.
     async fn drop_orphans(&self) -> Result<(), StoreError> {
@@ -315,8 +336,13 @@ impl AppState {
     }
 }
 
-/// Every second: sessions of other nodes whose presence ran out leave their rooms; old
-/// replay entries and orphan groups are dropped now and then.
+/// Every second: sessions of other nodes whose presence ran out leave their rooms. Every
+/// [`RESYNC_EVERY`] seconds: each group homed elsewhere is synced from its home (anti-
+/// entropy: a sync missed at a reconnect is repaired without waiting for another one).
+/// Every minute: old replay entries and orphan groups are dropped.
+/// Seconds between anti-entropy syncs of groups homed elsewhere.
+pub const RESYNC_EVERY: u64 = 30;
+
 pub(super) async fn sweep(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut n: u64 = 0;
@@ -332,6 +358,10 @@ pub(super) async fn sweep(state: AppState) {
         }
         if let Some(fed) = state.fed() {
             fed.presence.lock().expect("presence lock").retain(|_, p| p.expires_at >= now);
+            if n.is_multiple_of(RESYNC_EVERY) {
+                let state = state.clone();
+                tokio::spawn(async move { state.resync_all().await });
+            }
             if n.is_multiple_of(60) {
                 fed.validator.lock().expect("validator lock").prune(now);
                 if let Err(e) = state.drop_orphans().await {

@@ -37,6 +37,11 @@ pub(super) async fn run(state: AppState, mut events: mpsc::Receiver<NetEvent>) {
                 };
                 fed.net.report(id, source, verdict);
             }
+            // Pushes are applied in the order they arrive, like gossip: two pushes about
+            // one group applied at once could show a member half a group.
+            NetEvent::Request { peer, proto: Proto::Push, data, reply } => {
+                let _ = reply.send(state.answer(peer, Proto::Push, &data).await);
+            }
             NetEvent::Request { peer, proto, data, reply } => {
                 let state = state.clone();
                 tokio::spawn(async move {

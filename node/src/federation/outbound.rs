@@ -90,10 +90,14 @@ impl AppState {
         });
     }
 
-    /// Publishes a group record and pushes it to every node with members (and `extra`).
-    fn announce(&self, group: GroupId, record: Vec<u8>, extra: Option<&NodeName>) {
+    /// Publishes a group record and pushes it to every node with members, plus `extra`,
+    /// minus `skip` (a node that is sent the whole group instead).
+    fn announce(&self, group: GroupId, record: Vec<u8>, extra: Option<&NodeName>, skip: Option<&NodeName>) {
         let mut nodes = self.member_nodes(&group).unwrap_or_default();
         nodes.extend(extra.cloned());
+        if let Some(skip) = skip {
+            nodes.remove(skip);
+        }
         self.publish(group, vec![record.clone()]);
         self.push(nodes, vec![record]);
     }
@@ -144,14 +148,15 @@ impl AppState {
         }
         let rec = fed.seal(&Record::Membership(Membership { seq: fed.next_seq(), role, user: user.clone(), group: g.id }));
         let remote = user.node != self.settings.node_name;
-        if push && remote && role.is_some() {
+        let whole_group = push && remote && role.is_some();
+        if whole_group {
             match self.group_records(fed, &g.id) {
                 Ok(all) => self.push(BTreeSet::from([user.node.clone()]), all),
                 Err(e) => tracing::warn!(%e, "could not gather the group for a new member's node"),
             }
         }
         let extra = (remote && role.is_none()).then_some(&user.node);
-        self.announce(g.id, rec, extra);
+        self.announce(g.id, rec, extra, whole_group.then_some(&user.node));
     }
 
     /// Announces a room's creation, rename or deletion.
@@ -161,7 +166,7 @@ impl AppState {
             return;
         }
         let rec = fed.seal(&room_info(fed, r, deleted));
-        self.announce(g.id, rec, None);
+        self.announce(g.id, rec, None, None);
     }
 
     /// Announces a local session joining, updating or leaving a room of a federated group.
@@ -252,8 +257,9 @@ impl AppState {
                     Ok(Some(g)) if g.home == node => {}
                     _ => continue,
                 }
-                if let Err(e) = self.sync_group(fed, peer, gid).await {
-                    tracing::info!(%node, group = %gid, %e, "sync failed");
+                match self.sync_group(fed, peer, gid).await {
+                    Ok(()) => tracing::debug!(%node, group = %gid, "synced"),
+                    Err(e) => tracing::warn!(%node, group = %gid, %e, "sync failed; retried later"),
                 }
             }
         })

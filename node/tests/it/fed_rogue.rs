@@ -250,18 +250,29 @@ async fn a_rogue_peer_changes_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(400)).await;
     };
-    // Settle: carol unmuted, everyone agrees; that is the baseline.
-    cws.send(json!({"type": "mute", "muted": false})).await;
-    let settled = |r: &Resp| {
-        r.body["rooms"].as_array().is_some_and(|rooms| {
-            rooms.iter().any(|room| {
-                room["id"] == rid.as_str()
-                    && room["participants"].as_array().is_some_and(|l| both(l) && l.len() == 2)
+    // Settle: carol mutes, alpha shows it, carol unmutes, alpha shows that. Once alpha
+    // has accepted the mute, every older toggle still in flight is a replay, so the
+    // unmuted state alpha shows next is final: that is the baseline.
+    let carol_muted = |want: bool| {
+        let (rid, a, c) = (rid.clone(), a.clone(), c.clone());
+        move |r: &Resp| {
+            r.body["rooms"].as_array().is_some_and(|rooms| {
+                rooms.iter().any(|room| {
+                    room["id"] == rid.as_str()
+                        && room["participants"].as_array().is_some_and(|l| {
+                            l.len() == 2
+                                && has_session(l, "alice@alpha", &a, false)
+                                && has_session(l, "carol@beta", &c, want)
+                        })
+                })
             })
-        })
+        }
     };
-    let base_a = normalize(&poll_get(&mut alice, &g, "alpha shows carol unmuted", settled).await.body);
-    let base_c = normalize(&poll_get(&mut carol, &g, "beta shows carol unmuted", settled).await.body);
+    cws.send(json!({"type": "mute", "muted": true})).await;
+    poll_get(&mut alice, &g, "alpha shows carol muted", carol_muted(true)).await;
+    cws.send(json!({"type": "mute", "muted": false})).await;
+    let base_a = normalize(&poll_get(&mut alice, &g, "alpha shows carol unmuted", carol_muted(false)).await.body);
+    let base_c = normalize(&poll_get(&mut carol, &g, "beta shows carol unmuted", carol_muted(false)).await.body);
     let latest = carols(&rogue).last().cloned().expect("a presence of carol");
     aws.barrier().await;
     cws.barrier().await;
