@@ -1,47 +1,109 @@
-//! `testnet`: starts N real `voicechat` processes on loopback, each with its own data dir
-//! and ports, prints a table of node URLs and demo logins, and stops exactly the processes
-//! it started when interrupted.
-//!
-//! Linking the nodes into a network and the measuring scenarios arrive with federation.
+//! `testnet`: starts N real `voicechat` processes linked into a federation (`up`/`down`),
+//! and runs measuring scenarios against fresh networks (`scenario NAME`).
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use serde_json::json;
+use voicechat_testnet::nodes::{DEMO_PASSWORD, demo_user};
+use voicechat_testnet::scenarios::{self, Report};
+use voicechat_testnet::{Options, Testnet, Topology, raise_nofile};
 
-/// Node names, in order; beyond these, `node21`, `node22`, ….
-const NAMES: &[&str] = &[
-    "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu", "nu",
-    "xi", "omicron", "pi", "rho", "sigma", "tau", "upsilon",
-];
-/// Password of every demo user.
-const DEMO_PASSWORD: &str = "testnet-password";
+/// The state file `up --detach` writes in DIR and `down` reads.
+const STATE_FILE: &str = "testnet-state.json";
 
 #[derive(Parser)]
-#[command(name = "testnet", version, about = "Run N real VoiceChat nodes on loopback")]
+#[command(name = "testnet", version, about = "Run N real VoiceChat nodes on loopback and measure them")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
 }
 
+#[derive(clap::Args, Clone)]
+struct NetArgs {
+    /// How many nodes (1–20).
+    #[arg(long, global = true, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=20))]
+    nodes: u16,
+    /// How nodes dial each other with `--peer` (each dials nodes started before it).
+    #[arg(long, global = true, value_enum, default_value_t = Topology::Mesh)]
+    topology: Topology,
+    /// Seed for `--topology random`.
+    #[arg(long, global = true, default_value_t = 1)]
+    seed: u64,
+    /// The `voicechat` binary [default: next to this one, else target/debug/voicechat].
+    #[arg(long, global = true, env = "VOICECHAT_BIN")]
+    bin: Option<PathBuf>,
+    /// Where the nodes' data dirs and logs go [default: a new temporary dir, removed at the end].
+    #[arg(long, global = true)]
+    dir: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
-    /// Start N nodes with demo users and wait for Ctrl-C.
+    /// Start N linked nodes with demo users and a shared group; wait for Ctrl-C.
     Up {
-        /// How many nodes (1–20 on a small machine).
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
-        nodes: u16,
-        /// The `voicechat` binary [default: next to this one, else target/debug/voicechat].
-        #[arg(long, env = "VOICECHAT_BIN")]
-        bin: Option<PathBuf>,
-        /// Where the nodes' data dirs go [default: a new temporary dir].
-        #[arg(long)]
-        dir: Option<PathBuf>,
+        #[command(flatten)]
+        net: NetArgs,
+        /// Leave the nodes running and return; `testnet down --dir DIR` stops them.
+        #[arg(long, requires = "dir")]
+        detach: bool,
+    },
+    /// Stop the nodes a `up --detach` started in DIR.
+    Down {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Run a scenario on a fresh network and print its figures.
+    Scenario {
+        #[command(subcommand)]
+        which: Scenario,
+        #[command(flatten)]
+        net: NetArgs,
+        /// One JSON object of figures instead of the table.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Presence convergence: one user toggles mute; time until every node saw it.
+    Convergence {
+        #[arg(long, default_value_t = 200)]
+        changes: usize,
+    },
+    /// Signal relay latency and loss, same node and across nodes.
+    Relay {
+        #[arg(long, default_value_t = 50)]
+        rate: u32,
+        #[arg(long, default_value_t = 500)]
+        messages: usize,
+    },
+    /// K WebSocket sessions on one node; presence fan-out throughput, latency, memory.
+    Load {
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=5000))]
+        clients: u32,
+        #[arg(long, default_value_t = 50)]
+        users: usize,
+        #[arg(long, default_value_t = 10)]
+        rooms: usize,
+        #[arg(long, default_value_t = 20)]
+        changes: usize,
+    },
+    /// SIGKILL a node during writes and presence; acknowledged data and presence TTL.
+    Crash,
+    /// Cut a node off the federation, change both sides, heal; time to converge.
+    Partition {
+        #[arg(long, default_value_t = 5)]
+        changes: usize,
+        /// Seconds the node stays cut off (libp2p notices a dead link after ~20 s).
+        #[arg(long, default_value_t = 10)]
+        cut_secs: u64,
     },
 }
 
@@ -53,126 +115,160 @@ fn default_bin() -> PathBuf {
     }
 }
 
-fn node_name(i: usize) -> String {
-    NAMES.get(i).map(|s| s.to_string()).unwrap_or_else(|| format!("node{}", i + 1))
-}
-
-/// One running node; killed when dropped.
-struct Node {
-    name: String,
-    url: String,
-    child: Child,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl NetArgs {
+    fn options(&self) -> Options {
+        let mut o = Options::new(self.nodes as usize, self.bin.clone().unwrap_or_else(default_bin));
+        o.topology = self.topology;
+        o.seed = self.seed;
+        if let Some(d) = &self.dir {
+            let _ = std::fs::create_dir_all(d);
+            o.dir = Some(std::fs::canonicalize(d).unwrap_or_else(|_| d.clone()));
+        }
+        o
     }
 }
 
-fn add_user(bin: &Path, dir: &Path, user: &str) -> anyhow::Result<()> {
-    let mut child = Command::new(bin)
-        .args(["user", "add", user, "--data-dir"])
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot run {}", bin.display()))?;
-    writeln!(child.stdin.take().context("stdin")?, "{DEMO_PASSWORD}")?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!("user add {user}: {}", String::from_utf8_lossy(&out.stderr).trim());
+async fn up(args: NetArgs, detach: bool) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    let mut opts = args.options();
+    if let Some(d) = &args.dir {
+        std::fs::create_dir_all(d)?;
+        opts.dir = Some(std::fs::canonicalize(d)?);
     }
+    if let Some(d) = &opts.dir
+        && d.join(STATE_FILE).exists()
+    {
+        bail!("{} exists: a detached testnet may be running there (`testnet down --dir {}`)", d.join(STATE_FILE).display(), d.display());
+    }
+    let t0 = Instant::now();
+    let mut net = Testnet::start(&opts).await?;
+    println!("{:<10} {:<28} {:<62} {:<18} password", "node", "url", "p2p", "login");
+    for n in &net.nodes {
+        println!("{:<10} {:<28} {:<62} {:<18} {DEMO_PASSWORD}", n.name, n.url, n.p2p, demo_user(&n.name));
+    }
+    println!(
+        "{} nodes ({:?}) up in {:.1} s; group \"testnet\" ({}) on {} has every demo user; data and logs in {}",
+        net.nodes.len(), opts.topology, t0.elapsed().as_secs_f64(), net.group, net.nodes[0].name, net.dir().display()
+    );
+    if detach {
+        let nodes: Vec<_> = net
+            .nodes
+            .iter_mut()
+            .map(|n| json!({"name": n.name, "data_dir": n.data_dir, "url": n.url, "pid": n.detach()}))
+            .collect();
+        let state = json!({"dir": net.dir(), "nodes": nodes});
+        std::fs::write(net.dir().join(STATE_FILE), serde_json::to_vec_pretty(&state)?)?;
+        println!("detached; stop them with: testnet down --dir {}", net.dir().display());
+        return Ok(());
+    }
+    println!("Ctrl-C stops every node.");
+    while !stop.load(Ordering::Relaxed) {
+        for n in &mut net.nodes {
+            if !n.is_running() {
+                bail!("node {} exited; log {}:\n{}", n.name, n.log.display(), n.log_tail(20));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("stopping {} nodes", net.nodes.len());
+    net.stop();
     Ok(())
 }
 
-fn start(bin: &Path, dir: &Path, name: &str) -> anyhow::Result<Node> {
-    let mut child = Command::new(bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--name", name, "--p2p-listen", "/ip4/127.0.0.1/tcp/0"])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("cannot run {}", bin.display()))?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let url = line.split_whitespace().find(|t| t.starts_with("http://") || t.starts_with("https://"));
-            if let Some(url) = url {
-                let _ = tx.send(url.to_owned());
+/// Whether /proc/PID/cmdline is `… serve … --data-dir DATA …`.
+fn is_our_node(pid: i32, data: &Path) -> bool {
+    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let args: Vec<String> = raw.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let data = data.to_string_lossy();
+    args.iter().any(|a| a == "serve") && args.windows(2).any(|w| w[0] == "--data-dir" && w[1] == data)
+}
+
+fn down(dir: &Path) -> anyhow::Result<()> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let path = dir.join(STATE_FILE);
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("no {}: nothing detached there", path.display()))?)?;
+    let mut waiting = Vec::new();
+    for n in state["nodes"].as_array().context("nodes")? {
+        let (Some(pid), Some(data), name) = (n["pid"].as_i64(), n["data_dir"].as_str(), n["name"].as_str().unwrap_or("?")) else {
+            continue;
+        };
+        if !is_our_node(pid as i32, Path::new(data)) {
+            println!("{name}: pid {pid} is not `voicechat serve --data-dir {data}` (already stopped?); left alone");
+            continue;
+        }
+        kill(Pid::from_raw(pid as i32), Signal::SIGTERM)?;
+        waiting.push((name.to_owned(), pid as i32, data.to_owned()));
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for (name, pid, data) in waiting {
+        while is_our_node(pid, Path::new(&data)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if is_our_node(pid, Path::new(&data)) {
+            println!("{name}: no exit 15 s after SIGTERM; SIGKILL");
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        } else {
+            println!("{name}: stopped (pid {pid})");
+        }
+    }
+    std::fs::remove_file(&path)?;
+    Ok(())
+}
+
+async fn scenario(which: Scenario, args: NetArgs) -> anyhow::Result<Report> {
+    let opts = args.options();
+    match which {
+        Scenario::Convergence { changes } => {
+            scenarios::convergence::run(&opts, &scenarios::convergence::Params { changes, from: None }).await
+        }
+        Scenario::Relay { rate, messages } => scenarios::relay::run(&opts, &scenarios::relay::Params { rate, messages }).await,
+        Scenario::Load { clients, users, rooms, changes } => {
+            let p = scenarios::load::Params { clients: clients as usize, users, rooms, changes };
+            scenarios::load::run(&opts, &p).await
+        }
+        Scenario::Crash => scenarios::crash::run(&opts, &scenarios::crash::Params::default()).await,
+        Scenario::Partition { changes, cut_secs } => {
+            let p = scenarios::partition::Params { changes, cut_for: Duration::from_secs(cut_secs), ..Default::default() };
+            scenarios::partition::run(&opts, &p).await
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = raise_nofile(65_536) {
+        eprintln!("warning: could not raise the open-file limit: {e}");
+    }
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let res = rt.block_on(async move {
+        match cli.command {
+            Cmd::Up { net, detach } => up(net, detach).await.map(|()| true),
+            Cmd::Down { dir } => down(&dir).map(|()| true),
+            Cmd::Scenario { which, net, json } => {
+                let r = scenario(which, net).await?;
+                if json {
+                    println!("{}", r.json());
+                } else {
+                    println!("{}", r.table.trim_end());
+                    for f in &r.failures {
+                        println!("FAIL: {f}");
+                    }
+                    println!("{}: {}", r.scenario, if r.ok { "ok" } else { "FAILED" });
+                }
+                Ok(r.ok)
             }
         }
     });
-    let mut node = Node { name: name.to_owned(), url: String::new(), child };
-    node.url = rx.recv_timeout(Duration::from_secs(30)).with_context(|| format!("{name} did not start"))?;
-    Ok(node)
-}
-
-fn up(nodes: u16, bin: PathBuf, dir: Option<PathBuf>) -> anyhow::Result<()> {
-    let _tmp;
-    let root = match dir {
-        Some(d) => d,
-        None => {
-            _tmp = tempdir()?;
-            _tmp.0.clone()
+    match res {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
         }
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    ctrlc_flag(&stop)?;
-    let mut running = Vec::new();
-    for i in 0..nodes as usize {
-        let name = node_name(i);
-        let data = root.join(&name);
-        std::fs::create_dir_all(&data)?;
-        let user = format!("user-{name}");
-        if !data.join("db").exists() {
-            add_user(&bin, &data, &user)?;
-        }
-        running.push((start(&bin, &data, &name)?, user));
-    }
-    println!("{:<10} {:<32} {:<20} password", "node", "url", "login");
-    for (node, user) in &running {
-        println!("{:<10} {:<32} {:<20} {DEMO_PASSWORD}", node.name, node.url, user);
-    }
-    println!("data in {}; Ctrl-C stops every node.", root.display());
-    while !stop.load(Ordering::Relaxed) {
-        for (node, _) in &mut running {
-            if let Some(status) = node.child.try_wait()? {
-                bail!("node {} exited: {status}", node.name);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Ok(())
-}
-
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-fn tempdir() -> anyhow::Result<TempDir> {
-    let p = std::env::temp_dir().join(format!("voicechat-testnet-{}", std::process::id()));
-    std::fs::create_dir_all(&p)?;
-    Ok(TempDir(p))
-}
-
-/// Sets `flag` on SIGINT/SIGTERM.
-fn ctrlc_flag(flag: &Arc<AtomicBool>) -> anyhow::Result<()> {
-    signal_hook::flag::register(signal_hook::consts::SIGINT, flag.clone())?;
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, flag.clone())?;
-    Ok(())
-}
-
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Cmd::Up { nodes, bin, dir } => up(nodes, bin.unwrap_or_else(default_bin), dir),
     }
 }

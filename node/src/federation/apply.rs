@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use libp2p::PeerId;
+use libp2p::{Multiaddr, PeerId};
 use voicechat_protocol::envelope::Envelope;
 use voicechat_protocol::error::ProtocolError;
 use voicechat_protocol::ids::GroupId;
@@ -106,7 +106,7 @@ impl AppState {
         let kind_hint = Envelope::decode(bytes).map(|e| e.kind).unwrap_or_else(|_| "?".into());
         let result: Result<(), Dropped> = async {
             let verified = self.judge(fed, bytes, now)?;
-            self.apply(fed, &verified.record, from).await?;
+            self.apply(fed, &verified.record, bytes).await?;
             fed.validator.lock().expect("validator lock").accept(&verified, now);
             if let (Some(key), Some(seq)) =
                 (seq_key(&verified.envelope.signer, &verified.record.subject()), verified.record.seq())
@@ -156,27 +156,41 @@ impl AppState {
         }
     }
 
-    async fn apply(&self, fed: &Federation, record: &Record, from: Option<PeerId>) -> Result<(), Dropped> {
+    async fn apply(&self, fed: &Federation, record: &Record, bytes: &[u8]) -> Result<(), Dropped> {
         match record {
             Record::NodeCard(card) => {
-                if let Some(peer) = from
-                    && peer_id_of(&card.key) != Some(peer)
-                {
-                    return Err(Dropped::Policy("node card not signed by the peer that sent it"));
-                }
+                // Cards are self-signed (checked by the validator), so a card forwarded by
+                // a neighbour is as good as one from its node.
                 let peer = PeerRecord {
                     name: card.name.clone(),
                     key: hex::encode(card.key.as_bytes()),
                     url: card.url.trim_end_matches('/').to_owned(),
                     addrs: card.addrs.clone(),
                     seq: card.seq,
+                    card: hex::encode(bytes),
                 };
                 self.store.put_peer(&peer).await?;
                 if let Some(id) = peer_id_of(&card.key) {
                     fed.names.lock().expect("names lock").insert(id, card.name.clone());
-                    let state = self.clone();
-                    let name = card.name.clone();
-                    tokio::spawn(async move { state.sync_from(&name).await });
+                    // Keep a direct connection to every node we know (found through a
+                    // neighbour or kad, not only configured): pushes and signals go
+                    // straight to a member's node, whatever the topology.
+                    let addrs: Vec<Multiaddr> = card
+                        .addrs
+                        .iter()
+                        .filter(|a| a.contains("/tcp/"))
+                        .filter_map(|a| a.parse::<Multiaddr>().ok())
+                        .filter_map(|a| a.with_p2p(id).ok())
+                        .collect();
+                    let (state, name, net) = (self.clone(), card.name.clone(), fed.net.clone());
+                    tokio::spawn(async move {
+                        if let Some(addr) = addrs.into_iter().next()
+                            && let Err(e) = net.add_peer(addr).await
+                        {
+                            tracing::debug!(node = %name, %e, "could not keep a connection to a known node");
+                        }
+                        state.sync_from(&name).await;
+                    });
                 }
                 tracing::info!(node = %card.name, "peer node card");
                 Ok(())

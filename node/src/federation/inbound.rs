@@ -50,11 +50,22 @@ pub(super) async fn run(state: AppState, mut events: mpsc::Receiver<NetEvent>) {
                 });
             }
             NetEvent::Connected { peer } => {
-                let (net, card) = (fed.net.clone(), fed.card.clone());
+                let net = fed.net.clone();
                 let known = fed.name_of(&state, &peer);
+                // Our card first, then every card we know, so nodes learn each other
+                // through their neighbours whatever the topology.
+                let mut cards = vec![ByteBuf::from(fed.card.clone())];
+                for p in state.store.peers().unwrap_or_default() {
+                    if Some(&p.name) != known.as_ref()
+                        && let Ok(bytes) = hex::decode(&p.card)
+                        && !bytes.is_empty()
+                    {
+                        cards.push(ByteBuf::from(bytes));
+                    }
+                }
                 let state = state.clone();
                 tokio::spawn(async move {
-                    let push = rpc::encode(&PushRequest { records: vec![ByteBuf::from(card)] });
+                    let push = rpc::encode(&PushRequest { records: cards });
                     if let Err(e) = net.request(peer, Proto::Push, push).await {
                         tracing::debug!(%peer, %e, "could not send our node card");
                     }

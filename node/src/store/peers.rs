@@ -21,6 +21,9 @@ pub struct PeerRecord {
     pub addrs: Vec<String>,
     /// The card's seq.
     pub seq: u64,
+    /// The signed card itself (hex), forwarded to other peers so they learn this node.
+    #[serde(default)]
+    pub card: String,
 }
 
 impl PeerRecord {

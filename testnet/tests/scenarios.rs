@@ -1,0 +1,59 @@
+//! Every scenario at a small size on real `voicechat` processes, asserting its correctness
+//! condition: convergence, relay, crash, load and partition.
+
+use std::path::PathBuf;
+
+use voicechat_testnet::scenarios::{convergence, crash, load, partition, relay};
+use voicechat_testnet::{Options, raise_nofile};
+
+/// The node binary cargo built for this workspace.
+fn bin() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/voicechat");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p voicechat-node` first (`cargo test --workspace` builds it)",
+        p.display()
+    );
+    p
+}
+
+fn opts(nodes: usize) -> Options {
+    Options::new(nodes, bin())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn convergence_reaches_every_node() {
+    let r = convergence::run(&opts(3), &convergence::Params { changes: 50, from: None }).await.unwrap();
+    println!("{}", r.table);
+    r.check().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_loses_nothing() {
+    let r = relay::run(&opts(2), &relay::Params { rate: 50, messages: 200 }).await.unwrap();
+    println!("{}", r.table);
+    r.check().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_keeps_acknowledged_writes_and_expires_presence() {
+    let r = crash::run(&opts(3), &crash::Params::default()).await.unwrap();
+    println!("{}", r.table);
+    r.check().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_delivers_every_event() {
+    raise_nofile(8192).unwrap();
+    let p = load::Params { clients: 200, users: 10, rooms: 4, changes: 10 };
+    let r = load::run(&opts(1), &p).await.unwrap();
+    println!("{}", r.table);
+    r.check().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_heals_and_converges() {
+    let r = partition::run(&opts(3), &partition::Params::default()).await.unwrap();
+    println!("{}", r.table);
+    r.check().unwrap();
+}
