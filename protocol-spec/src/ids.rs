@@ -166,6 +166,14 @@ serde_as_text!(UserName);
 serde_as_text!(NodeName);
 serde_as_text!(UserId);
 
+/// The binary (CBOR) form of a fixed-size id or key: a byte string of exactly `N` bytes.
+pub(crate) fn fixed_bytes<'de, D: Deserializer<'de>, const N: usize>(d: D) -> Result<[u8; N], D::Error> {
+    let b = <serde_bytes::ByteBuf>::deserialize(d)?;
+    b.as_slice()
+        .try_into()
+        .map_err(|_| D::Error::invalid_length(b.len(), &format!("{N} bytes").as_str()))
+}
+
 macro_rules! random_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -225,12 +233,7 @@ macro_rules! random_id {
                     let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
                     s.parse().map_err(D::Error::custom)
                 } else {
-                    let b = <serde_bytes::ByteBuf>::deserialize(d)?;
-                    let arr: [u8; 16] = b
-                        .as_slice()
-                        .try_into()
-                        .map_err(|_| D::Error::invalid_length(b.len(), &"16 bytes"))?;
-                    Ok(Self(arr))
+                    fixed_bytes(d).map(Self)
                 }
             }
         }

@@ -128,12 +128,7 @@ impl<'de> Deserialize<'de> for NodeKey {
             let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
             s.parse().map_err(D::Error::custom)
         } else {
-            let b = <serde_bytes::ByteBuf>::deserialize(d)?;
-            let arr: [u8; 32] = b
-                .as_slice()
-                .try_into()
-                .map_err(|_| D::Error::invalid_length(b.len(), &"32 bytes"))?;
-            Ok(Self(arr))
+            crate::ids::fixed_bytes(d).map(Self)
         }
     }
 }
