@@ -147,9 +147,9 @@ impl AppState {
         result
     }
 
-    /// Applies a batch from a push, a sync page or an invite answer, in order. A group
-    /// info for a group this node does not know is kept only when the batch also makes a
-    /// local user a member of it.
+    /// Applies a batch from a push, a sync page or an invite answer, in order (group info
+    /// first, so the memberships after it can be judged). A group that no local user ends
+    /// up a member of is dropped by the sweeper (`drop_orphans`).
     pub(super) async fn receive_batch(&self, fed: &Federation, records: &[Vec<u8>], from: Option<PeerId>) {
         for bytes in records {
             let _ = self.receive(fed, bytes, from).await;

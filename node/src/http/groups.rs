@@ -152,10 +152,9 @@ pub async fn delete(
     let nodes = members.iter().map(|m| m.user.node.clone()).filter(|n| n != me).collect();
     state.announce_group(&g, true, nodes);
     let dropped = state.rooms.lock().expect("rooms lock").drop_from_group(&g.id, |_| true);
-    for (room, p) in &dropped {
-        let msg = crate::hub::encode(&serde_json::json!({"type": "left", "group": room.0, "room": room.1}));
-        state.hub.send_session(&p.user, &p.session, &msg);
-    }
+    // The group is gone from the store, so this tells each session it left and nobody
+    // gets a participants list of a deleted group.
+    state.notify_dropped(&dropped)?;
     state.notify_removed(&g.id, members.iter().map(|m| &m.user));
     Ok(StatusCode::NO_CONTENT)
 }
