@@ -34,10 +34,17 @@ impl NodeKey {
         Self(key.verifying_key().to_bytes())
     }
 
-    /// Checks `sig` over `msg` with `verify_strict` (rejects small-order keys and
-    /// non-canonical signatures).
+    /// Checks `sig` over `msg` with `verify_strict`. The key must be the canonical encoding
+    /// of a curve point that is not of small order ([`ProtocolError::BadKey`] otherwise,
+    /// whatever the signature); `R` must be canonical and not of small order and `S` < ℓ
+    /// ([`ProtocolError::BadSignature`] otherwise, like any signature that does not verify).
     pub fn verify_strict(&self, msg: &[u8], sig: &[u8; 64]) -> Result<(), ProtocolError> {
         let key = VerifyingKey::from_bytes(&self.0).map_err(|_| ProtocolError::BadKey)?;
+        // `from_bytes` reduces y mod p, so a non-canonical encoding of a point decodes too;
+        // `verify_strict` would turn a small-order key into a mere bad signature.
+        if key.is_weak() || key.to_edwards().compress().to_bytes() != self.0 {
+            return Err(ProtocolError::BadKey);
+        }
         key.verify_strict(msg, &Signature::from_bytes(sig))
             .map_err(|_| ProtocolError::BadSignature)
     }
@@ -151,6 +158,45 @@ mod tests {
         );
         assert_eq!(base58btc(&[0, 0, 1]), "112");
         assert_eq!(base58btc(b"hello world"), "StV1DL6CwTryKyV");
+    }
+
+    #[test]
+    fn invalid_keys_are_bad_keys_whatever_the_signature() {
+        let msg = b"anything";
+        // y = 2 is not the y coordinate of a curve point.
+        let mut off_curve = [0u8; 32];
+        off_curve[0] = 2;
+        // The identity (y = 1): with R = identity and S = 0 a lenient check accepts any message.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut lenient_sig = [0u8; 64];
+        lenient_sig[0] = 1;
+        let lenient = VerifyingKey::from_bytes(&identity).unwrap();
+        assert!(
+            ed25519_dalek::Verifier::verify(&lenient, msg, &Signature::from_bytes(&lenient_sig))
+                .is_ok()
+        );
+        // y = p + 3 (y = 3 is on the curve): a non-canonical encoding of a valid point.
+        let mut non_canonical = [0xff; 32];
+        non_canonical[0] = 0xf0;
+        non_canonical[31] = 0x7f;
+        assert!(VerifyingKey::from_bytes(&non_canonical).is_ok());
+        for bad in [off_curve, identity, non_canonical, [0; 32]] {
+            assert_eq!(
+                NodeKey(bad).verify_strict(msg, &lenient_sig),
+                Err(ProtocolError::BadKey),
+                "{}",
+                hex::encode(bad)
+            );
+        }
+        let sk = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let good = NodeKey::from_signing_key(&sk);
+        let sig = ed25519_dalek::Signer::sign(&sk, msg).to_bytes();
+        assert_eq!(good.verify_strict(msg, &sig), Ok(()));
+        assert_eq!(
+            good.verify_strict(msg, &lenient_sig),
+            Err(ProtocolError::BadSignature)
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
-//! The six record kinds that cross nodes, their wire form and their field limits.
+//! The seven record kinds that cross nodes, their wire form and their field limits.
 //!
 //! Each record is a CBOR map with text keys. Struct fields are declared in canonical key
 //! order (shorter key first, then bytewise), so serde's output is canonical as is.
-//! SPEC.md §5 lists every field with its CBOR type and limit; [`Record::check_fields`]
+//! SPEC.md §6 lists every field with its CBOR type and limit; [`Record::check_fields`]
 //! enforces the limits.
 
 use serde::{Deserialize, Serialize};
@@ -36,17 +36,20 @@ pub enum Kind {
     Presence,
     /// `signal`
     Signal,
+    /// `consent`
+    Consent,
 }
 
 impl Kind {
     /// Every kind, in spec order.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::NodeCard,
         Kind::GroupInfo,
         Kind::Membership,
         Kind::RoomInfo,
         Kind::Presence,
         Kind::Signal,
+        Kind::Consent,
     ];
 
     /// The wire name.
@@ -58,6 +61,7 @@ impl Kind {
             Kind::RoomInfo => "room_info",
             Kind::Presence => "presence",
             Kind::Signal => "signal",
+            Kind::Consent => "consent",
         }
     }
 
@@ -209,6 +213,32 @@ pub struct Signal {
     pub from_session: SessionId,
 }
 
+/// A user's answer to being added to a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Answer {
+    /// The user accepted the membership.
+    Accepted,
+    /// The user refused it; the group's home removes the membership.
+    Declined,
+    /// The user left the group; the group's home removes the membership.
+    Left,
+}
+
+/// A user's answer to being added to a group homed on another node. Signed by the user's
+/// home node, delivered to the group's home node, which applies it to the membership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consent {
+    /// Strictly increasing per (signer, kind, subject).
+    pub seq: u64,
+    /// The member answering, whose home node signs.
+    pub user: UserId,
+    /// The group.
+    pub group: GroupId,
+    /// Accepted, declined or left.
+    pub answer: Answer,
+}
+
 /// What a record is about: with the signer and kind, the key of the `seq` rule.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Subject {
@@ -224,6 +254,8 @@ pub enum Subject {
     Presence(GroupId, UserId, SessionId),
     /// A [`Signal`]: its nonce (seen at most once).
     Signal(Nonce),
+    /// A [`Consent`]: (group, user).
+    Consent(GroupId, UserId),
 }
 
 /// Any record, tagged with its kind. In JSON: `{"kind": "...", "record": {...}}`.
@@ -237,6 +269,7 @@ pub enum Record {
     RoomInfo(RoomInfo),
     Presence(Presence),
     Signal(Signal),
+    Consent(Consent),
 }
 
 impl Record {
@@ -249,6 +282,7 @@ impl Record {
             Record::RoomInfo(_) => Kind::RoomInfo,
             Record::Presence(_) => Kind::Presence,
             Record::Signal(_) => Kind::Signal,
+            Record::Consent(_) => Kind::Consent,
         }
     }
 
@@ -261,6 +295,7 @@ impl Record {
             Record::RoomInfo(r) => cbor::encode(r),
             Record::Presence(r) => cbor::encode(r),
             Record::Signal(r) => cbor::encode(r),
+            Record::Consent(r) => cbor::encode(r),
         }
     }
 
@@ -275,12 +310,13 @@ impl Record {
             Kind::RoomInfo => Record::RoomInfo(cbor::decode(payload)?),
             Kind::Presence => Record::Presence(cbor::decode(payload)?),
             Kind::Signal => Record::Signal(cbor::decode(payload)?),
+            Kind::Consent => Record::Consent(cbor::decode(payload)?),
         };
         record.check_fields()?;
         Ok(record)
     }
 
-    /// Checks the field limits of SPEC.md §5.
+    /// Checks the field limits of SPEC.md §6.
     pub fn check_fields(&self) -> Result<(), ProtocolError> {
         match self {
             Record::NodeCard(r) => {
@@ -300,7 +336,7 @@ impl Record {
             }
             Record::GroupInfo(r) => display_name(&r.name),
             Record::RoomInfo(r) => display_name(&r.name),
-            Record::Membership(_) => Ok(()),
+            Record::Membership(_) | Record::Consent(_) => Ok(()),
             Record::Presence(r) => match r.expires_at {
                 0 => Err(bad("expires_at", "must not be 0")),
                 _ => Ok(()),
@@ -326,6 +362,7 @@ impl Record {
             Record::RoomInfo(r) => Subject::Room(r.group, r.room),
             Record::Presence(r) => Subject::Presence(r.group, r.user.clone(), r.session),
             Record::Signal(r) => Subject::Signal(r.nonce),
+            Record::Consent(r) => Subject::Consent(r.group, r.user.clone()),
         }
     }
 
@@ -337,6 +374,7 @@ impl Record {
             Record::Membership(r) => Some(r.seq),
             Record::RoomInfo(r) => Some(r.seq),
             Record::Presence(r) => Some(r.seq),
+            Record::Consent(r) => Some(r.seq),
             Record::Signal(_) => None,
         }
     }

@@ -1,21 +1,23 @@
-//! Gossipsub topic names and the request-response messages between nodes (SPEC.md §8–9).
+//! The request-response messages between nodes (SPEC.md §9), and the digest of a group's
+//! records that lets a sync answer "unchanged".
 //!
 //! Each request-response protocol carries one CBOR value per stream direction (libp2p's
 //! `request_response::cbor` framing: write, close, read to end under a size cap). The
 //! types here are that value; encode them with [`encode`] and decode with [`decode`],
 //! which checks the cap before decoding and then the canonical form.
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_bytes::ByteBuf;
+use sha2::{Digest as _, Sha256};
 
 use crate::cbor;
 use crate::envelope::MAX_ENVELOPE;
 use crate::error::ProtocolError;
 use crate::ids::{GroupId, UserId};
 
-/// Gossipsub topic prefix; the full topic is this + the group id in lowercase hex.
-pub const TOPIC_PREFIX: &str = "voicechat/1/group/";
 /// Protocol id of group sync.
 pub const SYNC_PROTOCOL: &str = "/voicechat/sync/1";
 /// Protocol id of the signal relay.
@@ -25,8 +27,6 @@ pub const INVITE_PROTOCOL: &str = "/voicechat/invite/1";
 /// Protocol id of direct record delivery.
 pub const PUSH_PROTOCOL: &str = "/voicechat/push/1";
 
-/// Largest gossipsub message: one envelope.
-pub const MAX_GOSSIP_MESSAGE: usize = MAX_ENVELOPE;
 /// Largest [`SyncRequest`].
 pub const MAX_SYNC_REQUEST: usize = 1024;
 /// Largest [`SyncResponse`] (4 MiB).
@@ -48,14 +48,63 @@ pub const MAX_PUSH_RECORDS: usize = 1024;
 /// Largest [`PushResponse`].
 pub const MAX_PUSH_RESPONSE: usize = 256;
 
-/// The gossipsub topic of a group, sent plain (not hashed).
-pub fn group_topic(group: &GroupId) -> String {
-    format!("{TOPIC_PREFIX}{group}")
+/// SHA-256 digest of a group's live persistent records.
+///
+/// Made by [`group_digest`]; 32 bytes, a CBOR byte string on the wire and 64 lowercase hex
+/// digits in JSON and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Digest(pub [u8; 32]);
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
 }
 
-/// The group of a topic name, if it is one of ours.
-pub fn parse_group_topic(topic: &str) -> Option<GroupId> {
-    topic.strip_prefix(TOPIC_PREFIX)?.parse().ok()
+impl Serialize for Digest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            s.serialize_bytes(&self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+            let mut out = [0u8; 32];
+            if s.bytes().any(|b| b.is_ascii_uppercase()) {
+                return Err(D::Error::custom("digests are 64 lowercase hex digits"));
+            }
+            hex::decode_to_slice(s.as_bytes(), &mut out).map_err(D::Error::custom)?;
+            Ok(Self(out))
+        } else {
+            crate::ids::fixed_bytes(d).map(Self)
+        }
+    }
+}
+
+/// The digest of a set of envelopes (each exactly as signed): SHA-256 over the concatenation
+/// of the SHA-256 of each envelope, those hashes sorted bytewise and deduplicated. Order and
+/// repeats do not matter; the empty set gives SHA-256 of nothing.
+///
+/// The caller passes the group's live persistent records (SPEC.md §9.1): the `group_info`
+/// unless deleted, every `room_info` not deleted, every `membership` not `removed`.
+pub fn group_digest<'a>(envelopes: impl IntoIterator<Item = &'a [u8]>) -> Digest {
+    let mut hashes: Vec<[u8; 32]> = envelopes
+        .into_iter()
+        .map(|e| Sha256::digest(e).into())
+        .collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    let mut outer = Sha256::new();
+    for h in &hashes {
+        outer.update(h);
+    }
+    Digest(outer.finalize().into())
 }
 
 /// Why a node refused a request.
@@ -72,6 +121,8 @@ pub enum RpcError {
     NotHome,
     /// This node does not know the group.
     UnknownGroup,
+    /// This node has not accepted the requester's node card, so it does not know who asks.
+    UnknownNode,
     /// The invite code is unknown, used up or expired.
     BadInvite,
     /// Too many requests from this peer; retry later.
@@ -87,10 +138,15 @@ pub struct SyncRequest {
     pub page: u32,
     /// The group.
     pub group: GroupId,
+    /// The [`group_digest`] of the group's live persistent records the requester holds;
+    /// when it equals the home's, the home answers [`SyncResponse::unchanged`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
 }
 
 /// One page of a group's current records: GroupInfo first (page 0), then RoomInfo,
-/// Membership and unexpired Presence envelopes, each exactly as signed.
+/// Membership and unexpired Presence envelopes, each exactly as signed. When `unchanged`,
+/// only the unexpired Presence envelopes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncResponse {
     /// True when page + 1 has more records.
@@ -100,6 +156,10 @@ pub struct SyncResponse {
     pub error: Option<RpcError>,
     /// Encoded envelopes, at most [`MAX_SYNC_RECORDS`].
     pub records: Vec<ByteBuf>,
+    /// The request's digest equals the home's: the requester's persistent records are
+    /// current and `records` holds only presence. Never written as `false` (left out).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unchanged: bool,
 }
 
 /// Relays one signed [`Signal`](crate::records::Signal) envelope to the receiver's home node.
@@ -178,15 +238,46 @@ pub fn decode<T: Serialize + DeserializeOwned>(
 mod tests {
     use super::*;
 
+    fn sha256(b: &[u8]) -> Vec<u8> {
+        Sha256::digest(b).to_vec()
+    }
+
     #[test]
-    fn topics_are_plain_hex() {
-        let g = GroupId([0x0f; 16]);
+    fn group_digest_is_fixed_and_ignores_order_and_repeats() {
+        // SHA-256 of the empty string.
         assert_eq!(
-            group_topic(&g),
-            format!("voicechat/1/group/{}", "0f".repeat(16))
+            group_digest([]).to_string(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
-        assert_eq!(parse_group_topic(&group_topic(&g)), Some(g));
-        assert_eq!(parse_group_topic("voicechat/1/group/xyz"), None);
+        // SHA-256(SHA-256("a") ‖ SHA-256("b")): SHA-256("b") = 3e23…, SHA-256("a") = ca97…,
+        // so sorted it is SHA-256("b") first. Computed independently (Python hashlib).
+        let expected = "18d79cb747ea174c59f3a3b41768672526d56fecc58360a99d283d0f9b0a3cc0";
+        let [a, b]: [&[u8]; 2] = [b"a", b"b"];
+        let digest = group_digest([a, b]);
+        assert_eq!(
+            digest.0.to_vec(),
+            sha256(&[sha256(b), sha256(a)].concat()),
+            "definition"
+        );
+        assert_eq!(digest.to_string(), expected);
+        assert_eq!(group_digest([b, a, b, a]), digest);
+        assert_ne!(group_digest([a]), digest);
+    }
+
+    #[test]
+    fn digests_are_32_byte_strings() {
+        let d = Digest([0xab; 32]);
+        let bytes = cbor::encode(&d);
+        assert_eq!(&bytes[..2], &[0x58, 0x20]);
+        assert_eq!(cbor::decode::<Digest>(&bytes).unwrap(), d);
+        let short = [&[0x58, 0x1f][..], &[0xab; 31]].concat();
+        assert_eq!(
+            cbor::decode::<Digest>(&short).unwrap_err().code(),
+            "malformed"
+        );
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(json, format!("\"{}\"", "ab".repeat(32)));
+        assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), d);
     }
 
     #[test]
@@ -199,23 +290,6 @@ mod tests {
         assert_eq!(
             decode::<SignalResponse>(&encode(&no), MAX_SIGNAL_RESPONSE).unwrap(),
             no
-        );
-        let req = SyncRequest {
-            page: 2,
-            group: GroupId([1; 16]),
-        };
-        assert_eq!(
-            decode::<SyncRequest>(&encode(&req), MAX_SYNC_REQUEST).unwrap(),
-            req
-        );
-        let resp = SyncResponse {
-            more: false,
-            error: None,
-            records: vec![ByteBuf::from(vec![1, 2])],
-        };
-        assert_eq!(
-            decode::<SyncResponse>(&encode(&resp), MAX_SYNC_RESPONSE).unwrap(),
-            resp
         );
         let inv = InviteRequest {
             code: "abc".into(),
@@ -233,8 +307,131 @@ mod tests {
             decode::<InviteResponse>(&encode(&ir), MAX_INVITE_RESPONSE).unwrap(),
             ir
         );
-        let push = PushRequest { records: vec![ByteBuf::from(vec![7])] };
-        assert_eq!(decode::<PushRequest>(&encode(&push), MAX_PUSH_REQUEST).unwrap(), push);
+        let push = PushRequest {
+            records: vec![ByteBuf::from(vec![7])],
+        };
+        assert_eq!(
+            decode::<PushRequest>(&encode(&push), MAX_PUSH_REQUEST).unwrap(),
+            push
+        );
+        let unknown = PushResponse {
+            error: Some(RpcError::UnknownNode),
+        };
+        assert_eq!(
+            hex::encode(encode(&unknown)),
+            format!("a1656572726f726c{}", hex::encode("unknown_node"))
+        );
+        assert_eq!(
+            decode::<PushResponse>(&encode(&unknown), MAX_PUSH_RESPONSE).unwrap(),
+            unknown
+        );
         assert!(decode::<SyncRequest>(&[0; 2000], MAX_SYNC_REQUEST).is_err());
+    }
+
+    #[test]
+    fn sync_request_digest_is_optional_and_never_null() {
+        let group = GroupId([1; 16]);
+        let plain = SyncRequest {
+            page: 2,
+            group,
+            digest: None,
+        };
+        let bytes = encode(&plain);
+        // {"page": 2, "group": h'01…'}
+        assert_eq!(
+            hex::encode(&bytes),
+            format!("a26470616765026567726f757050{}", "01".repeat(16))
+        );
+        assert_eq!(
+            decode::<SyncRequest>(&bytes, MAX_SYNC_REQUEST).unwrap(),
+            plain
+        );
+
+        let with = SyncRequest {
+            page: 0,
+            group,
+            digest: Some(Digest([0xdd; 32])),
+        };
+        let bytes = encode(&with);
+        let expected = format!(
+            "a36470616765006567726f757050{}666469676573745820{}",
+            "01".repeat(16),
+            "dd".repeat(32)
+        );
+        assert_eq!(hex::encode(&bytes), expected);
+        assert_eq!(
+            decode::<SyncRequest>(&bytes, MAX_SYNC_REQUEST).unwrap(),
+            with
+        );
+
+        // "digest": null decodes as absent but does not re-encode to the same bytes.
+        let null = hex::decode(format!(
+            "a36470616765006567726f757050{}66646967657374f6",
+            "01".repeat(16)
+        ))
+        .unwrap();
+        let err = decode::<SyncRequest>(&null, MAX_SYNC_REQUEST).unwrap_err();
+        assert_eq!(err.code(), "non_canonical", "{err}");
+        // A digest of the wrong length is a decoding error.
+        let short = hex::decode(format!(
+            "a36470616765006567726f757050{}6664696765737450{}",
+            "01".repeat(16),
+            "dd".repeat(16)
+        ))
+        .unwrap();
+        let err = decode::<SyncRequest>(&short, MAX_SYNC_REQUEST).unwrap_err();
+        assert_eq!(err.code(), "malformed", "{err}");
+    }
+
+    #[test]
+    fn sync_response_unchanged_is_true_or_absent() {
+        let full = SyncResponse {
+            more: false,
+            error: None,
+            records: vec![ByteBuf::from(vec![1, 2])],
+            unchanged: false,
+        };
+        let bytes = encode(&full);
+        // {"more": false, "records": [h'0102']}
+        assert_eq!(
+            hex::encode(&bytes),
+            "a2646d6f7265f4677265636f72647381420102"
+        );
+        assert_eq!(
+            decode::<SyncResponse>(&bytes, MAX_SYNC_RESPONSE).unwrap(),
+            full
+        );
+
+        let same = SyncResponse {
+            unchanged: true,
+            ..full.clone()
+        };
+        let bytes = encode(&same);
+        assert_eq!(
+            hex::encode(&bytes),
+            "a3646d6f7265f4677265636f7264738142010269756e6368616e676564f5"
+        );
+        assert_eq!(
+            decode::<SyncResponse>(&bytes, MAX_SYNC_RESPONSE).unwrap(),
+            same
+        );
+
+        // "unchanged": false is never written: decoding it is non-canonical.
+        let mut explicit_false = bytes.clone();
+        *explicit_false.last_mut().unwrap() = 0xf4;
+        let err = decode::<SyncResponse>(&explicit_false, MAX_SYNC_RESPONSE).unwrap_err();
+        assert_eq!(err.code(), "non_canonical", "{err}");
+
+        // An error answer keeps the key order more, error, records.
+        let refused = SyncResponse {
+            more: false,
+            error: Some(RpcError::UnknownNode),
+            records: vec![],
+            unchanged: false,
+        };
+        assert_eq!(
+            decode::<SyncResponse>(&encode(&refused), MAX_SYNC_RESPONSE).unwrap(),
+            refused
+        );
     }
 }

@@ -112,6 +112,15 @@ pub fn check_authority(
             member(&r.group, &r.from)?;
             member(&r.group, &r.to)
         }
+        Record::Consent(r) => {
+            if key_of(&r.user.node)? != signer {
+                return Err(wrong("signer is not the user's home node"));
+            }
+            if auth.group_home(&r.group).is_none() {
+                return Err(ProtocolError::UnknownGroup(r.group));
+            }
+            member(&r.group, &r.user)
+        }
     }
 }
 

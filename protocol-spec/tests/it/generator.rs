@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use voicechat_protocol::ids::{GroupId, Nonce, Role, RoomId, SessionId, UserId};
 use voicechat_protocol::{
-    Envelope, GroupInfo, Membership, NodeCard, NodeKey, Presence, PresenceState, Record, RoomInfo,
-    Signal, SignalType, cbor, signing_input,
+    Answer, Consent, Envelope, GroupInfo, MAX_ENVELOPE, Membership, NodeCard, NodeKey, Presence,
+    PresenceState, Record, RoomInfo, Signal, SignalType, cbor, signing_input,
 };
 
 /// The clock of every vector.
@@ -74,6 +74,76 @@ fn signal() -> Record {
     })
 }
 
+fn consent(who: &str, group: GroupId, answer: Answer) -> Record {
+    Record::Consent(Consent {
+        seq: 1,
+        user: user(who),
+        group,
+        answer,
+    })
+}
+
+fn card(addrs: Vec<String>) -> Record {
+    Record::NodeCard(NodeCard {
+        key: key(ALPHA),
+        seq: 1,
+        url: "https://alpha.example".into(),
+        name: "alpha".parse().expect("name"),
+        addrs,
+    })
+}
+
+/// The CBOR of a map from text keys to already-encoded values, in the order given
+/// (fewer than 24 entries).
+fn map(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let n = u8::try_from(entries.len()).expect("a short map");
+    assert!(n < 24, "a short map");
+    let mut out = vec![0xa0 | n];
+    for (k, v) in entries {
+        out.extend(cbor::encode(k));
+        out.extend(v);
+    }
+    out
+}
+
+/// A presence as (key, encoded value) pairs in canonical key order: `map` of this is the
+/// canonical payload, and the non-canonical vectors edit one entry.
+fn presence_entries(record: &Record) -> Vec<(&'static str, Vec<u8>)> {
+    let Record::Presence(r) = record else {
+        panic!("a presence")
+    };
+    let entries = vec![
+        ("seq", cbor::encode(&r.seq)),
+        ("room", cbor::encode(&r.room)),
+        ("user", cbor::encode(&r.user)),
+        ("group", cbor::encode(&r.group)),
+        ("muted", cbor::encode(&r.muted)),
+        ("state", cbor::encode(&r.state)),
+        ("session", cbor::encode(&r.session)),
+        ("expires_at", cbor::encode(&r.expires_at)),
+    ];
+    assert_eq!(
+        map(&entries),
+        record.encode(),
+        "entries are the canonical map"
+    );
+    entries
+}
+
+/// `entries` with the value of `key` replaced.
+fn with_value(
+    mut entries: Vec<(&'static str, Vec<u8>)>,
+    key: &str,
+    value: Vec<u8>,
+) -> Vec<(&'static str, Vec<u8>)> {
+    let entry = entries
+        .iter_mut()
+        .find(|(k, _)| *k == key)
+        .expect("a field of the record");
+    entry.1 = value;
+    entries
+}
+
 /// Signs arbitrary payload bytes (for vectors whose payload is deliberately wrong).
 fn sign_raw(kind: &str, payload: Vec<u8>, seed: [u8; 32]) -> Envelope {
     let sk = SigningKey::from_bytes(&seed);
@@ -89,7 +159,8 @@ fn sign_raw(kind: &str, payload: Vec<u8>, seed: [u8; 32]) -> Envelope {
 struct Vector {
     name: &'static str,
     description: &'static str,
-    seed: [u8; 32],
+    /// The signer's seed; `None` when the signer is not a valid key (`bad_key_*`).
+    seed: Option<[u8; 32]>,
     record: Option<Record>,
     envelope: Envelope,
     /// Bytes handed to the validator, when they are not `envelope.encode()`.
@@ -109,7 +180,7 @@ impl Vector {
         Vector {
             name,
             description,
-            seed,
+            seed: Some(seed),
             record: Some(record),
             envelope,
             wire: None,
@@ -143,9 +214,9 @@ impl Vector {
         json!({
             "name": self.name,
             "description": self.description,
-            "seed": hex::encode(self.seed),
+            "seed": self.seed.map(hex::encode),
             "signer": self.envelope.signer,
-            "signer_peer_id": self.envelope.signer.peer_id(),
+            "signer_peer_id": self.seed.map(|_| self.envelope.signer.peer_id()),
             "kind": kind,
             "record": record,
             "canonical_hex": canonical,
@@ -183,7 +254,7 @@ pub fn vectors() -> Vec<(String, Value)> {
     let raw = |name, description, verdict, record: &Record, payload: Vec<u8>| Vector {
         name,
         description,
-        seed: ALPHA,
+        seed: Some(ALPHA),
         record: Some(record.clone()),
         envelope: sign_raw(record.kind().as_str(), payload, ALPHA),
         wire: None,
@@ -191,21 +262,43 @@ pub fn vectors() -> Vec<(String, Value)> {
         verdict,
     };
     let p_bytes = p.encode();
+    let p_entries = presence_entries(&p);
+    // A signer that is not a valid key, with a given signature over p's signing input.
+    let bad_key = |name, description, signer: [u8; 32], sig: [u8; 64]| Vector {
+        name,
+        description,
+        seed: None,
+        record: Some(p.clone()),
+        envelope: Envelope {
+            signer: NodeKey(signer),
+            sig,
+            ..p_env.clone()
+        },
+        wire: None,
+        before: vec![],
+        verdict: "bad_key",
+    };
+    let mut y2 = [0u8; 32];
+    y2[0] = 0x02;
+    let mut identity = [0u8; 32];
+    identity[0] = 0x01;
+    let mut lenient_sig = [0u8; 64];
+    lenient_sig[0] = 0x01;
+    let mut p_plus_3 = [0xff; 32];
+    p_plus_3[0] = 0xf0;
+    p_plus_3[31] = 0x7f;
+    let honest_card = card(vec![]);
+    let card_bytes = honest_card.encode();
+    assert_eq!(card_bytes.last(), Some(&0x80), "addrs [] ends the card");
     let mut list = vec![
         Vector::honest(
             "node_card_valid",
             "alpha's own node card",
             ALPHA,
-            Record::NodeCard(NodeCard {
-                key: key(ALPHA),
-                seq: 1,
-                url: "https://alpha.example".into(),
-                name: "alpha".parse().expect("name"),
-                addrs: vec![
-                    "/ip4/192.0.2.1/tcp/4001".into(),
-                    "/ip4/192.0.2.1/udp/4001/quic-v1".into(),
-                ],
-            }),
+            card(vec![
+                "/ip4/192.0.2.1/tcp/4001".into(),
+                "/ip4/192.0.2.1/udp/4001/quic-v1".into(),
+            ]),
         ),
         Vector::honest(
             "group_info_valid",
@@ -280,7 +373,7 @@ pub fn vectors() -> Vec<(String, Value)> {
         tamper(
             Vector::honest(
                 "bad_signature",
-                "one bit of the signature flipped",
+                "one bit of the signature flipped: §7 step 5: bad_signature",
                 ALPHA,
                 p.clone(),
             ),
@@ -290,7 +383,8 @@ pub fn vectors() -> Vec<(String, Value)> {
         tamper(
             Vector::honest(
                 "bad_signature_payload",
-                "one bit of the payload flipped after signing",
+                "one bit of the payload flipped after signing: §7 step 5, before the payload is \
+                 decoded: bad_signature",
                 ALPHA,
                 p.clone(),
             ),
@@ -302,14 +396,15 @@ pub fn vectors() -> Vec<(String, Value)> {
         .verdict("bad_signature"),
         Vector::honest(
             "wrong_authority_presence",
-            "alice@alpha's presence signed by beta",
+            "alice@alpha's presence signed by beta: §7 step 8 authority: wrong_authority",
             BETA,
             p.clone(),
         )
         .verdict("wrong_authority"),
         Vector::honest(
             "wrong_authority_membership",
-            "a membership signed by beta, not the group's home",
+            "a membership signed by beta, not the group's home: §7 step 8 authority: \
+             wrong_authority",
             BETA,
             Record::Membership(Membership {
                 seq: 2,
@@ -321,7 +416,8 @@ pub fn vectors() -> Vec<(String, Value)> {
         .verdict("wrong_authority"),
         Vector::honest(
             "wrong_authority_node_card",
-            "a card claiming the name alpha, signed by another key",
+            "a card claiming the name alpha, which is bound to alpha's key, signed by another \
+             key: §7 step 8 authority: wrong_authority",
             MALLORY,
             Record::NodeCard(NodeCard {
                 key: key(MALLORY),
@@ -334,14 +430,15 @@ pub fn vectors() -> Vec<(String, Value)> {
         .verdict("wrong_authority"),
         Vector::honest(
             "not_member",
-            "carol@beta is not a member of the group",
+            "carol@beta's presence, signed by beta, but carol is not a member of the group: \
+             §7 step 8 authority: not_member",
             BETA,
             presence(1, "carol@beta", NOW + 60),
         )
         .verdict("not_member"),
         Vector::honest(
             "unknown_group",
-            "a room of a group whose home is unknown",
+            "a room of a group whose home is unknown: §7 step 8 authority: unknown_group",
             ALPHA,
             Record::RoomInfo(RoomInfo {
                 seq: 1,
@@ -356,7 +453,7 @@ pub fn vectors() -> Vec<(String, Value)> {
             before: vec![p_env.encode()],
             ..Vector::honest(
                 "replayed",
-                "the same presence a second time",
+                "the same presence a second time: §7 step 10: replayed",
                 ALPHA,
                 p.clone(),
             )
@@ -372,7 +469,7 @@ pub fn vectors() -> Vec<(String, Value)> {
             ],
             ..Vector::honest(
                 "replayed_older_seq",
-                "seq 5 after seq 6 of the same subject",
+                "seq 5 after seq 6 of the same subject: §7 step 10: replayed",
                 ALPHA,
                 p.clone(),
             )
@@ -382,7 +479,7 @@ pub fn vectors() -> Vec<(String, Value)> {
             before: vec![Envelope::seal(&signal(), &SigningKey::from_bytes(&BETA)).encode()],
             ..Vector::honest(
                 "signal_replayed",
-                "the same signal nonce a second time",
+                "the same signal nonce a second time: §7 step 10: replayed",
                 BETA,
                 signal(),
             )
@@ -390,21 +487,21 @@ pub fn vectors() -> Vec<(String, Value)> {
         .verdict("replayed"),
         Vector::honest(
             "expired_presence",
-            "expired 31 s ago: beyond the 30 s skew",
+            "expired 31 s ago, beyond the 30 s skew: §7 step 9: expired",
             ALPHA,
             presence(5, "alice@alpha", NOW - 31),
         )
         .verdict("expired"),
         Vector::honest(
             "presence_expiry_too_far",
-            "expires 331 s ahead: more than 300 s TTL + 30 s skew",
+            "expires 331 s ahead, more than 300 s TTL + 30 s skew: §7 step 9: expiry_too_far",
             ALPHA,
             presence(5, "alice@alpha", NOW + 331),
         )
         .verdict("expiry_too_far"),
         Vector::honest(
             "invalid_field_signal",
-            "a signal to its own session",
+            "a signal to its own session (to_session = from_session): §7 step 7: invalid_field",
             BETA,
             match signal() {
                 Record::Signal(s) => Record::Signal(Signal {
@@ -417,21 +514,22 @@ pub fn vectors() -> Vec<(String, Value)> {
         .verdict("invalid_field"),
         raw(
             "oversize_presence",
-            "a signed presence payload of 1126 bytes: over the 1024-byte cap, rejected before decoding",
+            "a signed presence payload of 1126 bytes (the record, then zero bytes): §7 step 4, \
+             over the 1024-byte cap before the signature and decoding: too_large",
             "too_large",
             &p,
             [p_bytes.clone(), vec![0; 1126 - p_bytes.len()]].concat(),
         ),
         raw(
             "non_canonical_integer",
-            "seq 5 written as a 2-byte integer (19 00 05)",
+            "seq 5 written as a 2-byte integer (19 00 05), signed: §7 step 6: non_canonical",
             "non_canonical",
             &p,
             [&p_bytes[..5], &[0x19, 0x00, 0x05], &p_bytes[6..]].concat(),
         ),
         raw(
             "non_canonical_key_order",
-            "the presence map with keys in alphabetical order",
+            "the presence map with keys in alphabetical order, signed: §7 step 6: non_canonical",
             "non_canonical",
             &p,
             match &p {
@@ -450,25 +548,138 @@ pub fn vectors() -> Vec<(String, Value)> {
         ),
         raw(
             "non_canonical_upper_case",
-            "user written Alice@alpha: decodes, but re-encodes as alice@alpha",
+            "user written Alice@alpha (same length: only the text bytes differ), signed: \
+             §7 step 6 decodes it, but it re-encodes as alice@alpha: non_canonical",
             "non_canonical",
             &p,
-            String::from_utf8_lossy(&p_bytes)
-                .replace("alice@alpha", "Alice@alpha")
-                .into_bytes(),
+            map(&with_value(
+                p_entries.clone(),
+                "user",
+                cbor::encode(&"Alice@alpha"),
+            )),
+        ),
+        raw(
+            "malformed_missing_field",
+            "the presence map without its muted key (7 entries, otherwise canonical), signed: \
+             §7 step 6 payload decoding: malformed (a required field is missing)",
+            "malformed",
+            &p,
+            map(&p_entries
+                .iter()
+                .filter(|(k, _)| *k != "muted")
+                .cloned()
+                .collect::<Vec<_>>()),
+        ),
+        raw(
+            "non_canonical_unknown_field",
+            "the presence map with an extra key note: \"hi\" in canonical key order (after seq), \
+             signed: §7 step 6 decodes it (the key is skipped) but it does not re-encode to the \
+             same bytes: non_canonical",
+            "non_canonical",
+            &p,
+            map(&[
+                &p_entries[..1],
+                &[("note", cbor::encode(&"hi"))],
+                &p_entries[1..],
+            ]
+            .concat()),
+        ),
+        raw(
+            "non_canonical_duplicate_key",
+            "the presence map with seq twice (5, then 6; 9 entries), signed: §7 step 6: \
+             non_canonical (map keys must strictly increase)",
+            "non_canonical",
+            &p,
+            map(&[
+                &p_entries[..1],
+                &[("seq", cbor::encode(&6u64))],
+                &p_entries[1..],
+            ]
+            .concat()),
+        ),
+        raw(
+            "non_canonical_indefinite_map",
+            "the presence map with an indefinite-length header (bf, entries, ff), signed: \
+             §7 step 6: non_canonical (definite lengths only)",
+            "non_canonical",
+            &p,
+            [&[0xbf][..], &p_bytes[1..], &[0xff]].concat(),
+        ),
+        raw(
+            "non_canonical_indefinite_text",
+            "user written as an indefinite-length text of two chunks \
+             (7f 65 \"alice\" 66 \"@alpha\" ff), signed: §7 step 6: non_canonical \
+             (definite lengths only)",
+            "non_canonical",
+            &p,
+            map(&with_value(
+                p_entries.clone(),
+                "user",
+                [&[0x7f, 0x65][..], b"alice", &[0x66], b"@alpha", &[0xff]].concat(),
+            )),
+        ),
+        raw(
+            "non_canonical_tag",
+            "expires_at wrapped in tag 1, epoch time (c1 1a 6553f13c), signed: §7 step 6: \
+             non_canonical (no tags)",
+            "non_canonical",
+            &p,
+            map(&with_value(
+                p_entries.clone(),
+                "expires_at",
+                [&[0xc1][..], &cbor::encode(&(NOW + 60))].concat(),
+            )),
+        ),
+        raw(
+            "non_canonical_float",
+            "expires_at written as the double 1700000060.0 (fb 41d954fc4f000000), signed: \
+             §7 step 6: non_canonical (no floats)",
+            "non_canonical",
+            &p,
+            map(&with_value(
+                p_entries.clone(),
+                "expires_at",
+                [&[0xfb][..], &((NOW + 60) as f64).to_be_bytes()].concat(),
+            )),
+        ),
+        raw(
+            "non_canonical_too_deep",
+            "alpha's node card whose addrs is 8 nested arrays (81 81 81 81 81 81 81 80): the \
+             innermost, empty, sits at depth 8 (the card map is depth 0), and arrays and maps \
+             are allowed at depths 0 to 7 only (8 levels), signed: §7 step 6: non_canonical; \
+             without the depth rule it would be malformed (addrs holds text)",
+            "non_canonical",
+            &honest_card,
+            [&card_bytes[..card_bytes.len() - 1], &[0x81; 7][..], &[0x80]].concat(),
         ),
         raw(
             "trailing_bytes_payload",
-            "one zero byte after the record, inside the signed payload",
+            "one zero byte after the record, inside the signed payload: §7 step 6: trailing_bytes",
             "trailing_bytes",
             &p,
             [p_bytes.clone(), vec![0]].concat(),
         ),
         Vector {
+            wire: Some({
+                let mut wire = p_env.encode();
+                wire.resize(MAX_ENVELOPE + 1, 0);
+                wire
+            }),
+            ..Vector::honest(
+                "oversize_envelope",
+                "alice@alpha's valid presence envelope followed by zero bytes up to 65537 bytes: \
+                 §7 step 1, over the 65536-byte envelope cap before any decoding: too_large \
+                 (decoded, it would be trailing_bytes)",
+                ALPHA,
+                p.clone(),
+            )
+        }
+        .verdict("too_large"),
+        Vector {
             wire: Some([p_env.encode(), vec![0x00]].concat()),
             ..Vector::honest(
                 "trailing_bytes_envelope",
-                "one zero byte after the envelope",
+                "one zero byte after the envelope: §7 step 2: trailing_bytes",
                 ALPHA,
                 p.clone(),
             )
@@ -478,7 +689,7 @@ pub fn vectors() -> Vec<(String, Value)> {
             wire: Some([&[0x98, 0x04][..], &p_env.encode()[1..]].concat()),
             ..Vector::honest(
                 "non_canonical_envelope",
-                "the envelope array length written as 98 04",
+                "the envelope array length written as 98 04: §7 step 2: non_canonical",
                 ALPHA,
                 p.clone(),
             )
@@ -488,17 +699,80 @@ pub fn vectors() -> Vec<(String, Value)> {
             wire: Some(p_env.encode()[..40].to_vec()),
             ..Vector::honest(
                 "malformed_truncated",
-                "the envelope cut after 40 bytes",
+                "the envelope cut after 40 bytes: §7 step 2: malformed",
                 ALPHA,
                 p.clone(),
             )
         }
         .verdict("malformed"),
+        bad_key(
+            "bad_key_off_curve",
+            "signer 02 00…00: y = 2 is not the y coordinate of a curve point, so the key does \
+             not decompress; the signature is alpha's over the same input: §7 step 5: bad_key",
+            y2,
+            p_env.sig,
+        ),
+        bad_key(
+            "bad_key_small_order",
+            "signer 01 00…00 is the identity point (small order); the signature R = identity, \
+             S = 0 passes a lenient (non-strict) check for any message: §7 step 5: bad_key, \
+             whatever the signature",
+            identity,
+            lenient_sig,
+        ),
+        bad_key(
+            "bad_key_non_canonical",
+            "signer f0 ff…ff 7f encodes y = p + 3, a non-canonical encoding of the curve point \
+             with y = 3; the signature is alpha's: §7 step 5: bad_key (a check that reduces y \
+             mod p and verifies would give bad_signature)",
+            p_plus_3,
+            p_env.sig,
+        ),
+        Vector::honest(
+            "unknown_node",
+            "dave@gamma's presence signed by a key the receiver has not bound; no key is known \
+             for node gamma: §7 step 8 authority: unknown_node",
+            MALLORY,
+            presence(1, "dave@gamma", NOW + 60),
+        )
+        .verdict("unknown_node"),
+        Vector::honest(
+            "consent_valid",
+            "bob@beta accepts his membership of alpha's group; signed by beta, his home node",
+            BETA,
+            consent("bob@beta", GROUP, Answer::Accepted),
+        ),
+        Vector::honest(
+            "consent_wrong_authority",
+            "bob@beta's consent signed by alpha, the group's home, not by bob's home node beta: \
+             §7 step 8 authority: wrong_authority",
+            ALPHA,
+            consent("bob@beta", GROUP, Answer::Accepted),
+        )
+        .verdict("wrong_authority"),
+        Vector::honest(
+            "consent_not_member",
+            "carol@beta declines, signed by beta, but carol is not a member of the group: \
+             §7 step 8 authority: not_member",
+            BETA,
+            consent("carol@beta", GROUP, Answer::Declined),
+        )
+        .verdict("not_member"),
+        Vector::honest(
+            "consent_unknown_group",
+            "bob@beta leaves a group whose home is unknown (and of which he is not a known \
+             member), signed by beta: §7 step 8 authority: unknown_group, the group's home is \
+             checked before membership",
+            BETA,
+            consent("bob@beta", OTHER_GROUP, Answer::Left),
+        )
+        .verdict("unknown_group"),
         Vector {
             record: None,
             ..raw(
                 "unknown_kind",
-                "a kind from a future version: ignored, not an error of the peer",
+                "a kind from a future version, signed: §7 step 3: unknown_kind, ignored, not an error \
+                 of the peer",
                 "unknown_kind",
                 &p,
                 vec![0xa1, 0x61, 0x78, 0x01],

@@ -6,8 +6,8 @@ use voicechat_protocol::ids::{
     GroupId, NodeName, Nonce, Role, RoomId, SessionId, UserId, UserName,
 };
 use voicechat_protocol::{
-    Envelope, GroupInfo, Kind, Membership, NodeCard, NodeKey, Presence, PresenceState, Record,
-    RoomInfo, Signal, SignalType, Validator, cbor, rpc,
+    Answer, Consent, Envelope, GroupInfo, Kind, Membership, NodeCard, NodeKey, Presence,
+    PresenceState, Record, RoomInfo, Signal, SignalType, Validator, cbor, rpc,
 };
 
 use super::generator;
@@ -143,7 +143,68 @@ fn record() -> impl Strategy<Value = Record> {
                     from_session: SessionId(s.map(|b| !b))
                 })
             ),
+        (
+            any::<u64>(),
+            user(),
+            id16(),
+            prop_oneof![
+                Just(Answer::Accepted),
+                Just(Answer::Declined),
+                Just(Answer::Left)
+            ]
+        )
+            .prop_map(|(seq, user, g, answer)| Record::Consent(Consent {
+                seq,
+                user,
+                group: GroupId(g),
+                answer
+            })),
     ]
+}
+
+fn sync_request() -> impl Strategy<Value = rpc::SyncRequest> {
+    (any::<u32>(), id16(), prop::option::of(any::<[u8; 32]>())).prop_map(|(page, g, d)| {
+        rpc::SyncRequest {
+            page,
+            group: GroupId(g),
+            digest: d.map(rpc::Digest),
+        }
+    })
+}
+
+fn sync_response() -> impl Strategy<Value = rpc::SyncResponse> {
+    (
+        any::<bool>(),
+        prop::option::of(Just(rpc::RpcError::UnknownNode)),
+        prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..4),
+        any::<bool>(),
+    )
+        .prop_map(|(more, error, records, unchanged)| rpc::SyncResponse {
+            more,
+            error,
+            records: records
+                .into_iter()
+                .map(serde_bytes::ByteBuf::from)
+                .collect(),
+            unchanged,
+        })
+}
+
+/// The record strategy reaches every kind (keeps `record()` in step with `Kind::ALL`).
+#[test]
+fn every_kind_is_generated() {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let kinds: std::collections::BTreeSet<Kind> = (0..1000)
+        .map(|_| {
+            record()
+                .new_tree(&mut runner)
+                .expect("a value")
+                .current()
+                .kind()
+        })
+        .collect();
+    assert_eq!(kinds.into_iter().collect::<Vec<_>>(), Kind::ALL.to_vec());
 }
 
 proptest! {
@@ -188,6 +249,34 @@ proptest! {
     }
 
     #[test]
+    fn sync_messages_round_trip_canonically(req in sync_request(), resp in sync_response()) {
+        let bytes = rpc::encode(&req);
+        prop_assert_eq!(cbor::check_canonical(&bytes), Ok(()));
+        prop_assert_eq!(rpc::decode::<rpc::SyncRequest>(&bytes, rpc::MAX_SYNC_REQUEST).expect("decodes"), req);
+        let bytes = rpc::encode(&resp);
+        prop_assert_eq!(cbor::check_canonical(&bytes), Ok(()));
+        prop_assert_eq!(rpc::decode::<rpc::SyncResponse>(&bytes, rpc::MAX_SYNC_RESPONSE).expect("decodes"), resp);
+    }
+
+    #[test]
+    fn group_digest_ignores_order_and_repeats(
+        envelopes in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..8),
+        order in any::<prop::sample::Index>(),
+    ) {
+        let digest = rpc::group_digest(envelopes.iter().map(Vec::as_slice));
+        let mut shuffled: Vec<&[u8]> = envelopes.iter().map(Vec::as_slice).collect();
+        if !shuffled.is_empty() {
+            let i = order.index(shuffled.len());
+            shuffled.rotate_left(i);
+            shuffled.push(shuffled[0]);
+        }
+        prop_assert_eq!(rpc::group_digest(shuffled), digest);
+        let mut more = envelopes.clone();
+        more.push(b"one more envelope, unlike any generated (longer than 64 bytes) ..............".to_vec());
+        prop_assert_ne!(rpc::group_digest(more.iter().map(Vec::as_slice)), digest);
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let _ = cbor::check_canonical(&bytes);
         let _ = Envelope::decode(&bytes);
@@ -195,6 +284,7 @@ proptest! {
             let _ = Record::decode(kind, &bytes);
         }
         let _ = rpc::decode::<rpc::SyncResponse>(&bytes, rpc::MAX_SYNC_RESPONSE);
+        let _ = rpc::decode::<rpc::SyncRequest>(&bytes, rpc::MAX_SYNC_REQUEST);
         let ctx = super::validator::Net::new();
         let _ = Validator::new().validate(&bytes, generator::NOW, &ctx);
     }

@@ -6,8 +6,8 @@ use ed25519_dalek::SigningKey;
 use voicechat_protocol::ids::{GroupId, NodeName, RoomId, SessionId, UserId};
 use voicechat_protocol::validate::{Authorities, CLOCK_SKEW};
 use voicechat_protocol::{
-    Envelope, MAX_ENVELOPE, NodeCard, NodeKey, Presence, PresenceState, ProtocolError, Record,
-    Subject, Validator,
+    Answer, Consent, Envelope, MAX_ENVELOPE, NodeCard, NodeKey, Presence, PresenceState,
+    ProtocolError, Record, Subject, Validator,
 };
 
 use super::generator::{ALPHA, NOW};
@@ -134,4 +134,108 @@ fn oversize_envelopes_are_rejected_before_decoding() {
             ..
         })
     ));
+}
+
+/// A receiver that knows some nodes, one group's home and that group's members.
+struct Known {
+    nodes: HashMap<NodeName, NodeKey>,
+    home: Option<(GroupId, NodeName)>,
+    members: Vec<(GroupId, UserId)>,
+}
+
+impl Authorities for Known {
+    fn node_key(&self, node: &NodeName) -> Option<NodeKey> {
+        self.nodes.get(node).copied()
+    }
+    fn group_home(&self, group: &GroupId) -> Option<NodeName> {
+        self.home
+            .as_ref()
+            .filter(|(g, _)| g == group)
+            .map(|(_, h)| h.clone())
+    }
+    fn is_member(&self, group: &GroupId, user: &UserId) -> bool {
+        self.members.contains(&(*group, user.clone()))
+    }
+}
+
+#[test]
+fn consent_authority_checks_key_then_home_then_membership() {
+    let beta_seed = [0xb2; 32];
+    let key_of = |seed| NodeKey::from_signing_key(&SigningKey::from_bytes(&seed));
+    let group = GroupId([6; 16]);
+    let bob: UserId = "bob@beta".parse().expect("user");
+    let consent = |seq, answer| {
+        Record::Consent(Consent {
+            seq,
+            user: bob.clone(),
+            group,
+            answer,
+        })
+    };
+    let seal =
+        |record: &Record, seed| Envelope::seal(record, &SigningKey::from_bytes(&seed)).encode();
+    let code = |known: &Known, bytes: &[u8]| {
+        Validator::new()
+            .validate(bytes, NOW, known)
+            .map(drop)
+            .map_err(|e| e.code())
+    };
+    let all = Known {
+        nodes: HashMap::from([
+            ("alpha".parse().expect("name"), key_of(ALPHA)),
+            ("beta".parse().expect("name"), key_of(beta_seed)),
+        ]),
+        home: Some((group, "alpha".parse().expect("name"))),
+        members: vec![(group, bob.clone())],
+    };
+    let accepted = seal(&consent(1, Answer::Accepted), beta_seed);
+    assert_eq!(code(&all, &accepted), Ok(()));
+    // Signed by the group's home instead of the user's: the key comes first, even when the
+    // group is unknown and the user is no member.
+    let none = Known {
+        nodes: all.nodes.clone(),
+        home: None,
+        members: vec![],
+    };
+    assert_eq!(
+        code(&none, &seal(&consent(1, Answer::Accepted), ALPHA)),
+        Err("wrong_authority")
+    );
+    // beta unknown: unknown_node, before the group and membership.
+    let no_beta = Known {
+        nodes: HashMap::from([("alpha".parse().expect("name"), key_of(ALPHA))]),
+        home: None,
+        members: vec![],
+    };
+    assert_eq!(code(&no_beta, &accepted), Err("unknown_node"));
+    // The group's home unknown: unknown_group, before membership.
+    assert_eq!(code(&none, &accepted), Err("unknown_group"));
+    // Home known, bob not (or no longer) a member: not_member.
+    let removed = Known {
+        nodes: all.nodes.clone(),
+        home: all.home.clone(),
+        members: vec![],
+    };
+    assert_eq!(
+        code(&removed, &seal(&consent(2, Answer::Left), beta_seed)),
+        Err("not_member")
+    );
+    // One subject per (group, user): a later answer needs a higher seq.
+    let mut v = Validator::new();
+    v.validate(&accepted, NOW, &all).expect("valid");
+    let again = seal(&consent(1, Answer::Declined), beta_seed);
+    assert_eq!(
+        v.validate(&again, NOW, &all)
+            .map(drop)
+            .map_err(|e| e.code()),
+        Err("replayed")
+    );
+    assert!(
+        v.validate(&seal(&consent(2, Answer::Left), beta_seed), NOW, &all)
+            .is_ok()
+    );
+    assert_eq!(
+        v.last_seq(&key_of(beta_seed), &Subject::Consent(group, bob.clone())),
+        Some(2)
+    );
 }

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::Value;
 use voicechat_protocol::ids::{GroupId, NodeName, UserId};
-use voicechat_protocol::{Authorities, Envelope, NodeKey, Record, Validator, signing_input};
+use voicechat_protocol::{
+    Authorities, Envelope, NodeKey, ProtocolError, Record, Validator, signing_input,
+};
 
 /// The receiver's knowledge, from a vector's `context`.
 struct Context {
@@ -76,18 +78,29 @@ fn context(v: &Value) -> Context {
 /// Checks one vector; returns its verdict for the summary.
 fn check(name: &str, v: &Value) -> String {
     let verdict = v["verdict"].as_str().expect("verdict").to_owned();
-    let sk = SigningKey::from_bytes(&unhex(&v["seed"]).try_into().expect("32-byte seed"));
     let signer: NodeKey = parse(&v["signer"]);
-    assert_eq!(
-        NodeKey::from_signing_key(&sk),
-        signer,
-        "{name}: seed and signer disagree"
-    );
-    assert_eq!(
-        v["signer_peer_id"].as_str(),
-        Some(signer.peer_id().as_str()),
-        "{name}: peer id"
-    );
+    // No seed: the signer is not a valid key (no secret key has it) and the verdict says so.
+    let sk = match &v["seed"] {
+        Value::Null => {
+            assert_eq!(verdict, "bad_key", "{name}: a vector without seed");
+            assert!(v["signer_peer_id"].is_null(), "{name}: no peer id");
+            None
+        }
+        seed => {
+            let sk = SigningKey::from_bytes(&unhex(seed).try_into().expect("32-byte seed"));
+            assert_eq!(
+                NodeKey::from_signing_key(&sk),
+                signer,
+                "{name}: seed and signer disagree"
+            );
+            assert_eq!(
+                v["signer_peer_id"].as_str(),
+                Some(signer.peer_id().as_str()),
+                "{name}: peer id"
+            );
+            Some(sk)
+        }
+    };
 
     // The readable record encodes to exactly canonical_hex, and decodes back.
     if !v["record"].is_null() {
@@ -114,8 +127,17 @@ fn check(name: &str, v: &Value) -> String {
         "{name}: signing_input_hex"
     );
     let sig = unhex(&v["sig_hex"]);
-    let honest = sk.sign(&input).to_bytes().to_vec();
-    assert_eq!(sig == honest, verdict != "bad_signature", "{name}: sig_hex");
+    match &sk {
+        Some(sk) => {
+            let honest = sk.sign(&input).to_bytes().to_vec();
+            assert_eq!(sig == honest, verdict != "bad_signature", "{name}: sig_hex");
+        }
+        None => assert_eq!(
+            signer.verify_strict(&input, &sig.clone().try_into().expect("64 bytes")),
+            Err(ProtocolError::BadKey),
+            "{name}: the signer is not a valid key"
+        ),
+    }
 
     // When the wire bytes are an envelope, it carries exactly those fields.
     let wire = unhex(&v["envelope_hex"]);
@@ -167,7 +189,7 @@ fn files() -> Vec<(String, String)> {
 fn every_vector_file_holds() {
     let files = files();
     assert!(
-        files.len() >= 25,
+        files.len() >= 45,
         "expected the full vector set, found {}",
         files.len()
     );
@@ -177,18 +199,24 @@ fn every_vector_file_holds() {
         assert_eq!(v["name"].as_str(), Some(name.as_str()), "file name matches");
         verdicts.insert(check(name, &v));
     }
+    // Every verdict of SPEC.md §12.1 has at least one vector.
     for needed in [
         "valid",
-        "bad_signature",
-        "wrong_authority",
-        "replayed",
-        "expired",
         "too_large",
+        "malformed",
         "non_canonical",
         "trailing_bytes",
         "unknown_kind",
-        "malformed",
+        "bad_key",
+        "bad_signature",
+        "invalid_field",
+        "unknown_node",
+        "unknown_group",
+        "wrong_authority",
         "not_member",
+        "expired",
+        "expiry_too_far",
+        "replayed",
     ] {
         assert!(verdicts.contains(needed), "no vector with verdict {needed}");
     }
@@ -215,6 +243,119 @@ fn vector_files_are_what_the_generator_writes() {
         assert!(
             disk == fresh,
             "vectors/{name}.json differs from the generator"
+        );
+    }
+}
+
+/// The faulty vectors fail for exactly the reason their description states, not merely with
+/// the same code: the detailed error of each, as the crate reports it.
+#[test]
+fn faulty_vectors_break_the_rule_they_name() {
+    let expected = [
+        ("bad_key_non_canonical", "BadKey"),
+        ("bad_key_off_curve", "BadKey"),
+        ("bad_key_small_order", "BadKey"),
+        ("bad_signature", "BadSignature"),
+        ("bad_signature_payload", "BadSignature"),
+        (
+            "malformed_missing_field",
+            "Schema(\"Custom(\\\"missing field `muted`\\\")\")",
+        ),
+        ("malformed_truncated", "Malformed(Truncated)"),
+        ("non_canonical_duplicate_key", "NonCanonical(KeyOrder)"),
+        ("non_canonical_envelope", "NonCanonical(NotShortest)"),
+        ("non_canonical_float", "NonCanonical(ForbiddenSimple)"),
+        ("non_canonical_indefinite_map", "NonCanonical(Indefinite)"),
+        ("non_canonical_indefinite_text", "NonCanonical(Indefinite)"),
+        ("non_canonical_integer", "NonCanonical(NotShortest)"),
+        ("non_canonical_key_order", "NonCanonical(KeyOrder)"),
+        ("non_canonical_tag", "NonCanonical(Tag)"),
+        ("non_canonical_too_deep", "NonCanonical(TooDeep)"),
+        ("non_canonical_unknown_field", "NonCanonical(Reencode)"),
+        ("non_canonical_upper_case", "NonCanonical(Reencode)"),
+        (
+            "oversize_envelope",
+            "TooLarge { what: \"envelope\", len: 65537, max: 65536 }",
+        ),
+        (
+            "oversize_presence",
+            "TooLarge { what: \"presence\", len: 1126, max: 1024 }",
+        ),
+        ("trailing_bytes_envelope", "TrailingBytes(1)"),
+        ("trailing_bytes_payload", "TrailingBytes(1)"),
+        ("unknown_node", "UnknownNode(NodeName(\"gamma\"))"),
+        (
+            "consent_unknown_group",
+            "UnknownGroup(GroupId(62626262626262626262626262626262))",
+        ),
+        (
+            "consent_wrong_authority",
+            "WrongAuthority { kind: \"consent\", reason: \"signer is not the user's home node\" }",
+        ),
+        (
+            "consent_not_member",
+            "NotMember(UserId { name: UserName(\"carol\"), node: NodeName(\"beta\") })",
+        ),
+    ];
+    let files: HashMap<String, String> = files().into_iter().collect();
+    for (name, want) in expected {
+        let v: Value = serde_json::from_str(&files[name]).expect("json");
+        let ctx = context(&v["context"]);
+        let wire = unhex(&v["envelope_hex"]);
+        let err = Validator::new()
+            .validate(&wire, ctx.now, &ctx)
+            .expect_err(name);
+        assert_eq!(format!("{err:?}"), want, "{name}");
+    }
+}
+
+/// SPEC.md §9.1's digest example: the group of the vectors, whose live persistent records
+/// are `group_info_valid`, `room_info_valid` and `membership_valid` (the removed membership
+/// of carol is a tombstone and left out). Computed independently with Python's hashlib.
+#[test]
+fn group_digest_of_the_vector_group() {
+    let files: HashMap<String, String> = files().into_iter().collect();
+    let envelope = |name: &str| {
+        let v: Value = serde_json::from_str(&files[name]).expect("json");
+        unhex(&v["envelope_hex"])
+    };
+    let live = ["group_info_valid", "room_info_valid", "membership_valid"].map(envelope);
+    let digest = voicechat_protocol::rpc::group_digest(live.iter().map(Vec::as_slice));
+    assert_eq!(
+        digest.to_string(),
+        "c4eab8dbd740471df6ec56643195d3875305f5d8277ef201c640fd34ddc44d5a"
+    );
+    let reordered = [&live[2], &live[0], &live[1], &live[0]];
+    assert_eq!(
+        voicechat_protocol::rpc::group_digest(reordered.map(Vec::as_slice)),
+        digest
+    );
+}
+
+/// SPEC.md §11 lists every vector file in the row of its verdict.
+#[test]
+fn spec_lists_every_vector_under_its_verdict() {
+    let spec = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("SPEC.md"))
+        .expect("SPEC.md");
+    let start = spec.find("## 11. Test vectors").expect("§11");
+    let end = spec[start..].find("## 12.").expect("§12") + start;
+    let rows: HashMap<&str, &str> = spec[start..end]
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let verdict = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            Some((verdict, *cells.get(2)?))
+        })
+        .collect();
+    for (name, text) in files() {
+        let v: Value = serde_json::from_str(&text).expect("json");
+        let verdict = v["verdict"].as_str().expect("verdict");
+        let row = rows
+            .get(verdict)
+            .unwrap_or_else(|| panic!("SPEC.md §11 has no row for {verdict}"));
+        assert!(
+            row.contains(&format!("`{name}`")),
+            "SPEC.md §11 does not list {name} under {verdict}"
         );
     }
 }
