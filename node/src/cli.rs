@@ -43,6 +43,13 @@ pub enum Command {
         #[command(subcommand)]
         action: PeerAction,
     },
+    /// Print this node's PeerId (creating its key in the data dir if there is none), for
+    /// other operators to pin.
+    Id {
+        /// Where the data lives.
+        #[command(flatten)]
+        dir: DirArgs,
+    },
     /// Manage local accounts in the data dir (stop the node first).
     User {
         /// Where the data lives.
@@ -57,17 +64,28 @@ pub enum Command {
 /// Peer actions.
 #[derive(Debug, Subcommand)]
 pub enum PeerAction {
-    /// Remember a node to federate with: a multiaddr ending in /p2p/PEER_ID.
+    /// Pin a node to federate with: a multiaddr ending in /p2p/PEER_ID (dialled), or
+    /// /p2p/PEER_ID alone (admitted when it connects).
     Add {
         /// e.g. /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW…
         addr: Multiaddr,
     },
-    /// List the stored peers, and the nodes known from their signed cards.
+    /// List the pins, blocks, and the nodes known from their signed cards.
     List,
-    /// Forget a stored peer.
+    /// Forget a pin.
     Remove {
         /// The multiaddr as it was added.
         addr: Multiaddr,
+    },
+    /// Never federate with a node: by name or PeerId (its card is forgotten).
+    Block {
+        /// e.g. rogue.example.org or 12D3KooW…
+        node: String,
+    },
+    /// Lift a block.
+    Unblock {
+        /// As it was blocked.
+        node: String,
     },
 }
 
@@ -135,11 +153,29 @@ pub struct ServeArgs {
     /// its QUIC twin (/udp/PORT/quic-v1) [default: /ip4/0.0.0.0/tcp/4001].
     #[arg(long, value_name = "MULTIADDR", env = "VOICECHAT_P2P_LISTEN")]
     pub p2p_listen: Option<Multiaddr>,
-    /// A node to federate with, as a multiaddr ending in /p2p/PEER_ID (repeatable;
-    /// env: comma-separated); kept dialled, with backoff. `voicechat peer add` stores
-    /// peers in the data dir instead [default: none].
+    /// A node to federate with, pinned by its key: a multiaddr ending in /p2p/PEER_ID
+    /// (kept dialled, with backoff), or /p2p/PEER_ID alone (admitted when it connects).
+    /// Repeatable; env: comma-separated. `voicechat peer add` stores pins in the data dir
+    /// instead [default: none].
     #[arg(long, value_name = "MULTIADDR", env = "VOICECHAT_PEER", value_delimiter = ',')]
     pub peer: Vec<Multiaddr>,
+    /// Who may federate: closed (only pinned peers) or open (also nodes whose DNS name is
+    /// verified over HTTPS, and, for names that are not DNS names, nodes trusted on first
+    /// use) [default: closed].
+    #[arg(long, value_enum, value_name = "MODE", env = "VOICECHAT_FEDERATION")]
+    pub federation: Option<crate::federation::machine::Mode>,
+    /// PEM file of a certificate authority to trust when verifying other nodes' names,
+    /// besides the web roots (repeatable) [default: none].
+    #[arg(long, value_name = "FILE", env = "VOICECHAT_FEDERATION_CA", value_delimiter = ',')]
+    pub federation_ca: Vec<PathBuf>,
+    /// Reach a node's HTTPS origin at this address instead of through DNS, as
+    /// NAME=ADDR:PORT (repeatable) [default: DNS].
+    #[arg(long, value_name = "NAME=ADDR:PORT", env = "VOICECHAT_FEDERATION_RESOLVE", value_delimiter = ',')]
+    pub federation_resolve: Vec<String>,
+    /// Seconds between checks of each group homed elsewhere against its home (a digest;
+    /// records only when they differ) [default: 300].
+    #[arg(long, value_name = "SECS", env = "VOICECHAT_RESYNC_SECS")]
+    pub resync_secs: Option<u64>,
     /// STUN/TURN server URL handed to browsers (repeatable; env: comma-separated);
     /// TURN credentials go in the config file [default: none].
     #[arg(
@@ -192,6 +228,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Serve(args)) => crate::serve::run(args).await,
         Some(Command::User { dir, action }) => user(dir, action).await,
         Some(Command::Peer { dir, action }) => peer(dir, action).await,
+        Some(Command::Id { dir }) => {
+            let data_dir = dir.resolve()?;
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+            let key = crate::node_key::load_or_create(&data_dir)?;
+            let signer = crate::core::Signer::new(key.to_bytes());
+            println!("{}", signer.node_key().peer_id());
+            Ok(())
+        }
     }
 }
 
@@ -202,23 +247,49 @@ async fn peer(dir: DirArgs, action: PeerAction) -> anyhow::Result<()> {
     let store = open_store(&data_dir)?;
     match action {
         PeerAction::Add { addr } => {
-            if !addr.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_))) {
-                bail!("{addr} does not end in /p2p/PEER_ID; the node prints its full address at start");
-            }
-            store.add_dial(&addr.to_string()).await?;
-            println!("added peer {addr}");
+            crate::federation::parse_pin(&addr).map_err(|e| {
+                anyhow::anyhow!("{e}; the node prints its full address at start, and `voicechat id` its PeerId")
+            })?;
+            store.add_pin(&addr.to_string()).await?;
+            println!("pinned {addr}");
         }
-        PeerAction::Remove { addr } => match store.remove_dial(&addr.to_string()).await {
-            Ok(()) => println!("removed peer {addr}"),
-            Err(StoreError::NotFound) => bail!("{addr} is not a stored peer (see `voicechat peer list`)"),
+        PeerAction::Remove { addr } => match store.remove_pin(&addr.to_string()).await {
+            Ok(()) => println!("removed pin {addr}"),
+            Err(StoreError::NotFound) => bail!("{addr} is not a pin (see `voicechat peer list`)"),
+            Err(e) => return Err(e.into()),
+        },
+        PeerAction::Block { node } => {
+            let node = node.trim().to_owned();
+            let bound = if let Ok(peer) = node.parse::<libp2p::PeerId>() {
+                let key = crate::federation::key_of(&peer).context("not an ed25519 PeerId")?;
+                store.peers()?.into_iter().find(|p| p.node_key() == Some(key)).map(|p| p.name)
+            } else {
+                let name = voicechat_protocol::ids::NodeName::new(&node)
+                    .map_err(|_| anyhow::anyhow!("{node} is neither a node name nor a PeerId"))?;
+                store.peer(&name)?.map(|p| p.name)
+            };
+            store.add_block(&node, bound.as_ref()).await?;
+            println!("blocked {node}");
+        }
+        PeerAction::Unblock { node } => match store.remove_block(node.trim()).await {
+            Ok(()) => println!("unblocked {node}"),
+            Err(StoreError::NotFound) => bail!("{node} is not blocked (see `voicechat peer list`)"),
             Err(e) => return Err(e.into()),
         },
         PeerAction::List => {
-            for addr in store.dials()? {
-                println!("dial\t{addr}");
+            for addr in store.pins()? {
+                println!("pin\t{addr}");
+            }
+            for b in store.blocks()? {
+                println!("block\t{b}");
             }
             for p in store.peers()? {
-                println!("node\t{}\t{}\tkey {}", p.name.as_str(), p.url, p.key);
+                let trust = match p.trust {
+                    crate::store::Trust::Pinned => "pinned",
+                    crate::store::Trust::Verified => "verified",
+                    crate::store::Trust::Tofu => "first-use",
+                };
+                println!("node\t{}\t{}\t{trust}\tkey {}", p.name.as_str(), p.url, p.key);
             }
         }
     }

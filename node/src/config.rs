@@ -12,6 +12,7 @@ use serde::Deserialize;
 use voicechat_protocol::ids::NodeName;
 
 use crate::cli::ServeArgs;
+use crate::federation::machine::Mode;
 use crate::state::Settings;
 
 /// The node name used when none is configured.
@@ -61,6 +62,9 @@ pub enum ConfigError {
     /// An ICE server URL is not stun:/stuns:/turn:/turns:.
     #[error("bad ICE server URL {0:?}: expected stun:, stuns:, turn: or turns:")]
     BadIceServer(String),
+    /// A `--federation-resolve` entry is not `NAME=ADDR:PORT`.
+    #[error("bad federation resolve entry {0:?}: expected NAME=ADDR:PORT, e.g. beta.example.org=192.0.2.7:443")]
+    BadResolve(String),
     /// `--tls files` without both files.
     #[error("--tls files needs both --cert (HTTPS_CERT) and --key (HTTPS_KEY)")]
     MissingCertFiles,
@@ -111,6 +115,30 @@ pub struct FileConfig {
     pub max_concurrent_hashes: Option<usize>,
     /// TLS settings. Left out: no TLS, unless `HTTPS_CERT` and `HTTPS_KEY` are set.
     pub tls: Option<FileTls>,
+    /// Federation settings. Left out: closed federation (pinned peers only).
+    pub federation: Option<FileFederation>,
+}
+
+/// The `[federation]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileFederation {
+    /// `closed`: only pinned peers (`peers`, `voicechat peer add`); `open`: also nodes
+    /// whose DNS name is verified at `https://NAME/.well-known/voicechat/node`, and nodes
+    /// with names that are not DNS names, trusted on first use. Left out: `closed`.
+    pub mode: Option<Mode>,
+    /// PEM files of certificate authorities to trust, besides the web roots, when
+    /// verifying other nodes' names. Left out: none.
+    pub ca: Option<Vec<PathBuf>>,
+    /// Reach these nodes' HTTPS origins at these addresses instead of through DNS
+    /// (`{ "beta.example.org" = "192.0.2.7:443" }`). Left out: DNS.
+    pub resolve: Option<std::collections::BTreeMap<String, SocketAddr>>,
+    /// Seconds between checks of a group homed elsewhere against its home. Left out: 300.
+    pub resync_secs: Option<u64>,
+    /// Federation connections in all. Left out: 256.
+    pub max_connections: Option<u32>,
+    /// Federation connections per peer. Left out: 4.
+    pub max_connections_per_peer: Option<u32>,
 }
 
 /// The `[tls]` table.
@@ -225,8 +253,31 @@ pub struct Config {
     pub ice_servers: Vec<serde_json::Value>,
     /// TLS mode.
     pub tls: Tls,
+    /// Federation.
+    pub federation: FederationConfig,
     /// Password hash concurrency.
     pub max_concurrent_hashes: usize,
+}
+
+/// Who this node federates with, resolved.
+#[derive(Debug, Clone)]
+pub struct FederationConfig {
+    /// Closed or open.
+    pub mode: Mode,
+    /// Extra certificate authorities (PEM files).
+    pub ca: Vec<PathBuf>,
+    /// Name → address overrides for HTTPS origins.
+    pub resolve: std::collections::HashMap<NodeName, SocketAddr>,
+    /// Anti-entropy interval.
+    pub resync: Option<std::time::Duration>,
+    /// Connection limits.
+    pub limits: crate::federation::net::ConnLimits,
+}
+
+fn parse_resolve(entry: &str) -> Result<(NodeName, SocketAddr), ConfigError> {
+    let bad = || ConfigError::BadResolve(entry.to_owned());
+    let (name, addr) = entry.split_once('=').ok_or_else(bad)?;
+    Ok((NodeName::new(name.trim()).map_err(|_| bad())?, addr.trim().parse().map_err(|_| bad())?))
 }
 
 /// Reads and parses a TOML config file.
@@ -262,6 +313,9 @@ pub fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
     if let Some(tls) = file.tls.as_mut() {
         tls.cert.as_mut().map(rebase);
         tls.key.as_mut().map(rebase);
+    }
+    if let Some(ca) = file.federation.as_mut().and_then(|f| f.ca.as_mut()) {
+        ca.iter_mut().for_each(rebase);
     }
     Ok(file)
 }
@@ -467,7 +521,31 @@ impl Config {
             .map(ice_entry_json)
             .collect::<Result<Vec<_>, _>>()?;
 
+        let ffed = file.federation.unwrap_or_default();
+        let mut resolve = std::collections::HashMap::new();
+        for (name, addr) in ffed.resolve.unwrap_or_default() {
+            let name = NodeName::new(&name).map_err(|_| ConfigError::BadResolve(format!("{name}={addr}")))?;
+            resolve.insert(name, addr);
+        }
+        for entry in &args.federation_resolve {
+            let (name, addr) = parse_resolve(entry)?;
+            resolve.insert(name, addr);
+        }
+        let defaults = crate::federation::net::ConnLimits::default();
+        let federation = FederationConfig {
+            mode: args.federation.or(ffed.mode).unwrap_or(Mode::Closed),
+            ca: if args.federation_ca.is_empty() { ffed.ca.unwrap_or_default() } else { args.federation_ca.clone() },
+            resolve,
+            resync: args.resync_secs.or(ffed.resync_secs).map(|s| std::time::Duration::from_secs(s.max(1))),
+            limits: crate::federation::net::ConnLimits {
+                total: ffed.max_connections.unwrap_or(defaults.total).max(1),
+                per_peer: ffed.max_connections_per_peer.unwrap_or(defaults.per_peer).max(1),
+                pending_incoming: defaults.pending_incoming,
+            },
+        };
+
         Ok(Config {
+            federation,
             name,
             listen,
             data_dir: args

@@ -4,7 +4,7 @@
 pub mod accounts;
 pub mod cli;
 pub mod config;
-pub mod events;
+pub mod core;
 pub mod federation;
 pub mod http;
 pub mod hub;

@@ -13,7 +13,9 @@ use tracing::{info, warn};
 
 use crate::cli::ServeArgs;
 use crate::config::{self, Config, FileConfig, Tls};
+use crate::core::Core;
 use crate::{AppState, node_key, tls};
+use std::sync::Arc;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 pub const GRACE: Duration = Duration::from_secs(5);
@@ -25,6 +27,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => FileConfig::default(),
     };
     let config = Config::resolve(&args, file)?;
+    // The metrics recorder first, so nothing recorded during start-up is lost.
+    crate::metrics::handle();
     tls::install_crypto_provider();
 
     create_data_dir(&config.data_dir)?;
@@ -46,7 +50,35 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let url = settings.public_url.clone();
 
     let handle: Handle<SocketAddr> = Handle::new();
-    let state = AppState::new(store.clone(), settings);
+    let signer = crate::core::Signer::new(key.to_bytes());
+    let (announce_tx, announce_rx) = tokio::sync::mpsc::channel(crate::federation::ANNOUNCE_QUEUE);
+    let core = Arc::new(Core::new(store.clone(), config.name.clone(), signer, Some(announce_tx)));
+    let signed = core.sign_missing_records().await.context("cannot sign the records of this node's groups")?;
+    if signed > 0 {
+        info!(groups = signed, "signed the records of groups stored before records were kept");
+    }
+    let mut extra_ca = Vec::new();
+    for path in &config.federation.ca {
+        extra_ca.push(std::fs::read(path).with_context(|| format!("cannot read CA file {}", path.display()))?);
+    }
+    let fed_cfg = crate::federation::FedConfig {
+        listen: vec![config.p2p_listen.clone()],
+        pins: config.peers.clone(),
+        blocks: Vec::new(),
+        mode: config.federation.mode,
+        url: url.clone(),
+        resolve: config.federation.resolve.clone(),
+        extra_ca,
+        resync: config.federation.resync,
+        limits: config.federation.limits,
+        lan_ip: lan_ip.or_else(tls::lan_ip),
+    };
+    let fed = crate::federation::start(core.clone(), announce_rx, fed_cfg)
+        .await
+        .with_context(|| format!("cannot start federation on {}", config.p2p_listen))?;
+    let p2p = fed.addrs().to_vec();
+    let state = AppState::new(core, settings, Some(fed));
+    tokio::spawn(sweep_sessions(store.clone()));
     let app = crate::app(state.clone())
         .into_make_service_with_connect_info::<SocketAddr>();
 
@@ -83,21 +115,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if config.public_url.is_none() && bound.ip().is_unspecified() {
         info!(origin = %url, "only this origin may open WebSockets; see --public-url");
     }
-    let mut peers = config.peers.clone();
-    for text in store.dials()? {
-        match text.parse() {
-            Ok(addr) => peers.push(addr),
-            Err(_) => warn!(addr = %text, "ignoring a stored peer that is not a multiaddr"),
-        }
-    }
-    let fed = crate::federation::FedConfig {
-        seed: key.to_bytes(),
-        listen: vec![config.p2p_listen.clone()],
-        peers,
-    };
-    let p2p = crate::federation::start(&state, fed)
-        .await
-        .with_context(|| format!("cannot start federation on {}", config.p2p_listen))?;
     let signals = Signals::register()?;
     tokio::spawn(shutdown_on_signal(signals, handle.clone(), state));
     announce(config.name.as_str(), &url)?;
@@ -139,6 +156,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     store.flush().await.context("cannot flush the store")?;
     info!("stopped");
     Ok(())
+}
+
+/// How often expired login sessions are purged.
+const SESSION_SWEEP: Duration = Duration::from_secs(600);
+
+/// Purges expired login sessions at start and every [`SESSION_SWEEP`].
+async fn sweep_sessions(store: crate::store::Store) {
+    let mut tick = tokio::time::interval(SESSION_SWEEP);
+    loop {
+        tick.tick().await;
+        match store.purge_sessions(crate::time::unix_now()).await {
+            Ok(0) => {}
+            Ok(n) => info!(n, "purged expired sessions"),
+            Err(e) => warn!(%e, "could not purge expired sessions"),
+        }
+    }
 }
 
 enum Served {

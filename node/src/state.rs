@@ -1,15 +1,14 @@
-//! The shared state every request handler and socket sees: storage, the live room state,
-//! the socket hub, the login limiter and the password hasher.
+//! What every request handler and socket sees: the domain core, the federation handle (if
+//! the node federates), deployment settings, the login limiter and the password hasher.
 
 use std::sync::{Arc, Mutex};
 
 use voicechat_protocol::ids::{NodeName, UserId, UserName};
 
 use crate::accounts::Hasher;
+use crate::core::{Core, Effects};
 use crate::federation::Federation;
-use crate::hub::Hub;
 use crate::ratelimit::LoginLimiter;
-use crate::rooms::Rooms;
 use crate::store::Store;
 
 /// What the node needs to know about how it is deployed. Built by `config`.
@@ -48,22 +47,20 @@ pub struct AppState(Arc<Inner>);
 
 /// The parts of [`AppState`].
 pub struct Inner {
-    /// Durable state.
+    /// The domain core.
+    pub core: Arc<Core>,
+    /// Durable state (the core's store), for accounts and sessions.
     pub store: Store,
     /// Deployment settings.
     pub settings: Settings,
-    /// Open sockets by user.
-    pub hub: Hub,
-    /// Who is in which room right now (in memory; presence is not durable).
-    pub rooms: Mutex<Rooms>,
     /// Failed-login counters.
     pub limiter: Mutex<LoginLimiter>,
     /// argon2id with a concurrency cap.
     pub hasher: Hasher,
     /// Set once when the node shuts down; open sockets watch it and close.
     shutdown: tokio::sync::watch::Sender<bool>,
-    /// The federation, once the network is up (never, in tests that only use HTTP).
-    fed: std::sync::OnceLock<Arc<Federation>>,
+    /// The federation, if this node federates.
+    fed: Option<Federation>,
 }
 
 impl std::ops::Deref for AppState {
@@ -74,31 +71,29 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// The state of a node over `store`.
-    pub fn new(store: Store, settings: Settings) -> Self {
+    /// The state of a node over `core`, federating through `fed` if given.
+    pub fn new(core: Arc<Core>, settings: Settings, fed: Option<Federation>) -> Self {
         let hasher = Hasher::new(settings.max_concurrent_hashes);
         Self(Arc::new(Inner {
-            store,
-            hub: Hub::default(),
-            rooms: Mutex::new(Rooms::default()),
+            store: core.store.clone(),
+            core,
             limiter: Mutex::new(LoginLimiter::default()),
             hasher,
             settings,
             shutdown: tokio::sync::watch::Sender::new(false),
-            fed: std::sync::OnceLock::new(),
+            fed,
         }))
     }
 
     /// The federation, if this node joined the network.
-    pub fn fed(&self) -> Option<&Arc<Federation>> {
-        self.fed.get()
+    pub fn fed(&self) -> Option<&Federation> {
+        self.fed.as_ref()
     }
 
-    /// Binds the federation; called once by `federation::start`.
-    pub(crate) fn set_federation(&self, fed: Arc<Federation>) {
-        if self.fed.set(fed).is_err() {
-            tracing::warn!("federation was already started");
-        }
+    /// Carries out an operation's effects: sockets told now, other nodes told through
+    /// federation.
+    pub async fn commit(&self, fx: Effects) {
+        self.core.commit(fx).await;
     }
 
     /// Tells every open socket to close.

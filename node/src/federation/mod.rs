@@ -1,194 +1,67 @@
-//! Federation: this node's part in the network of nodes. `net` is the libp2p transport
-//! (swarm, gossipsub, request-response) behind a cheap handle; `inbound` judges and answers
-//! what peers send; `apply` turns accepted records into local state and events;
-//! `outbound` turns local changes into signed records.
+//! Federation: this node's part in the network of nodes.
 //!
-//! Who is the authority for what follows SPEC.md: this node signs its node card, the
-//! records of the groups it is home to, and presence and signals of its own users.
+//! - `machine`: the federation logic as a sans-IO state machine (trust, judging, routing,
+//!   sync, presence, signals), tested in simulated time;
+//! - `net`: the libp2p transport behind a cheap handle;
+//! - `driver`: the one task that feeds the machine what the network, the core and the clock
+//!   deliver, and carries out what it asks (requests, answers, stored changes);
+//! - `wellknown`: fetching a node's card from its HTTPS origin to verify its name.
+//!
+//! The core never calls federation: it announces signed records on a channel, and the
+//! driver hands the machine's accepted changes back to it.
 
-mod apply;
-mod inbound;
+mod driver;
+pub mod machine;
 pub mod net;
-mod outbound;
+pub mod proto;
+mod wellknown;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use ed25519_dalek::SigningKey;
+use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
-use voicechat_protocol::envelope::Envelope;
-use voicechat_protocol::ids::{GroupId, NodeName, SessionId, UserId};
+use tokio::sync::{mpsc, oneshot};
+use voicechat_protocol::ids::{GroupId, NodeName, RoomId, SessionId, UserId};
 use voicechat_protocol::keys::NodeKey;
-use voicechat_protocol::records::{NodeCard, Record};
-use voicechat_protocol::validate::{Authorities, Validator};
+use voicechat_protocol::records::SignalType;
+use voicechat_protocol::rpc::RpcError;
 
-use crate::state::AppState;
-use crate::store::StoreError;
-use net::{Net, NetConfig};
+use crate::core::{Announce, Core};
+use machine::{Command, CommandResult, Mode, RelayError};
+use net::{ConnLimits, Net, NetConfig};
 
-pub use outbound::SignalError;
-
-/// How long a presence record lives unless refreshed.
-pub const PRESENCE_TTL: u64 = 30;
-/// How often this node refreshes its users' presence.
-pub const HEARTBEAT: Duration = Duration::from_secs(10);
-
-/// The node's federation state. Held by [`AppState`] once the network is up.
-pub struct Federation {
-    /// The transport.
-    pub net: Net,
-    key: SigningKey,
-    node_key: NodeKey,
-    /// In-memory replay state for every kind (persistent kinds are also checked against
-    /// the store, which survives restarts).
-    validator: Mutex<Validator>,
-    last_seq: AtomicU64,
-    /// Which connected peer is which node, from their node cards.
-    names: Mutex<HashMap<PeerId, NodeName>>,
-    /// The latest presence envelope per remote or local session, for sync answers.
-    presence: Mutex<HashMap<SessionId, HeldPresence>>,
-    /// (peer, reason) pairs already logged, so a misbehaving peer is logged once per reason.
-    logged: Mutex<HashSet<(PeerId, &'static str)>>,
-    card: Vec<u8>,
-}
-
-/// A presence envelope held for sync answers until it expires.
-struct HeldPresence {
-    group: GroupId,
-    expires_at: u64,
-    envelope: Vec<u8>,
-}
-
-/// Microseconds since the epoch, for seqs.
-fn micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
-}
-
-/// The libp2p identity of a node key.
-pub fn peer_id_of(key: &NodeKey) -> Option<PeerId> {
-    let ed = libp2p::identity::ed25519::PublicKey::try_from_bytes(key.as_bytes()).ok()?;
-    Some(PeerId::from_public_key(&libp2p::identity::PublicKey::from(ed)))
-}
-
-impl Federation {
-    /// A fresh seq: strictly increasing, and above anything signed before a restart
-    /// (it starts from the clock in microseconds).
-    fn next_seq(&self) -> u64 {
-        let now = micros();
-        let mut prev = self.last_seq.load(Ordering::Relaxed);
-        loop {
-            let next = now.max(prev + 1);
-            match self.last_seq.compare_exchange(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return next,
-                Err(p) => prev = p,
-            }
-        }
-    }
-
-    /// Signs a record as this node.
-    fn seal(&self, record: &Record) -> Vec<u8> {
-        Envelope::seal(record, &self.key).encode()
-    }
-
-    /// The node name of a peer: from its card this run, else from the cards stored
-    /// before (a peer's card may still be on its way when its first request arrives).
-    fn name_of(&self, state: &AppState, peer: &PeerId) -> Option<NodeName> {
-        if let Some(name) = self.names.lock().expect("names lock").get(peer) {
-            return Some(name.clone());
-        }
-        let stored = state
-            .store
-            .peers()
-            .ok()?
-            .into_iter()
-            .find(|p| p.node_key().and_then(|k| peer_id_of(&k)) == Some(*peer))?;
-        self.names.lock().expect("names lock").insert(*peer, stored.name.clone());
-        Some(stored.name)
-    }
-
-    /// Logs a peer's misbehaviour once per reason.
-    fn log_once(&self, peer: PeerId, reason: &'static str, detail: &str) {
-        if self.logged.lock().expect("logged lock").insert((peer, reason)) {
-            tracing::warn!(%peer, reason, detail, "dropped a record from a peer");
-        }
-    }
-}
-
-/// The node's view of who may sign what, read from its store.
-struct StoreAuth<'a>(&'a AppState);
-
-impl Authorities for StoreAuth<'_> {
-    fn node_key(&self, node: &NodeName) -> Option<NodeKey> {
-        if node == &self.0.settings.node_name {
-            return self.0.fed().map(|f| f.node_key);
-        }
-        self.0.store.peer(node).ok()??.node_key()
-    }
-
-    fn group_home(&self, group: &GroupId) -> Option<NodeName> {
-        self.0.store.group(group).ok()?.map(|g| g.home)
-    }
-
-    fn is_member(&self, group: &GroupId, user: &UserId) -> bool {
-        self.0.store.member(group, user).ok().flatten().is_some()
-    }
-}
+/// Capacity of the channel of core announcements.
+pub const ANNOUNCE_QUEUE: usize = 1024;
+/// Capacity of the channel of commands from local callers.
+const COMMAND_QUEUE: usize = 256;
 
 /// What the node needs to join the network.
+#[derive(Debug, Clone)]
 pub struct FedConfig {
-    /// The node key's secret seed.
-    pub seed: [u8; 32],
     /// libp2p listen addresses.
     pub listen: Vec<Multiaddr>,
-    /// Peers to dial and keep dialling.
-    pub peers: Vec<Multiaddr>,
-}
-
-/// Starts the network, binds it to `state` and spawns the inbound loop, the heartbeat and
-/// the presence sweeper. Returns the addresses it listens on, each ending in `/p2p/<id>`.
-pub async fn start(state: &AppState, cfg: FedConfig) -> Result<Vec<Multiaddr>, FedError> {
-    let key = SigningKey::from_bytes(&cfg.seed);
-    let (net, events) = Net::start(NetConfig { seed: cfg.seed, listen: cfg.listen, peers: cfg.peers })
-        .await
-        .map_err(|e| FedError::Net(e.to_string()))?;
-    let addrs = net.listen_addrs().await;
-    let node_key = NodeKey::from_signing_key(&key);
-    let mut fed = Federation {
-        net: net.clone(),
-        key,
-        node_key,
-        validator: Mutex::new(Validator::new()),
-        last_seq: AtomicU64::new(micros()),
-        names: Mutex::new(HashMap::new()),
-        presence: Mutex::new(HashMap::new()),
-        logged: Mutex::new(HashSet::new()),
-        card: Vec::new(),
-    };
-    let card = NodeCard {
-        key: node_key,
-        seq: fed.next_seq(),
-        url: state.settings.public_url.clone(),
-        name: state.settings.node_name.clone(),
-        addrs: addrs.iter().map(ToString::to_string).take(voicechat_protocol::records::MAX_ADDRS).collect(),
-    };
-    fed.card = fed.seal(&Record::NodeCard(card));
-    state.set_federation(Arc::new(fed));
-    for group in state.store.all_groups()? {
-        let _ = net.subscribe(&voicechat_protocol::rpc::group_topic(&group)).await;
-    }
-    tokio::spawn(inbound::run(state.clone(), events));
-    tokio::spawn(outbound::heartbeat(state.clone()));
-    tokio::spawn(apply::sweep(state.clone()));
-    let me = net.local_peer_id();
-    Ok(addrs.into_iter().map(|a| a.with_p2p(me).unwrap_or_else(|a| a)).collect())
-}
-
-/// Counts a record's fate by kind and verdict.
-fn count(kind: &str, verdict: &'static str) {
-    metrics::counter!("voicechat_federation_records_total", "kind" => kind.to_owned(), "verdict" => verdict)
-        .increment(1);
+    /// The operator's pins: addresses ending in `/p2p/<PeerId>` (dialled and kept
+    /// connected), or a bare `/p2p/<PeerId>` (trusted when it connects).
+    pub pins: Vec<Multiaddr>,
+    /// Node names and PeerIds the operator blocked.
+    pub blocks: Vec<String>,
+    /// Who may federate.
+    pub mode: Mode,
+    /// This node's web origin (in its card).
+    pub url: String,
+    /// Addresses to reach other nodes' HTTPS origins at instead of DNS (name → addr:port).
+    pub resolve: HashMap<NodeName, SocketAddr>,
+    /// PEM files of extra certificate authorities for other nodes' HTTPS origins.
+    pub extra_ca: Vec<Vec<u8>>,
+    /// How often groups homed elsewhere are checked against their home (default 5 min).
+    pub resync: Option<Duration>,
+    /// Connection limits.
+    pub limits: ConnLimits,
+    /// The address to put in the card for a listener on all interfaces.
+    pub lan_ip: Option<std::net::IpAddr>,
 }
 
 /// Why the federation could not start.
@@ -197,7 +70,215 @@ pub enum FedError {
     /// libp2p could not listen or dial.
     #[error("network: {0}")]
     Net(String),
+    /// A pin or block is not usable.
+    #[error("{0}")]
+    Config(String),
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] crate::store::StoreError),
+}
+
+/// The node key of an ed25519 PeerId (the only kind nodes use).
+pub fn key_of(peer: &PeerId) -> Option<NodeKey> {
+    let b = peer.to_bytes();
+    if b.len() == 38 && b[..6] == [0x00, 0x24, 0x08, 0x01, 0x12, 0x20] {
+        Some(NodeKey::from_bytes(b[6..].try_into().ok()?))
+    } else {
+        None
+    }
+}
+
+/// The PeerId of a node key.
+pub fn peer_of(key: &NodeKey) -> PeerId {
+    PeerId::from_bytes(&key.peer_id_bytes()).expect("an identity multihash of an ed25519 key is a PeerId")
+}
+
+/// Splits a pin into its key and its address (none for a bare `/p2p/<id>`).
+pub fn parse_pin(addr: &Multiaddr) -> Result<(NodeKey, Option<Multiaddr>), FedError> {
+    let mut rest = addr.clone();
+    let Some(Protocol::P2p(peer)) = rest.pop() else {
+        return Err(FedError::Config(format!("{addr} does not end in /p2p/<PeerId>")));
+    };
+    let key = key_of(&peer).ok_or_else(|| FedError::Config(format!("{peer} is not an ed25519 PeerId")))?;
+    Ok((key, (!rest.is_empty()).then_some(rest)))
+}
+
+/// A handle on the running federation. Cheap to clone.
+#[derive(Clone)]
+pub struct Federation {
+    commands: mpsc::Sender<(Command, oneshot::Sender<CommandResult>)>,
+    card: Arc<Vec<u8>>,
+    addrs: Arc<Vec<Multiaddr>>,
+    net: Net,
+    mode: Mode,
+}
+
+impl Federation {
+    /// This node's signed card (served at `/.well-known/voicechat/node`).
+    pub fn card(&self) -> &[u8] {
+        &self.card
+    }
+
+    /// The addresses the node listens on, each ending in `/p2p/<id>`.
+    pub fn addrs(&self) -> &[Multiaddr] {
+        &self.addrs
+    }
+
+    /// Who may federate.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Stops the network.
+    pub async fn shutdown(&self) {
+        self.net.shutdown().await;
+    }
+
+    async fn call(&self, command: Command) -> Option<CommandResult> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send((command, tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Sends a browser's signal to a user of another node; answers when that node
+    /// delivered it or refused.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn relay_signal(
+        &self,
+        from: &UserId,
+        from_session: SessionId,
+        to: &UserId,
+        to_session: SessionId,
+        room: (GroupId, RoomId),
+        kind: SignalType,
+        data: String,
+    ) -> Result<(), RelayError> {
+        let command =
+            Command::Signal { from: from.clone(), from_session, to: to.clone(), to_session, room, kind, data };
+        match self.call(command).await {
+            Some(CommandResult::Signal(r)) => r,
+            _ => Err(RelayError::Unreachable(to.node.clone())),
+        }
+    }
+
+    /// Joins a local user to a group of another node through an invite code.
+    pub async fn join_remote(&self, home: &NodeName, code: &str, user: &UserId) -> Result<GroupId, RpcError> {
+        let command = Command::Join { home: home.clone(), code: code.to_owned(), user: user.clone() };
+        match self.call(command).await {
+            Some(CommandResult::Joined(r)) => r,
+            _ => Err(RpcError::Internal),
+        }
+    }
+
+    /// Makes sure `name` is bound to a key (in open mode, by verifying its HTTPS origin).
+    pub async fn discover(&self, name: &NodeName) -> Result<(), String> {
+        match self.call(Command::Discover(name.clone())).await {
+            Some(CommandResult::Discovered(r)) => r,
+            _ => Err("federation is not running".into()),
+        }
+    }
+}
+
+/// Starts the network and the driver. Returns the handle; its addresses end in `/p2p/<id>`.
+pub async fn start(core: Arc<Core>, announce: mpsc::Receiver<Announce>, cfg: FedConfig) -> Result<Federation, FedError> {
+    let signer = core.signer().clone();
+    let stored = core.store.stored_state()?;
+    let mut pins = Vec::new();
+    for text in stored.pins.iter() {
+        match text.parse::<Multiaddr>() {
+            Ok(a) => pins.push(a),
+            Err(_) => tracing::warn!(pin = %text, "ignoring a stored pin that is not a multiaddr"),
+        }
+    }
+    pins.extend(cfg.pins.iter().cloned());
+    let mut pinned: Vec<(NodeKey, Vec<String>)> = Vec::new();
+    for a in &pins {
+        let (key, addr) = parse_pin(a)?;
+        let addr = addr.map(|a| a.to_string());
+        match pinned.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, addrs)) => addrs.extend(addr),
+            None => pinned.push((key, addr.into_iter().collect())),
+        }
+    }
+    let mut blocked_keys = Vec::new();
+    let mut blocked_names = Vec::new();
+    for b in stored.blocks.iter().chain(cfg.blocks.iter()) {
+        if let Ok(peer) = b.parse::<PeerId>()
+            && let Some(k) = key_of(&peer)
+        {
+            blocked_keys.push(k);
+        } else if let Ok(name) = NodeName::new(b) {
+            blocked_names.push(name);
+        } else {
+            tracing::warn!(block = %b, "ignoring a block that is neither a PeerId nor a node name");
+        }
+    }
+    let net_cfg = NetConfig {
+        seed: signer.seed(),
+        listen: cfg.listen.clone(),
+        // The driver dials what the machine asks for (pins with addresses, vouched cards).
+        peers: Vec::new(),
+        allow: (cfg.mode == Mode::Closed).then(|| pinned.iter().map(|(k, _)| peer_of(k)).collect()),
+        block: blocked_keys.iter().map(peer_of).collect(),
+        limits: cfg.limits,
+    };
+    let (net, events) = Net::start(net_cfg).await.map_err(|e| FedError::Net(e.to_string()))?;
+    let listening = net.listen_addrs().await;
+    let card_addrs: Vec<String> = listening.iter().filter_map(|a| public_addr(a, cfg.lan_ip)).map(|a| a.to_string()).collect();
+    let mut mcfg = machine::Config::new(core.me().clone(), cfg.mode);
+    if let Some(r) = cfg.resync {
+        mcfg.resync = r.as_millis() as u64;
+    }
+    mcfg.seed = u64::from_le_bytes(crate::time::random_16()[..8].try_into().expect("8 bytes"));
+    let start = machine::Start { url: cfg.url.clone(), addrs: card_addrs, pins: pinned, blocked_keys, blocked_names, stored };
+    let m = machine::Machine::new(mcfg, signer, start, driver::now_ms());
+    let card = Arc::new(m.card().to_vec());
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+    let verifier = wellknown::Verifier::new(&cfg.resolve, &cfg.extra_ca).map_err(FedError::Config)?;
+    driver::spawn(m, net.clone(), events, core, announce, cmd_rx, verifier);
+    let me = net.local_peer_id();
+    let addrs = listening.into_iter().map(|a| a.with_p2p(me).unwrap_or_else(|a| a)).collect();
+    Ok(Federation { commands: cmd_tx, card, addrs: Arc::new(addrs), net, mode: cfg.mode })
+}
+
+/// The address to publish for a listen address: a listener on all interfaces is published
+/// with the LAN address, if known, else not at all.
+fn public_addr(a: &Multiaddr, lan: Option<std::net::IpAddr>) -> Option<Multiaddr> {
+    let unspecified = a.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    });
+    if !unspecified {
+        return Some(a.clone());
+    }
+    let lan = lan?;
+    Some(
+        a.iter()
+            .map(|p| match (p, lan) {
+                (Protocol::Ip4(_), std::net::IpAddr::V4(v4)) => Protocol::Ip4(v4),
+                (Protocol::Ip6(_), std::net::IpAddr::V6(v6)) => Protocol::Ip6(v6),
+                (p, _) => p,
+            })
+            .collect(),
+    )
+    .filter(|m: &Multiaddr| !m.iter().any(|p| matches!(p, Protocol::Ip4(ip) if ip.is_unspecified())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_peer_ids_convert_both_ways() {
+        let key = NodeKey::from_bytes(crate::core::Signer::new([7; 32]).node_key().0);
+        let peer = peer_of(&key);
+        assert_eq!(peer.to_string(), key.peer_id());
+        assert_eq!(key_of(&peer), Some(key));
+        let pin: Multiaddr = format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer}").parse().unwrap();
+        assert_eq!(parse_pin(&pin).unwrap(), (key, Some("/ip4/127.0.0.1/tcp/4001".parse().unwrap())));
+        let bare: Multiaddr = format!("/p2p/{peer}").parse().unwrap();
+        assert_eq!(parse_pin(&bare).unwrap(), (key, None));
+        assert!(parse_pin(&"/ip4/127.0.0.1/tcp/1".parse().unwrap()).is_err());
+    }
 }

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::accounts::AccountError;
+use crate::core::CoreError;
 use crate::store::StoreError;
 
 /// An error answer: `{"error": code, "message": message}`.
@@ -96,6 +97,19 @@ impl From<StoreError> for AppError {
             StoreError::Conflict => Self::conflict("that exists already"),
             StoreError::InviteGone => Self::gone("this invite has expired, was used up or was revoked"),
             e => Self::internal(e),
+        }
+    }
+}
+
+impl From<CoreError> for AppError {
+    fn from(e: CoreError) -> Self {
+        match e {
+            CoreError::BadRequest(m) => Self::bad_request(m),
+            CoreError::Forbidden(m) => Self::forbidden(m),
+            CoreError::NotFound(m) => Self::not_found(m),
+            CoreError::Conflict(m) => Self::conflict(m),
+            CoreError::Gone(m) => Self::gone(m),
+            CoreError::Store(e) => e.into(),
         }
     }
 }

@@ -19,7 +19,6 @@ use tower_http::set_header::SetResponseHeaderLayer;
 pub use auth::Auth;
 pub use cookies::{SESSION as SESSION_COOKIE, get as get_cookie};
 pub use error::AppError;
-pub use groups::clean_name;
 
 use crate::state::AppState;
 
@@ -63,6 +62,11 @@ pub fn app(state: AppState) -> Router {
         .route("/invites/remote", post(members::accept_remote))
         .route("/invites/{code}", get(members::preview))
         .route("/invites/{code}/accept", post(members::accept))
+        .route("/invitations", get(members::invitations))
+        .route("/invitations/{gid}/accept", post(members::accept_invitation))
+        .route("/invitations/{gid}/decline", post(members::decline_invitation))
+        .route("/blocks", get(members::blocks).post(members::block))
+        .route("/blocks/{node}", axum::routing::delete(members::unblock))
         .fallback(|| async { AppError::not_found("no such API endpoint") })
         .layer(middleware::from_fn(auth::require_csrf));
 
@@ -74,6 +78,7 @@ pub fn app(state: AppState) -> Router {
         .nest("/api", api)
         .route("/ws", get(crate::ws::upgrade))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/.well-known/voicechat/node", get(node_card))
         .route("/metrics", get(|| async { crate::metrics::handle().render() }))
         .fallback(static_file)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -97,6 +102,15 @@ pub fn app(state: AppState) -> Router {
 /// `GET /api/ice`: the STUN/TURN servers browsers should use.
 async fn ice(State(state): State<AppState>, _auth: Auth) -> impl IntoResponse {
     axum::Json(serde_json::json!({"ice_servers": state.settings.ice_servers}))
+}
+
+/// `GET /.well-known/voicechat/node`: this node's signed card (canonical CBOR), so another
+/// node can check that this name belongs to this key under this origin's certificate.
+async fn node_card(State(state): State<AppState>) -> Response {
+    match state.fed() {
+        Some(fed) => ([(header::CONTENT_TYPE, "application/cbor")], fed.card().to_vec()).into_response(),
+        None => AppError::not_found("this node does not federate").into_response(),
+    }
 }
 
 /// Files of the web client; any other path is a client-side route and gets `index.html`.

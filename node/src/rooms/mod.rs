@@ -1,8 +1,11 @@
 //! Who is in which room right now: an in-memory state machine with no I/O.
 //!
-//! Browsers (through `ws`) and, later, peers (through federation) feed it joins, leaves and
-//! mutes; every call returns the rooms whose participant lists changed, and the caller
-//! tells the people who can see them.
+//! Browsers (through the core) and other nodes (through federation, which also decides when
+//! their presence expires) feed it joins, leaves and mutes; every call returns the rooms
+//! whose participant lists changed, and the caller tells the people who can see them.
+//!
+//! A seat is keyed by the user *and* the session: a session id names one browser tab of one
+//! user, so another node's records can never move or remove a session of someone else.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -11,6 +14,9 @@ use voicechat_protocol::ids::{GroupId, RoomId, SessionId, UserId};
 
 /// A room, as the pair that names it.
 pub type RoomKey = (GroupId, RoomId);
+
+/// One browser tab of one user.
+pub type SeatKey = (UserId, SessionId);
 
 /// One session in a room's call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -23,71 +29,53 @@ pub struct Participant {
     pub muted: bool,
 }
 
+impl Participant {
+    /// The seat this participant sits in.
+    pub fn seat(&self) -> SeatKey {
+        (self.user.clone(), self.session)
+    }
+}
+
 /// The live room state of this node.
 #[derive(Debug, Default)]
 pub struct Rooms {
-    seats: HashMap<SessionId, RoomKey>,
-    rooms: HashMap<RoomKey, BTreeMap<SessionId, Participant>>,
-    /// Sessions of other nodes' users, known from presence records, and when each expires
-    /// unless refreshed (unix seconds).
-    remote: HashMap<SessionId, u64>,
+    seats: HashMap<SeatKey, RoomKey>,
+    rooms: HashMap<RoomKey, BTreeMap<SeatKey, Participant>>,
 }
 
 impl Rooms {
-    /// Puts `session` into `room`, taking it out of any other room first. Returns every
-    /// room whose list changed (the old one, if any, then the new one).
+    /// Puts the participant into `room`, taking their seat out of any other room first.
+    /// Returns every room whose list changed (the old one, if any, then the new one);
+    /// nothing if the participant was already there exactly so.
     pub fn join(&mut self, p: Participant, room: RoomKey) -> Vec<RoomKey> {
+        let seat = p.seat();
         let mut changed = Vec::with_capacity(2);
-        if let Some(old) = self.seats.get(&p.session).copied()
-            && old != room
-        {
-            self.remove(&p.session);
-            changed.push(old);
+        match self.seats.get(&seat).copied() {
+            Some(old) if old == room && self.rooms.get(&room).and_then(|r| r.get(&seat)) == Some(&p) => {
+                return changed;
+            }
+            Some(old) if old == room => {}
+            Some(old) => {
+                self.remove(&seat);
+                changed.push(old);
+            }
+            None => {}
         }
-        self.seats.insert(p.session, room);
-        self.rooms.entry(room).or_default().insert(p.session, p);
+        self.seats.insert(seat.clone(), room);
+        self.rooms.entry(room).or_default().insert(seat, p);
         changed.push(room);
         changed
     }
 
-    /// Takes `session` out of its room; returns that room.
-    pub fn leave(&mut self, session: &SessionId) -> Option<RoomKey> {
-        self.remove(session)
-    }
-
-    /// Puts (or refreshes) another node's session in `room` until `expires_at`. Returns
-    /// the rooms whose list changed: nothing for a plain heartbeat.
-    pub fn join_remote(&mut self, p: Participant, room: RoomKey, expires_at: u64) -> Vec<RoomKey> {
-        self.remote.insert(p.session, expires_at);
-        let same = self.seats.get(&p.session) == Some(&room)
-            && self.rooms.get(&room).and_then(|r| r.get(&p.session)) == Some(&p);
-        if same { Vec::new() } else { self.join(p, room) }
-    }
-
-    /// Drops other nodes' sessions whose presence ran out at `now`; returns the rooms that
-    /// changed.
-    pub fn expire(&mut self, now: u64) -> Vec<RoomKey> {
-        let dead: Vec<SessionId> = self.remote.iter().filter(|(_, t)| **t < now).map(|(s, _)| *s).collect();
-        let mut changed = Vec::new();
-        for s in dead {
-            if let Some(room) = self.remove(&s)
-                && !changed.contains(&room)
-            {
-                changed.push(room);
-            }
-        }
-        changed
-    }
-
-    /// Every session of a room with the user it belongs to; for the heartbeat.
-    pub fn seated(&self) -> impl Iterator<Item = (&RoomKey, &Participant)> {
-        self.rooms.iter().flat_map(|(k, r)| r.values().map(move |p| (k, p)))
+    /// Takes a seat out of its room; returns that room.
+    pub fn leave(&mut self, seat: &SeatKey) -> Option<RoomKey> {
+        self.remove(seat)
     }
 
     /// Sets the muted flag; returns the room if it changed.
-    pub fn set_muted(&mut self, session: &SessionId, muted: bool) -> Option<RoomKey> {
-        let room = *self.seats.get(session)?;
-        let p = self.rooms.get_mut(&room)?.get_mut(session)?;
+    pub fn set_muted(&mut self, seat: &SeatKey, muted: bool) -> Option<RoomKey> {
+        let room = *self.seats.get(seat)?;
+        let p = self.rooms.get_mut(&room)?.get_mut(seat)?;
         if p.muted == muted {
             return None;
         }
@@ -95,24 +83,24 @@ impl Rooms {
         Some(room)
     }
 
-    /// A session's seat and participant entry.
-    pub fn find(&self, session: &SessionId) -> Option<(RoomKey, Participant)> {
-        let room = *self.seats.get(session)?;
-        let p = self.rooms.get(&room)?.get(session)?.clone();
+    /// A seat's room and participant entry.
+    pub fn find(&self, seat: &SeatKey) -> Option<(RoomKey, Participant)> {
+        let room = *self.seats.get(seat)?;
+        let p = self.rooms.get(&room)?.get(seat)?.clone();
         Some((room, p))
     }
 
-    /// The room a session is in.
-    pub fn seat(&self, session: &SessionId) -> Option<RoomKey> {
-        self.seats.get(session).copied()
+    /// The room a seat is in.
+    pub fn seat(&self, seat: &SeatKey) -> Option<RoomKey> {
+        self.seats.get(seat).copied()
     }
 
     /// Whether `session` of `user` is in `room`.
     pub fn is_in(&self, room: &RoomKey, user: &UserId, session: &SessionId) -> bool {
-        self.rooms.get(room).and_then(|r| r.get(session)).is_some_and(|p| &p.user == user)
+        self.seats.get(&(user.clone(), *session)) == Some(room)
     }
 
-    /// A room's participants, ordered by session id.
+    /// A room's participants, ordered by user, then session.
     pub fn participants(&self, room: &RoomKey) -> Vec<Participant> {
         self.rooms.get(room).map(|r| r.values().cloned().collect()).unwrap_or_default()
     }
@@ -126,12 +114,12 @@ impl Rooms {
     pub fn clear_room(&mut self, room: &RoomKey) -> Vec<Participant> {
         let dropped: Vec<_> = self.rooms.remove(room).map(|r| r.into_values().collect()).unwrap_or_default();
         for p in &dropped {
-            self.seats.remove(&p.session);
+            self.seats.remove(&p.seat());
         }
         dropped
     }
 
-    /// Takes every session matching `pred` out of the group's rooms; returns each dropped
+    /// Takes every seat matching `pred` out of the group's rooms; returns each dropped
     /// participant with the room it was in.
     pub fn drop_from_group(
         &mut self,
@@ -145,16 +133,15 @@ impl Rooms {
             .flat_map(|(k, r)| r.values().filter(|p| pred(p)).map(|p| (*k, p.clone())))
             .collect();
         for (_, p) in &victims {
-            self.remove(&p.session);
+            self.remove(&p.seat());
         }
         victims
     }
 
-    fn remove(&mut self, session: &SessionId) -> Option<RoomKey> {
-        self.remote.remove(session);
-        let room = self.seats.remove(session)?;
+    fn remove(&mut self, seat: &SeatKey) -> Option<RoomKey> {
+        let room = self.seats.remove(seat)?;
         if let Some(r) = self.rooms.get_mut(&room) {
-            r.remove(session);
+            r.remove(seat);
             if r.is_empty() {
                 self.rooms.remove(&room);
             }
@@ -173,6 +160,9 @@ mod tests {
     fn p(n: &str, s: u8) -> Participant {
         Participant { user: user(n), session: SessionId([s; 16]), muted: false }
     }
+    fn seat(n: &str, s: u8) -> SeatKey {
+        (user(n), SessionId([s; 16]))
+    }
     const G: GroupId = GroupId([1; 16]);
     const R1: RoomKey = (G, RoomId([1; 16]));
     const R2: RoomKey = (G, RoomId([2; 16]));
@@ -182,33 +172,31 @@ mod tests {
         let mut rooms = Rooms::default();
         assert_eq!(rooms.join(p("alice", 1), R1), vec![R1]);
         assert_eq!(rooms.join(p("bob", 2), R1), vec![R1]);
+        assert_eq!(rooms.join(p("bob", 2), R1), vec![], "the same join again changes nothing");
         assert_eq!(rooms.participants(&R1).len(), 2);
         // Moving reports both rooms, old first.
         assert_eq!(rooms.join(p("bob", 2), R2), vec![R1, R2]);
         assert_eq!(rooms.participants(&R1), vec![p("alice", 1)]);
-        assert_eq!(rooms.set_muted(&SessionId([1; 16]), true), Some(R1));
-        assert_eq!(rooms.set_muted(&SessionId([1; 16]), true), None, "no change, no event");
+        assert_eq!(rooms.set_muted(&seat("alice", 1), true), Some(R1));
+        assert_eq!(rooms.set_muted(&seat("alice", 1), true), None, "no change, no event");
         assert!(rooms.participants(&R1)[0].muted);
         assert!(rooms.is_in(&R2, &user("bob"), &SessionId([2; 16])));
         assert!(!rooms.is_in(&R2, &user("alice"), &SessionId([2; 16])), "session belongs to bob");
-        assert_eq!(rooms.leave(&SessionId([2; 16])), Some(R2));
-        assert_eq!(rooms.leave(&SessionId([2; 16])), None);
+        assert_eq!(rooms.leave(&seat("bob", 2)), Some(R2));
+        assert_eq!(rooms.leave(&seat("bob", 2)), None);
         assert_eq!(rooms.counts(), (1, 1));
     }
 
     #[test]
-    fn remote_sessions_expire_unless_refreshed() {
+    fn a_session_id_of_one_user_cannot_touch_another_users_seat() {
         let mut rooms = Rooms::default();
         rooms.join(p("alice", 1), R1);
-        let carol = Participant { user: "carol@beta".parse().unwrap(), session: SessionId([7; 16]), muted: false };
-        assert_eq!(rooms.join_remote(carol.clone(), R1, 100), vec![R1]);
-        assert_eq!(rooms.join_remote(carol.clone(), R1, 130), vec![], "heartbeat changes nothing visible");
-        let muted = Participant { muted: true, ..carol.clone() };
-        assert_eq!(rooms.join_remote(muted, R1, 130), vec![R1]);
-        assert_eq!(rooms.expire(120), vec![], "refreshed to 130");
-        assert_eq!(rooms.expire(131), vec![R1]);
-        assert_eq!(rooms.participants(&R1), vec![p("alice", 1)], "local sessions never expire");
-        assert_eq!(rooms.expire(10_000), vec![]);
+        // Another node's user arrives with alice's session id: a separate seat.
+        let mallory = Participant { user: "mallory@rogue".parse().unwrap(), session: SessionId([1; 16]), muted: true };
+        assert_eq!(rooms.join(mallory.clone(), R2), vec![R2]);
+        assert_eq!(rooms.participants(&R1), vec![p("alice", 1)], "alice is where she was");
+        assert_eq!(rooms.leave(&mallory.seat()), Some(R2));
+        assert_eq!(rooms.participants(&R1), vec![p("alice", 1)], "and stays when mallory leaves");
     }
 
     #[test]
@@ -222,6 +210,6 @@ mod tests {
         assert_eq!(rooms.counts(), (1, 1));
         assert_eq!(rooms.clear_room(&R1), vec![p("alice", 1)]);
         assert_eq!(rooms.counts(), (0, 0));
-        assert_eq!(rooms.seat(&SessionId([1; 16])), None);
+        assert_eq!(rooms.seat(&seat("alice", 1)), None);
     }
 }

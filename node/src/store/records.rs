@@ -1,7 +1,8 @@
-//! The typed values the node keeps in sled, and how their keys are laid out.
+//! The typed values the node keeps in sled (JSON-encoded), one struct per tree.
 
 use serde::{Deserialize, Serialize};
 use voicechat_protocol::ids::{GroupId, NodeName, Role, RoomId, UserId, UserName};
+use voicechat_protocol::keys::NodeKey;
 
 /// A local account.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -23,22 +24,38 @@ pub struct SessionRecord {
     pub user: UserName,
     /// Unix seconds.
     pub created_at: u64,
-    /// Unix seconds; past it the session is gone.
+    /// Unix seconds; past it the session is gone (and purged by the next sweep).
     pub expires_at: u64,
 }
 
-/// A group this node knows. For now every group lives at home here; federation adds
-/// groups whose `home` is another node.
+/// A group this node knows: its own (home here) or another node's, copied because a local
+/// user was added to it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct GroupRecord {
     /// Network-wide id.
     pub id: GroupId,
-    /// Display name, 1–64 characters.
+    /// Display name.
     pub name: String,
     /// The node that is the authority for this group.
     pub home: NodeName,
     /// Unix seconds.
     pub created_at: u64,
+}
+
+/// Where a membership stands with the person it names.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberStatus {
+    /// A member in full: sees the group, joins its calls.
+    #[default]
+    Active,
+    /// Added by a group of another node (or, on the home, a user of another node who has
+    /// not answered yet): an invitation. Nothing of the group shows to the invited user
+    /// until they accept.
+    Invited,
+    /// The local user declined the invitation or left; kept until the home's removal
+    /// arrives, so a repeat of the membership is answered again instead of shown.
+    Declined,
 }
 
 /// One member of a group.
@@ -50,6 +67,16 @@ pub struct MemberRecord {
     pub role: Role,
     /// Unix seconds.
     pub added_at: u64,
+    /// Whether they accepted (absent in data written before consent existed: active).
+    #[serde(default)]
+    pub status: MemberStatus,
+}
+
+impl MemberRecord {
+    /// An active member added at `now`.
+    pub fn active(user: UserId, role: Role, now: u64) -> Self {
+        Self { user, role, added_at: now, status: MemberStatus::Active }
+    }
 }
 
 /// A room inside a group.
@@ -59,7 +86,7 @@ pub struct RoomRecord {
     pub id: RoomId,
     /// The group it belongs to.
     pub group: GroupId,
-    /// Display name, 1–64 characters.
+    /// Display name.
     pub name: String,
     /// Unix seconds.
     pub created_at: u64,
@@ -93,33 +120,53 @@ impl InviteRecord {
     }
 }
 
-/// Key layouts. Fixed-width ids first so prefix scans select one group.
-pub(crate) mod keys {
-    use super::*;
+/// Why this node believes a node name belongs to a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trust {
+    /// The operator pinned the key (`--peer …/p2p/<id>`, `voicechat peer add`).
+    Pinned,
+    /// The node's HTTPS origin served the same card under a verified certificate.
+    Verified,
+    /// Trusted on first use (only with `--federation open`, for names that are not DNS names).
+    Tofu,
+}
 
-    pub fn member(group: &GroupId, user: &UserId) -> Vec<u8> {
-        let mut k = group.as_bytes().to_vec();
-        k.extend_from_slice(user.to_string().as_bytes());
-        k
+/// A node known from its signed node card, and why its name is believed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerRecord {
+    /// Its public name.
+    pub name: NodeName,
+    /// Its ed25519 key, hex.
+    pub key: String,
+    /// Its web origin.
+    pub url: String,
+    /// Its libp2p addresses.
+    pub addrs: Vec<String>,
+    /// The card's seq.
+    pub seq: u64,
+    /// The signed card itself (hex), exactly as received.
+    #[serde(default)]
+    pub card: String,
+    /// How the binding was made (absent in older data: pinned, the only way it was made).
+    #[serde(default = "pinned")]
+    pub trust: Trust,
+}
+
+fn pinned() -> Trust {
+    Trust::Pinned
+}
+
+impl PeerRecord {
+    /// The node's key, if the stored hex is well formed.
+    pub fn node_key(&self) -> Option<NodeKey> {
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(&self.key, &mut key).ok()?;
+        Some(NodeKey::from_bytes(key))
     }
 
-    /// The reverse index: a user's groups.
-    pub fn user_group(user: &UserId, group: &GroupId) -> Vec<u8> {
-        let mut k = user.to_string().into_bytes();
-        k.push(0);
-        k.extend_from_slice(group.as_bytes());
-        k
-    }
-
-    pub fn user_prefix(user: &UserId) -> Vec<u8> {
-        let mut k = user.to_string().into_bytes();
-        k.push(0);
-        k
-    }
-
-    pub fn room(group: &GroupId, room: &RoomId) -> Vec<u8> {
-        let mut k = group.as_bytes().to_vec();
-        k.extend_from_slice(room.as_bytes());
-        k
+    /// The signed card bytes.
+    pub fn card_bytes(&self) -> Vec<u8> {
+        hex::decode(&self.card).unwrap_or_default()
     }
 }

@@ -1,5 +1,6 @@
-//! The store against a real sled directory: atomic group writes, invites that cannot be
-//! over-used, cascading deletes, and the schema check.
+//! The store against a real sled directory: batches applied atomically, cascading deletes
+//! that take a group's signed records with it, invites that cannot be over-used, expired
+//! sessions purged, and the schema check and upgrade.
 
 use voicechat_protocol::ids::{GroupId, NodeName, Role, RoomId, UserId, UserName};
 
@@ -14,30 +15,66 @@ fn group(id: u8) -> GroupRecord {
 }
 
 fn member(n: &str, role: Role) -> MemberRecord {
-    MemberRecord { user: user(n), role, added_at: 1 }
+    MemberRecord::active(user(n), role, 1)
 }
 
 #[tokio::test]
-async fn group_lifecycle_keeps_indexes_consistent() {
+async fn a_batch_keeps_indexes_and_records_together_and_a_delete_takes_them_all() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let g = group(1);
-    store.create_group(&g, &member("alice", Role::Owner)).await.unwrap();
-    assert!(matches!(store.create_group(&g, &member("alice", Role::Owner)).await, Err(StoreError::Conflict)));
-    store.put_member(&g.id, &member("bob", Role::Member)).await.unwrap();
+    let mut recs = Batch::new();
+    recs.put_record(&RecordKey::Info(g.id), b"info-envelope");
+    store.create_group(&g, &member("alice", Role::Owner), recs).await.unwrap();
+    assert!(matches!(store.create_group(&g, &member("alice", Role::Owner), Batch::new()).await, Err(StoreError::Conflict)));
+
+    let mut b = Batch::new();
+    b.put_member(&g.id, &member("bob", Role::Member));
+    b.put_record(&RecordKey::Member(g.id, user("bob")), b"bob-envelope");
     let room = RoomRecord { id: RoomId([9; 16]), group: g.id, name: "r".into(), created_at: 2 };
-    store.put_room(&room).await.unwrap();
+    b.put_room(&room);
+    b.put_record(&RecordKey::Room(g.id, room.id), b"room-envelope");
+    store.commit(b).await.unwrap();
     assert_eq!(store.groups_of(&user("bob")).unwrap(), vec![g.id]);
     assert_eq!(store.members(&g.id).unwrap().len(), 2);
-    store.remove_member(&g.id, &user("bob")).await.unwrap();
+    assert_eq!(store.group_records(&g.id).unwrap().len(), 3);
+    assert_eq!(store.record(&RecordKey::Member(g.id, user("bob"))).unwrap().as_deref(), Some(&b"bob-envelope"[..]));
+
+    let mut b = Batch::new();
+    b.remove_member(&g.id, &user("bob"));
+    store.commit(b).await.unwrap();
     assert!(store.groups_of(&user("bob")).unwrap().is_empty());
-    assert!(matches!(store.remove_member(&g.id, &user("bob")).await, Err(StoreError::NotFound)));
-    store.delete_group(&g.id).await.unwrap();
+
+    // Another group's records are untouched by this one's deletion.
+    let other = group(2);
+    let mut recs = Batch::new();
+    recs.put_record(&RecordKey::Info(other.id), b"other");
+    store.create_group(&other, &member("carol", Role::Owner), recs).await.unwrap();
+    let mut b = Batch::new();
+    store.delete_group_into(&mut b, &g.id).unwrap();
+    b.put_floor(&g.id, 42);
+    store.commit(b).await.unwrap();
     assert!(store.group(&g.id).unwrap().is_none());
     assert!(store.rooms(&g.id).unwrap().is_empty());
     assert!(store.groups_of(&user("alice")).unwrap().is_empty());
-    // A room cannot be put into a group that does not exist.
-    assert!(matches!(store.put_room(&room).await, Err(StoreError::NotFound)));
+    assert!(store.group_records(&g.id).unwrap().is_empty(), "no seq or record of the group is left");
+    assert_eq!(store.group_records(&other.id).unwrap().len(), 1);
+    assert_eq!(store.stored_state().unwrap().floors, vec![(g.id, 42)]);
+}
+
+#[tokio::test]
+async fn a_batch_is_one_flush_and_an_empty_one_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut b = Batch::new();
+    for i in 0..50u8 {
+        b.put_group(&group(i));
+    }
+    let before = store.flush_count();
+    store.commit(b).await.unwrap();
+    store.commit(Batch::new()).await.unwrap();
+    assert_eq!(store.flush_count() - before, 1);
+    assert_eq!(store.all_groups().unwrap().len(), 50);
 }
 
 #[tokio::test]
@@ -45,7 +82,7 @@ async fn invite_with_one_use_admits_one_user() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let g = group(2);
-    store.create_group(&g, &member("alice", Role::Owner)).await.unwrap();
+    store.create_group(&g, &member("alice", Role::Owner), Batch::new()).await.unwrap();
     let inv = InviteRecord {
         code: "c0de".into(),
         group: g.id,
@@ -56,31 +93,55 @@ async fn invite_with_one_use_admits_one_user() {
         uses: 0,
         revoked: false,
     };
-    store.put_invite(&inv).await.unwrap();
+    let mut b = Batch::new();
+    b.put_invite(&inv);
+    store.commit(b).await.unwrap();
     assert!(matches!(
-        store.redeem_invite("c0de", &member("bob", Role::Member), 200).await,
+        store.redeem_invite("c0de", &member("bob", Role::Member), 200, Batch::new()).await,
         Err(StoreError::InviteGone)
     ));
-    store.redeem_invite("c0de", &member("bob", Role::Member), 50).await.unwrap();
+    let mut recs = Batch::new();
+    recs.put_record(&RecordKey::Member(g.id, user("bob")), b"signed");
+    store.redeem_invite("c0de", &member("bob", Role::Member), 50, recs).await.unwrap();
     assert!(matches!(
-        store.redeem_invite("c0de", &member("carol", Role::Member), 50).await,
+        store.redeem_invite("c0de", &member("carol", Role::Member), 50, Batch::new()).await,
         Err(StoreError::InviteGone)
     ));
     assert_eq!(store.invite("c0de").unwrap().unwrap().uses, 1);
     assert!(store.member(&g.id, &user("carol")).unwrap().is_none());
+    assert!(store.record(&RecordKey::Member(g.id, user("bob"))).unwrap().is_some(), "the signed record came with it");
 }
 
 #[tokio::test]
-async fn reopening_keeps_data_and_checks_schema() {
+async fn expired_sessions_are_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let s = |exp| SessionRecord { user: UserName::new("alice").unwrap(), created_at: 1, expires_at: exp };
+    store.put_session("old", &s(100)).await.unwrap();
+    store.put_session("live", &s(10_000)).await.unwrap();
+    assert_eq!(store.purge_sessions(500).await.unwrap(), 1);
+    assert!(store.session("old").unwrap().is_none());
+    assert!(store.session("live").unwrap().is_some());
+    assert_eq!(store.purge_sessions(500).await.unwrap(), 0);
+    assert_eq!(store.session_count(), 1);
+}
+
+#[tokio::test]
+async fn reopening_keeps_data_checks_the_schema_and_upgrades_version_one() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open(dir.path()).unwrap();
         let u = UserRecord { name: UserName::new("alice").unwrap(), password_hash: "h".into(), disabled: false, created_at: 1 };
         store.create_user(&u).await.unwrap();
         assert!(matches!(store.create_user(&u).await, Err(StoreError::Conflict)));
+        // Make it look like a version 1 data dir, with its unpruned seq tree.
+        store.db.open_tree("seqs").unwrap().insert("some/subject", &7u64.to_be_bytes()).unwrap();
+        store.db.open_tree("meta").unwrap().insert("schema_version", &1u32.to_be_bytes()).unwrap();
+        store.flush().await.unwrap();
     }
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.users().unwrap().len(), 1);
+    assert!(!store.db.tree_names().iter().any(|n| n.as_ref() == b"seqs"), "the old seq tree is gone");
     store.db.open_tree("meta").unwrap().insert("schema_version", &99u32.to_be_bytes()).unwrap();
     drop(store);
     assert!(matches!(Store::open(dir.path()), Err(StoreError::Schema { found: 99 })));

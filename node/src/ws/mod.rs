@@ -16,13 +16,16 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 use voicechat_protocol::ids::{GroupId, RoomId, SessionId, UserId};
 
+use voicechat_protocol::records::SignalType;
+
+use crate::core::{Core, CoreError};
+use crate::federation::machine::RelayError;
 use crate::http::{AppError, Auth};
 use crate::hub::{Outbound, encode};
-use crate::rooms::Participant;
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::time::random_16;
-use messages::{ClientMsg, MAX_MESSAGE, Refusal};
+use messages::{ClientMsg, MAX_MESSAGE, Refusal, SignalKind};
 
 /// Messages a browser may send per second, sustained; bursts up to [`BURST`].
 const RATE: u32 = 50;
@@ -89,7 +92,7 @@ where
     R: Stream<Item = Result<String, E>> + Unpin,
 {
     let session = SessionId::from_bytes(random_16());
-    let mut queue = state.hub.register(&user, session);
+    let mut queue = state.core.hub().register(&user, session);
     let limiter: DefaultDirectRateLimiter = RateLimiter::direct(
         Quota::per_second(RATE.try_into().expect("non-zero")).allow_burst(BURST.try_into().expect("non-zero")),
     );
@@ -110,7 +113,7 @@ where
                     let reply = if limiter.check().is_err() {
                         Some(refusal("rate_limited", "slow down".into(), None))
                     } else {
-                        handle(&state, &user, session, &text)
+                        handle(&state, &user, session, &text).await
                     };
                     if let Some(reply) = reply {
                         ok = sink.send(reply.to_string()).await.is_ok();
@@ -121,10 +124,9 @@ where
             },
         }
     }
-    state.hub.unregister(&user, &session);
-    if let Err(e) = state.leave_room(&session) {
-        tracing::warn!(%e, "could not announce a closed socket leaving");
-    }
+    state.core.hub().unregister(&user, &session);
+    let (_, fx) = state.core.leave(&user, session);
+    state.commit(fx).await;
 }
 
 fn refusal(code: &str, message: String, in_reply_to: Option<String>) -> Outbound {
@@ -133,7 +135,7 @@ fn refusal(code: &str, message: String, in_reply_to: Option<String>) -> Outbound
 
 /// Acts on one message; returns the direct reply, if any. Events for others are queued
 /// inside.
-fn handle(state: &AppState, user: &UserId, session: SessionId, text: &str) -> Option<Outbound> {
+async fn handle(state: &AppState, user: &UserId, session: SessionId, text: &str) -> Option<Outbound> {
     let msg = match messages::parse(text) {
         Ok(m) => m,
         Err(Refusal { code, message, in_reply_to }) => return Some(refusal(code, message, in_reply_to)),
@@ -141,39 +143,41 @@ fn handle(state: &AppState, user: &UserId, session: SessionId, text: &str) -> Op
     let ty = msg.type_name();
     let result = match msg {
         ClientMsg::Ping => return Some(encode(&json!({"type": "pong"}))),
-        ClientMsg::Join { group, room, muted } => join(state, user, session, group, room, muted),
-        ClientMsg::Leave => state
-            .leave_room(&session)
-            .map(|left| left.map(|(g, r)| encode(&json!({"type": "left", "group": g, "room": r}))))
-            .map_err(WsError::from),
-        ClientMsg::Mute { muted } => {
-            let changed = {
-                let mut rooms = state.rooms.lock().expect("rooms lock");
-                rooms.set_muted(&session, muted).and_then(|_| rooms.find(&session))
-            };
-            match changed {
-                Some((room, p)) => {
-                    state.announce_presence(&p, room, true);
-                    state.notify_participants(&room).map(|_| None).map_err(WsError::from)
-                }
-                None => Ok(None),
+        ClientMsg::Join { group, room, muted } => match state.core.join(user, session, group, room, muted) {
+            Ok(fx) => {
+                state.commit(fx).await;
+                Ok(Some(encode(&json!({"type": "joined", "group": group, "room": room, "session": session}))))
             }
+            Err(CoreError::Store(e)) => Err(WsError::from(e)),
+            Err(_) => Err(WsError("not_found", "no such room".to_owned())),
+        },
+        ClientMsg::Leave => {
+            let (left, fx) = state.core.leave(user, session);
+            state.commit(fx).await;
+            Ok(left.map(|(g, r)| encode(&json!({"type": "left", "group": g, "room": r}))))
+        }
+        ClientMsg::Mute { muted } => {
+            let fx = state.core.mute(user, session, muted);
+            state.commit(fx).await;
+            Ok(None)
         }
         ClientMsg::Signal { to, to_session, kind, data } => {
-            let seat = state.rooms.lock().expect("rooms lock").seat(&session);
-            let Some((group, room)) = seat else {
+            let Some(room) = state.core.seat(user, session) else {
                 return Some(refusal("not_in_room", "join a room before signaling".into(), Some(ty.into())));
             };
-            let together = state.rooms.lock().expect("rooms lock").is_in(&(group, room), &to, &to_session);
+            let together = state.core.is_in(&room, &to, &to_session);
             if together && to.node != state.settings.node_name {
-                relay(state, user, session, to, to_session, (group, room), kind, data);
+                relay(state, user, session, to, to_session, room, kind, data);
                 return None;
             }
-            let msg = encode(&json!({
-                "type": "signal", "from": user, "from_session": session,
-                "group": group, "room": room, "kind": kind, "data": data,
-            }));
-            if together && state.hub.send_session(&to, &to_session, &msg) {
+            let kind_name = match kind {
+                SignalKind::Offer => "offer",
+                SignalKind::Answer => "answer",
+                SignalKind::Candidate => "candidate",
+                SignalKind::Bye => "bye",
+            };
+            let msg = Core::signal_message(user, &session, &room, kind_name, &data);
+            if together && state.core.deliver_signal(&to, &to_session, &msg) {
                 Ok(None)
             } else {
                 Err(WsError("not_in_room", format!("{to} is not in your room")))
@@ -196,29 +200,6 @@ impl From<StoreError> for WsError {
     }
 }
 
-fn join(
-    state: &AppState,
-    user: &UserId,
-    session: SessionId,
-    group: GroupId,
-    room: RoomId,
-    muted: bool,
-) -> Result<Option<Outbound>, WsError> {
-    if state.store.member(&group, user)?.is_none() || state.store.room(&group, &room)?.is_none() {
-        return Err(WsError("not_found", "no such room".to_owned()));
-    }
-    let p = Participant { user: user.clone(), session, muted };
-    let changed = state.rooms.lock().expect("rooms lock").join(p.clone(), (group, room));
-    if let [old, _] = changed[..] {
-        state.announce_presence(&p, old, false);
-    }
-    state.announce_presence(&p, (group, room), true);
-    for r in &changed {
-        state.notify_participants(r)?;
-    }
-    Ok(Some(encode(&json!({"type": "joined", "group": group, "room": room, "session": session}))))
-}
-
 /// Sends a signal to a user of another node from a task of its own; a refusal comes back
 /// to the sender's socket as an `error`.
 #[allow(clippy::too_many_arguments)]
@@ -229,16 +210,26 @@ fn relay(
     to: UserId,
     to_session: SessionId,
     room: (GroupId, RoomId),
-    kind: messages::SignalKind,
+    kind: SignalKind,
     data: serde_json::Value,
 ) {
     let (state, from) = (state.clone(), from.clone());
     tokio::spawn(async move {
         let text = data.to_string();
-        if let Err(e) = state.relay_signal(&from, from_session, &to, to_session, room, kind, text).await {
+        let kind = match kind {
+            SignalKind::Offer => SignalType::Offer,
+            SignalKind::Answer => SignalType::Answer,
+            SignalKind::Candidate => SignalType::Candidate,
+            SignalKind::Bye => SignalType::Bye,
+        };
+        let result = match state.fed() {
+            Some(fed) => fed.relay_signal(&from, from_session, &to, to_session, room, kind, text).await,
+            None => Err(RelayError::Unreachable(to.node.clone())),
+        };
+        if let Err(e) = result {
             tracing::debug!(%e, "signal relay failed");
             let msg = refusal("not_in_room", format!("{to} could not be reached: {e}"), Some("signal".into()));
-            state.hub.send_session(&from, &from_session, &msg);
+            state.core.hub().send_session(&from, &from_session, &msg);
         }
     });
 }

@@ -6,7 +6,10 @@ use futures_channel::mpsc;
 use serde_json::Value;
 use voicechat_protocol::ids::NodeName;
 
+use std::sync::Arc;
+
 use super::run;
+use crate::core::{Core, Signer};
 use crate::state::{AppState, Settings};
 use crate::store::Store;
 
@@ -18,7 +21,9 @@ struct Harness {
 
 fn state(dir: &std::path::Path) -> AppState {
     let store = Store::open(dir).unwrap();
-    AppState::new(store, Settings::new(NodeName::new("alpha").unwrap(), "http://localhost:3001"))
+    let me = NodeName::new("alpha").unwrap();
+    let core = Arc::new(Core::new(store, me.clone(), Signer::new([1; 32]), None));
+    AppState::new(core, Settings::new(me, "http://localhost:3001"), None)
 }
 
 fn connect(state: &AppState, user: &str) -> Harness {
@@ -51,7 +56,7 @@ async fn hello_then_replies_and_refusals_keep_the_socket() {
     let hello = ws.recv().await;
     assert_eq!(hello["type"], "hello");
     assert_eq!(hello["user"], "alice@alpha");
-    assert_eq!(state.hub.sockets(), 1);
+    assert_eq!(state.core.hub().sockets(), 1);
 
     ws.send("{not json").await;
     assert_eq!(ws.recv().await["code"], "bad_message");
@@ -70,7 +75,7 @@ async fn hello_then_replies_and_refusals_keep_the_socket() {
     // The browser goes away: the task ends and the hub forgets the socket.
     drop(ws.to_node);
     ws.task.await.unwrap();
-    assert_eq!(state.hub.sockets(), 0);
+    assert_eq!(state.core.hub().sockets(), 0);
 }
 
 #[tokio::test]
@@ -81,5 +86,5 @@ async fn shutdown_closes_open_sockets() {
     assert_eq!(ws.recv().await["type"], "hello");
     state.shutdown();
     tokio::time::timeout(std::time::Duration::from_secs(5), ws.task).await.expect("ends").unwrap();
-    assert_eq!(state.hub.sockets(), 0);
+    assert_eq!(state.core.hub().sockets(), 0);
 }

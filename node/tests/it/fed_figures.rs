@@ -30,7 +30,7 @@ async fn federation_latency_figures() {
     let (alpha, beta) = fed_pair().await;
     let mut alice = registered_on(&alpha, "alice").await;
     let bob = registered_on(&alpha, "bob").await;
-    let carol = registered_on(&beta, "carol").await;
+    let mut carol = registered_on(&beta, "carol").await;
     let gid = create_group(&mut alice, "Figures").await;
     let rid = create_room(&mut alice, &gid, "Bench").await;
     add_member(&mut alice, &gid, "bob").await;
@@ -38,6 +38,7 @@ async fn federation_latency_figures() {
     let mut bws = Ws::connect(&bob).await;
     let mut cws = Ws::connect(&carol).await;
     add_member(&mut alice, &gid, "carol@beta").await;
+    accept_invitation(&mut carol, &gid).await;
     cws.next_matching_within("group event", FED_WAIT, group_event(&gid, |g| room_ids(g).contains(&rid))).await;
     let (a, b, c) = (aws.session.clone(), bws.session.clone(), cws.session.clone());
     for ws in [&mut aws, &mut bws, &mut cws] {

@@ -29,10 +29,11 @@ async fn peers_gauge_and_record_counters() {
     let before = metrics_text(&beta).await;
     let accepted = |t: &str, kind: &str| fed_records(t, &[("kind", kind), ("verdict", "accepted")]);
     let mut alice = registered_on(&alpha, "alice").await;
-    let carol = registered_on(&beta, "carol").await;
+    let mut carol = registered_on(&beta, "carol").await;
     let gid = create_group(&mut alice, "Counted").await;
     let mut cws = Ws::connect(&carol).await;
     add_member(&mut alice, &gid, "carol@beta").await;
+    accept_invitation(&mut carol, &gid).await;
     cws.next_matching_within("group event", FED_WAIT, group_event(&gid, |_: &Value| true)).await;
     let m0 = accepted(&before, "membership");
     wait_metrics(&beta, "an accepted membership", |t| accepted(t, "membership") > m0).await;

@@ -20,6 +20,8 @@ async fn join_mute_and_leave_reach_every_node() {
     let mut dws = Ws::connect(&dave).await;
     add_member(&mut alice, &gid, "carol@beta").await;
     add_member(&mut alice, &gid, "dave@gamma").await;
+    accept_invitation(&mut carol, &gid).await;
+    accept_invitation(&mut dave, &gid).await;
     let all_three = |g: &Value| member_users(g).len() == 3;
     cws.next_matching_within("group with all three members", FED_WAIT, group_event(&gid, all_three)).await;
     dws.next_matching_within("group with all three members", FED_WAIT, group_event(&gid, all_three)).await;

@@ -15,12 +15,13 @@ const TTL_WAIT: Duration = Duration::from_secs(45);
 async fn a_dead_nodes_sessions_expire_everywhere() {
     let (alpha, mut beta) = fed_pair().await;
     let mut alice = registered_on(&alpha, "alice").await;
-    let carol = registered_on(&beta, "carol").await;
+    let mut carol = registered_on(&beta, "carol").await;
     let gid = create_group(&mut alice, "Fragile").await;
     let rid = create_room(&mut alice, &gid, "Call").await;
     let mut aws = Ws::connect(&alice).await;
     let mut cws = Ws::connect(&carol).await;
     add_member(&mut alice, &gid, "carol@beta").await;
+    accept_invitation(&mut carol, &gid).await;
     cws.next_matching_within("group event", FED_WAIT, group_event(&gid, |g| room_ids(g).contains(&rid))).await;
 
     aws.send(json!({"type": "join", "group": gid, "room": rid})).await;

@@ -38,6 +38,14 @@ async fn remote_member_sees_the_group_live_and_the_home_keeps_control() {
     let has_carol = |g: &Value| member_users(g).contains(&"carol@beta".to_owned());
     aws.next_matching("group event listing carol@beta", group_event(&gid, has_carol)).await;
 
+    // carol's node shows an invitation, not the group; she accepts it.
+    let inv = cws.next_matching_within("an invitation", FED_WAIT, |m| m["type"] == "invitations").await;
+    assert_eq!(pick_all(&inv["invitations"], &["group", "name", "home", "role"]), json!([{"group": gid, "name": "Across", "home": "alpha", "role": "member"}]), "{inv}");
+    carol.get("/api/groups").await.expect(200);
+    assert_eq!(carol.get("/api/groups").await.body, json!([]), "nothing of it shows before she accepts");
+    carol.get(&g).await.expect_err(404, "not_found");
+    accept_invitation(&mut carol, &gid).await;
+
     // carol's socket on beta hears of the group, with its members and rooms.
     let ev = cws.next_matching_within("group event for alice's group", FED_WAIT, group_event(&gid, has_carol)).await;
     let gd = &ev["group"];
@@ -130,5 +138,16 @@ async fn remote_member_sees_the_group_live_and_the_home_keeps_control() {
     carol.get(&g).await.expect_err(404, "not_found");
     assert_eq!(carol.get("/api/groups").await.body, json!([]), "beta still lists the group");
     aws.next_matching("group event without carol", group_event(&gid, |g| !has_carol(g))).await;
+    assert_eq!(member_users(&alice.get(&g).await.body), ["alice@alpha"]);
+
+    // Invited again, carol accepts, then leaves from her own node: alpha removes her.
+    aws.barrier().await;
+    aws.clear();
+    add_member(&mut alice, &gid, "carol@beta").await;
+    accept_invitation(&mut carol, &gid).await;
+    aws.next_matching_within("carol is back", FED_WAIT, group_event(&gid, has_carol)).await;
+    carol.delete(&format!("{g}/members/carol@beta")).await.expect(204);
+    assert_eq!(carol.get("/api/groups").await.body, json!([]), "gone from her list at once");
+    aws.next_matching_within("alpha removes carol after she left", FED_WAIT, group_event(&gid, |g| !has_carol(g))).await;
     assert_eq!(member_users(&alice.get(&g).await.body), ["alice@alpha"]);
 }

@@ -11,8 +11,8 @@ use crate::harness::*;
 async fn signals_cross_nodes_both_ways_and_only_into_the_room() {
     let (alpha, beta) = fed_pair().await;
     let mut alice = registered_on(&alpha, "alice").await;
-    let carol = registered_on(&beta, "carol").await;
-    let dave = registered_on(&beta, "dave").await;
+    let mut carol = registered_on(&beta, "carol").await;
+    let mut dave = registered_on(&beta, "dave").await;
     let gid = create_group(&mut alice, "Signals").await;
     let rid = create_room(&mut alice, &gid, "Call").await;
     let mut aws = Ws::connect(&alice).await;
@@ -20,6 +20,8 @@ async fn signals_cross_nodes_both_ways_and_only_into_the_room() {
     let mut dws = Ws::connect(&dave).await;
     add_member(&mut alice, &gid, "carol@beta").await;
     add_member(&mut alice, &gid, "dave@beta").await;
+    accept_invitation(&mut carol, &gid).await;
+    accept_invitation(&mut dave, &gid).await;
     cws.next_matching_within("group event", FED_WAIT, group_event(&gid, |g| member_users(g).len() == 3)).await;
     dws.next_matching_within("group event", FED_WAIT, group_event(&gid, |g| member_users(g).len() == 3)).await;
 

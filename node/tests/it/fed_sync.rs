@@ -8,9 +8,9 @@ use crate::harness::*;
 
 #[tokio::test]
 async fn a_restarted_node_syncs_what_it_missed() {
-    let alpha = Node::start_peered("alpha", &[]);
-    let mut gamma = Node::start_peered("gamma", &[&alpha]);
-    wait_federated(&[&alpha, &gamma]).await;
+    let mut nodes = fed_net(&["alpha", "gamma"], &[]).await;
+    let mut gamma = nodes.pop().unwrap();
+    let alpha = nodes.pop().unwrap();
     let peer_id = gamma.peer_id();
     let mut alice = registered_on(&alpha, "alice").await;
     let _bob = registered_on(&alpha, "bob").await;
@@ -19,6 +19,7 @@ async fn a_restarted_node_syncs_what_it_missed() {
     let gid = create_group(&mut alice, "Before").await;
     let first = create_room(&mut alice, &gid, "First").await;
     add_member(&mut alice, &gid, "dave@gamma").await;
+    accept_invitation(&mut dave, &gid).await;
     let g = format!("/api/groups/{gid}");
     poll_get(&mut dave, &g, "dave sees the group", |r| r.status == 200 && room_ids(&r.body) == [first.clone()]).await;
 
@@ -52,7 +53,8 @@ async fn a_restarted_node_syncs_what_it_missed() {
     let room = r.body["rooms"].as_array().unwrap().iter().find(|r| r["id"] == missed.as_str()).unwrap().clone();
     assert_eq!(room["name"], "Missed", "{r:?}");
 
-    // erin, added while her node was down, has the group too.
+    // erin, added while her node was down, has an invitation; once accepted, the group.
+    accept_invitation(&mut erin, &gid).await;
     let r = poll_get(&mut erin, "/api/groups", "erin's list has the group", |r| {
         r.body.as_array().is_some_and(|a| a.iter().any(|g| g["id"] == gid.as_str()))
     })

@@ -103,6 +103,19 @@ impl Node {
             Some(p) => DataDir::Borrowed(p.to_owned()),
             None => DataDir::Owned(tempfile::tempdir().expect("temp dir")),
         };
+        Self::start_in(data, name, peers, extra)
+    }
+
+    /// A federated node from a [`Planned`] data dir (its key made in advance), dialing
+    /// `peers` and pinning (by id) every node in `pins`.
+    pub fn start_planned(p: Planned, peers: &[&Node], pins: &[&str], extra: &[&str]) -> Node {
+        let mut args: Vec<String> = pins.iter().flat_map(|id| ["--peer".to_owned(), format!("/p2p/{id}")]).collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::start_in(DataDir::Owned(p.dir), &p.name, peers, &args)
+    }
+
+    fn start_in(data: DataDir, name: &str, peers: &[&Node], extra: &[&str]) -> Node {
         let mut args = Vec::new();
         for p in peers {
             assert!(!p.p2p.is_empty(), "peer {} has no p2p address (not federated?)", p.name);
@@ -110,6 +123,12 @@ impl Node {
             args.push(p.p2p.clone());
         }
         args.extend(extra.iter().map(|s| s.to_string()));
+        // An explicit `--listen ADDR` among the arguments replaces the default port 0.
+        let mut listen = "127.0.0.1:0".to_owned();
+        if let Some(i) = args.iter().position(|a| a == "--listen") {
+            listen = args.remove(i + 1);
+            args.remove(i);
+        }
         let mut node = Node {
             url: String::new(),
             child: None,
@@ -118,7 +137,7 @@ impl Node {
             env: vec![("RUST_LOG".into(), "warn,voicechat_node::federation=info".into())],
             stderr: Arc::default(),
             name: name.to_owned(),
-            listen: "127.0.0.1:0".into(),
+            listen,
             p2p_listen: "/ip4/127.0.0.1/tcp/0".into(),
             federated: true,
             p2p: String::new(),
@@ -153,6 +172,11 @@ impl Node {
     pub fn key_seed(&self) -> [u8; 32] {
         let b = std::fs::read(self.data_dir().join("node.key")).expect("read node.key");
         b.as_slice().try_into().expect("node.key is 32 bytes")
+    }
+
+    /// The process id (the node must be running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("node is running").id()
     }
 
     /// Whether the process is running.
@@ -789,22 +813,70 @@ pub async fn registered_on(node: &Node, name: &str) -> Client {
     c
 }
 
-/// Two federated nodes: `alpha`, then `beta --peer alpha`; returns once each has the
-/// other as a connected peer and has accepted the other's NodeCard.
-pub async fn fed_pair() -> (Node, Node) {
-    let alpha = Node::start_peered("alpha", &[]);
-    let beta = Node::start_peered("beta", &[&alpha]);
-    wait_federated(&[&alpha, &beta]).await;
-    (alpha, beta)
+/// A data dir with a node key made in advance, so other nodes can pin the node's PeerId
+/// before it starts (as operators exchange `voicechat id` output).
+pub struct Planned {
+    dir: tempfile::TempDir,
+    name: String,
+    /// The PeerId the node will have.
+    pub peer_id: String,
 }
 
-/// `alpha`, `beta --peer alpha`, `gamma --peer alpha --peer beta`, all connected.
+impl Planned {
+    /// The data dir, as a string for command lines.
+    pub fn dir_path(&self) -> &str {
+        self.dir.path().to_str().expect("utf-8 temp dir")
+    }
+}
+
+/// Plans a node called `name`: a temp data dir holding a fresh node key.
+pub fn plan(name: &str) -> Planned {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).expect("random");
+    write_key(dir.path(), &seed);
+    let peer_id = voicechat_node::core::Signer::new(seed).node_key().peer_id();
+    Planned { dir, name: name.to_owned(), peer_id }
+}
+
+/// Writes a node key file (0600) as `voicechat` does.
+pub fn write_key(dir: &Path, seed: &[u8; 32]) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(dir.join("node.key")).expect("node.key");
+    std::io::Write::write_all(&mut f, seed).expect("write node.key");
+}
+
+/// Nodes that pin each other (closed federation, the default): each dials the ones started
+/// before it and pins the ones after it by id. Returns once every node has every other as
+/// a connected peer and has bound its card.
+pub async fn fed_net(names: &[&str], extra: &[&str]) -> Vec<Node> {
+    let mut plans: Vec<Planned> = names.iter().map(|n| plan(n)).collect();
+    let ids: Vec<String> = plans.iter().map(|p| p.peer_id.clone()).collect();
+    let mut nodes: Vec<Node> = Vec::new();
+    for (i, p) in plans.drain(..).enumerate() {
+        let later: Vec<&str> = ids[i + 1..].iter().map(String::as_str).collect();
+        let earlier: Vec<&Node> = nodes.iter().collect();
+        let node = Node::start_planned(p, &earlier, &later, extra);
+        nodes.push(node);
+    }
+    let refs: Vec<&Node> = nodes.iter().collect();
+    wait_federated(&refs).await;
+    nodes
+}
+
+/// Two federated nodes that pinned each other: `alpha`, then `beta --peer alpha`.
+pub async fn fed_pair() -> (Node, Node) {
+    let mut v = fed_net(&["alpha", "beta"], &[]).await;
+    let beta = v.pop().unwrap();
+    (v.pop().unwrap(), beta)
+}
+
+/// `alpha`, `beta`, `gamma`, all pinned to each other and connected.
 pub async fn fed_trio() -> (Node, Node, Node) {
-    let alpha = Node::start_peered("alpha", &[]);
-    let beta = Node::start_peered("beta", &[&alpha]);
-    let gamma = Node::start_peered("gamma", &[&alpha, &beta]);
-    wait_federated(&[&alpha, &beta, &gamma]).await;
-    (alpha, beta, gamma)
+    let mut v = fed_net(&["alpha", "beta", "gamma"], &[]).await;
+    let gamma = v.pop().unwrap();
+    let beta = v.pop().unwrap();
+    (v.pop().unwrap(), beta, gamma)
 }
 
 /// `GET /metrics` (plain text).
@@ -888,6 +960,17 @@ pub async fn wait_federated(nodes: &[&Node]) {
         })
         .await;
     }
+}
+
+/// Waits until `c`'s user has an invitation to `gid` and accepts it; the group then shows.
+pub async fn accept_invitation(c: &mut Client, gid: &str) -> Resp {
+    poll_get(c, "/api/invitations", "the invitation", |r| {
+        r.body.as_array().is_some_and(|a| a.iter().any(|i| i["group"] == gid))
+    })
+    .await;
+    let r = c.post_empty(&format!("/api/invitations/{gid}/accept")).await;
+    r.expect(200);
+    r
 }
 
 /// Polls `GET path` with `c` until `check` holds on the answer (deadline [`FED_WAIT`]).

@@ -1,6 +1,6 @@
-//! The one task that owns the swarm: it takes commands and verdicts from [`Net`] handles,
-//! turns swarm events into [`NetEvent`]s on a bounded channel, and keeps the configured
-//! peers connected. Nothing here awaits anything but the next input.
+//! The one task that owns the swarm: it takes commands from [`Net`] handles, turns swarm
+//! events into [`NetEvent`]s on a bounded channel, and keeps the configured peers
+//! connected. Nothing here awaits anything but the next input.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -8,25 +8,22 @@ use std::time::Duration;
 use libp2p::core::transport::ListenerId;
 use libp2p::futures::StreamExt;
 use libp2p::futures::stream::FuturesUnordered;
-use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, PublishError};
 use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, identify, identity, kad, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, Swarm, identity, noise, tcp, yamux};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::behaviour::{self, Behaviour, BehaviourEvent};
+use super::behaviour::{Behaviour, BehaviourEvent};
 use super::redial::{Redial, jitter};
 use super::requests::{Pending, Reply};
-use super::{Command, NetError, NetEvent, Proto, Report, Verdict, quic_twin};
+use super::{Command, NetConfig, NetError, NetEvent, Proto, quic_twin};
 
 /// Idle connections close after this; configured peers are redialled anyway.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often due redials are checked.
 const REDIAL_TICK: Duration = Duration::from_millis(250);
-/// How often kad refreshes its routing table.
-const KAD_BOOTSTRAP: Duration = Duration::from_secs(300);
 /// How long `start` waits for listeners to bind.
 const LISTEN_WAIT: Duration = Duration::from_secs(5);
 /// Distinct (peer, reason) pairs remembered for once-only logging.
@@ -36,29 +33,26 @@ const LOG_ONCE_CAP: usize = 4096;
 pub(super) struct EventLoop {
     pub(super) swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
-    reports: mpsc::Receiver<Report>,
     events: mpsc::Sender<NetEvent>,
     pub(super) redial: HashMap<PeerId, Redial>,
     pub(super) outbound: HashMap<(Proto, OutboundRequestId), Pending>,
     pub(super) replies: FuturesUnordered<Reply>,
     logged: HashSet<(PeerId, &'static str)>,
-    bootstrapped: bool,
 }
 
 /// Builds the swarm, binds the listeners, dials the peers and spawns the loop.
 pub(crate) async fn spawn(
-    seed: [u8; 32],
-    listen: &[Multiaddr],
+    cfg: &NetConfig,
     peers: Vec<(PeerId, Multiaddr)>,
     commands: mpsc::Receiver<Command>,
-    reports: mpsc::Receiver<Report>,
     events: mpsc::Sender<NetEvent>,
 ) -> Result<PeerId, NetError> {
-    let mut seed = seed;
+    let mut seed = cfg.seed;
     let key = identity::Keypair::ed25519_from_bytes(&mut seed)
         .map_err(|e| NetError::Transport(e.to_string()))?;
     let local = key.public().to_peer_id();
-    let behaviour = Behaviour::new(&key)?;
+    let behaviour = Behaviour::new(&key, cfg);
+    let listen = &cfg.listen;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(
@@ -89,13 +83,11 @@ pub(crate) async fn spawn(
     let mut event_loop = EventLoop {
         swarm,
         commands,
-        reports,
         events,
         redial: HashMap::new(),
         outbound: HashMap::new(),
         replies: FuturesUnordered::new(),
         logged: HashSet::new(),
-        bootstrapped: false,
     };
     event_loop.wait_listening(pending).await?;
     for (peer, addr) in peers {
@@ -146,7 +138,6 @@ impl EventLoop {
     async fn run(mut self) {
         let mut tick = tokio::time::interval(REDIAL_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut bootstrap = tokio::time::interval(KAD_BOOTSTRAP);
         let shutdown_ack = loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
@@ -155,14 +146,10 @@ impl EventLoop {
                     Some(command) => self.on_command(command),
                     None => break None,
                 },
-                Some(report) = self.reports.recv() => self.on_report(report),
                 Some((proto, channel, reply)) = self.replies.next(), if !self.replies.is_empty() => {
                     self.on_reply(proto, channel, reply);
                 }
                 _ = tick.tick() => self.redial_due(),
-                _ = bootstrap.tick() => {
-                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
-                }
             }
         };
         info!(peer = %self.swarm.local_peer_id(), "network stopped");
@@ -184,15 +171,6 @@ impl EventLoop {
             return;
         };
         match err.into_inner() {
-            NetEvent::Gossip { id, source, .. } => {
-                self.swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(&id, &source, MessageAcceptance::Ignore);
-                if self.log_once(source, "event queue full") {
-                    warn!(peer = %source, "event queue full, gossip ignored");
-                }
-            }
             // Dropping `reply` drops the response channel: the stream closes.
             NetEvent::Request { peer, .. } => {
                 if self.log_once(peer, "event queue full") {
@@ -209,51 +187,6 @@ impl EventLoop {
         match command {
             Command::ListenAddrs(tx) => {
                 let _ = tx.send(self.swarm.listeners().cloned().collect());
-            }
-            Command::Subscribe(topic, tx) => {
-                let topic = IdentTopic::new(topic);
-                let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
-                let result = gossipsub
-                    .set_topic_params(topic.clone(), behaviour::topic_params())
-                    .map_err(|e| NetError::Subscription(e.to_owned()))
-                    .and_then(|()| {
-                        gossipsub
-                            .subscribe(&topic)
-                            .map(|_| ())
-                            .map_err(|e| NetError::Subscription(e.to_string()))
-                    });
-                debug!(%topic, "subscribed");
-                let _ = tx.send(result);
-            }
-            Command::Unsubscribe(topic, tx) => {
-                let topic = IdentTopic::new(topic);
-                self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic);
-                debug!(%topic, "unsubscribed");
-                let _ = tx.send(Ok(()));
-            }
-            Command::Publish(topic, data, tx) => {
-                let topic = IdentTopic::new(topic);
-                let result = match self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .publish(topic.clone(), data)
-                {
-                    Ok(id) => {
-                        debug!(%topic, message = %id, "published");
-                        Ok(())
-                    }
-                    Err(PublishError::NoPeersSubscribedToTopic) => {
-                        debug!(%topic, "published to no peer");
-                        Ok(())
-                    }
-                    Err(PublishError::Duplicate) => {
-                        debug!(%topic, "already published");
-                        Ok(())
-                    }
-                    Err(e) => Err(NetError::Publish(e.to_string())),
-                };
-                let _ = tx.send(result);
             }
             Command::Request(peer, proto, data, tx) => {
                 let id = self
@@ -275,33 +208,17 @@ impl EventLoop {
             Command::Connected(tx) => {
                 let _ = tx.send(self.swarm.connected_peers().copied().collect());
             }
-            Command::PeerScore(peer, tx) => {
-                let _ = tx.send(self.swarm.behaviour().gossipsub.peer_score(&peer));
+            Command::Disconnect(peer, tx) => {
+                let _ = self.swarm.disconnect_peer_id(peer);
+                let _ = tx.send(());
+            }
+            Command::Block(peer, tx) => {
+                self.redial.remove(&peer);
+                self.swarm.behaviour_mut().blocked.block_peer(peer);
+                let _ = tx.send(());
             }
             Command::Shutdown(_) => unreachable!("handled by the loop"),
         }
-    }
-
-    fn on_report(&mut self, report: Report) {
-        let Report {
-            id,
-            source,
-            verdict,
-        } = report;
-        let acceptance = match verdict {
-            Verdict::Accept => MessageAcceptance::Accept,
-            Verdict::Reject => {
-                if self.log_once(source, "rejected gossip") {
-                    info!(peer = %source, "rejected gossip");
-                }
-                MessageAcceptance::Reject
-            }
-            Verdict::Ignore => MessageAcceptance::Ignore,
-        };
-        self.swarm
-            .behaviour_mut()
-            .gossipsub
-            .report_message_validation_result(&id, &source, acceptance);
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -320,9 +237,6 @@ impl EventLoop {
                 if num_established.get() == 1 {
                     debug!(peer = %peer_id, address = %endpoint.get_remote_address(), "connected");
                     self.emit(NetEvent::Connected { peer: peer_id });
-                    if !self.bootstrapped {
-                        self.bootstrapped = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
-                    }
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -371,51 +285,10 @@ impl EventLoop {
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
-            BehaviourEvent::Gossipsub(event) => self.on_gossip(event),
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
-                if info.protocols.contains(&kad::PROTOCOL_NAME) =>
-            {
-                let kad = &mut self.swarm.behaviour_mut().kad;
-                for addr in info.listen_addrs {
-                    kad.add_address(&peer_id, addr);
-                }
-            }
-            BehaviourEvent::Identify(identify::Event::Error { peer_id, error, .. }) => {
-                debug!(peer = %peer_id, %error, "identify failed");
-            }
             BehaviourEvent::Sync(event) => self.on_rpc(Proto::Sync, event),
             BehaviourEvent::Signal(event) => self.on_rpc(Proto::Signal, event),
             BehaviourEvent::Invite(event) => self.on_rpc(Proto::Invite, event),
             BehaviourEvent::Push(event) => self.on_rpc(Proto::Push, event),
-            _ => {}
-        }
-    }
-
-    fn on_gossip(&mut self, event: gossipsub::Event) {
-        match event {
-            gossipsub::Event::Message {
-                propagation_source,
-                message_id,
-                message,
-            } => {
-                self.emit(NetEvent::Gossip {
-                    id: message_id,
-                    source: propagation_source,
-                    topic: message.topic.into_string(),
-                    data: message.data,
-                });
-            }
-            gossipsub::Event::Subscribed { peer_id, topic } => {
-                debug!(peer = %peer_id, %topic, "peer subscribed");
-            }
-            gossipsub::Event::GossipsubNotSupported { peer_id }
-                if self.log_once(peer_id, "no gossipsub") =>
-            {
-                info!(peer = %peer_id, "peer does not support gossipsub");
-            }
-            gossipsub::Event::SlowPeer { peer_id, .. } if self.log_once(peer_id, "slow peer") => {
-                info!(peer = %peer_id, "slow gossip peer");
-            }
             _ => {}
         }
     }

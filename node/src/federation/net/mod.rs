@@ -1,7 +1,11 @@
 //! The libp2p transport of federation, with no application logic: a swarm (TCP+Noise+Yamux
-//! and QUIC; identify, ping, kad, gossipsub, four request-response protocols) driven by one
-//! task, behind a cheap [`Net`] handle. The node's federation logic sees only bytes:
-//! [`NetEvent`]s in, commands out, and a [`Verdict`] for every gossip message.
+//! and QUIC; identify, ping, four request-response protocols, connection limits, and an
+//! allow list in closed mode and a block list) driven by one task, behind a cheap [`Net`]
+//! handle. The node's federation logic sees only bytes: [`NetEvent`]s in, commands out.
+//!
+//! There is no gossipsub and no Kademlia: gossipsub announces every topic a node
+//! subscribes to (so every group id) to every connected peer, and a DHT hands the peer
+//! table to anyone who asks. Records go straight to the nodes that need them (`push`).
 
 mod behaviour;
 mod codec;
@@ -17,13 +21,12 @@ use libp2p::StreamProtocol;
 use libp2p::multiaddr::Protocol;
 use tokio::sync::{mpsc, oneshot};
 
-pub use libp2p::gossipsub::MessageId;
 pub use libp2p::{Multiaddr, PeerId};
 
-use voicechat_protocol::rpc;
+pub use crate::federation::proto::Proto;
 
-/// Capacity of the event channel to the application. When it is full, gossip is
-/// answered `Ignore` and requests by closing the stream.
+/// Capacity of the event channel to the application. When it is full, requests are
+/// answered by closing the stream.
 pub const EVENT_QUEUE: usize = 1024;
 /// How long a request waits for its response (and an inbound request for the app's reply).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,55 +42,39 @@ pub struct NetConfig {
     /// Configured peers, each ending in `/p2p/<PeerId>`: dialled at start and redialled
     /// with exponential backoff (1 s doubling to 30 s, jittered) while not connected.
     pub peers: Vec<Multiaddr>,
+    /// `Some`: only these peers may connect (closed federation). `None`: anyone not blocked.
+    pub allow: Option<Vec<PeerId>>,
+    /// Peers never connected.
+    pub block: Vec<PeerId>,
+    /// Connection limits.
+    pub limits: ConnLimits,
 }
 
-/// The request-response protocols.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Proto {
-    /// `/voicechat/sync/1`
-    Sync,
-    /// `/voicechat/signal/1`
-    Signal,
-    /// `/voicechat/invite/1`
-    Invite,
-    /// `/voicechat/push/1`
-    Push,
+/// How many connections the swarm keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Established connections in all.
+    pub total: u32,
+    /// Established connections per peer (TCP and QUIC may both be up for a while).
+    pub per_peer: u32,
+    /// Inbound connections still in their handshake.
+    pub pending_incoming: u32,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        Self { total: 256, per_peer: 4, pending_incoming: 64 }
+    }
+}
+
+impl NetConfig {
+    /// Listens on `listen`, dials `peers`, anyone may connect, default limits.
+    pub fn open(seed: [u8; 32], listen: Vec<Multiaddr>, peers: Vec<Multiaddr>) -> Self {
+        Self { seed, listen, peers, allow: None, block: Vec::new(), limits: ConnLimits::default() }
+    }
 }
 
 impl Proto {
-    /// Every protocol, in a fixed order.
-    pub const ALL: [Proto; 4] = [Proto::Sync, Proto::Signal, Proto::Invite, Proto::Push];
-
-    /// The protocol id on the wire.
-    pub fn id(self) -> &'static str {
-        match self {
-            Proto::Sync => rpc::SYNC_PROTOCOL,
-            Proto::Signal => rpc::SIGNAL_PROTOCOL,
-            Proto::Invite => rpc::INVITE_PROTOCOL,
-            Proto::Push => rpc::PUSH_PROTOCOL,
-        }
-    }
-
-    /// The largest request, in bytes.
-    pub fn max_request(self) -> usize {
-        match self {
-            Proto::Sync => rpc::MAX_SYNC_REQUEST,
-            Proto::Signal => rpc::MAX_SIGNAL_REQUEST,
-            Proto::Invite => rpc::MAX_INVITE_REQUEST,
-            Proto::Push => rpc::MAX_PUSH_REQUEST,
-        }
-    }
-
-    /// The largest response, in bytes.
-    pub fn max_response(self) -> usize {
-        match self {
-            Proto::Sync => rpc::MAX_SYNC_RESPONSE,
-            Proto::Signal => rpc::MAX_SIGNAL_RESPONSE,
-            Proto::Invite => rpc::MAX_INVITE_RESPONSE,
-            Proto::Push => rpc::MAX_PUSH_RESPONSE,
-        }
-    }
-
     fn stream_protocol(self) -> StreamProtocol {
         StreamProtocol::new(self.id())
     }
@@ -96,14 +83,6 @@ impl Proto {
 /// What the network tells the application.
 #[derive(Debug)]
 pub enum NetEvent {
-    /// A gossip message; every one needs a verdict via [`Net::report`] with `id` and
-    /// `source` (the peer that forwarded it, not necessarily its author).
-    Gossip {
-        id: MessageId,
-        source: PeerId,
-        topic: String,
-        data: Vec<u8>,
-    },
     /// A request (non-empty, under the protocol's cap). Answer by sending the response
     /// bytes (non-empty, under the cap) on `reply`; dropping it, or an empty or over-cap
     /// response, closes the stream without a response and the requester gets an error.
@@ -117,17 +96,6 @@ pub enum NetEvent {
     Connected { peer: PeerId },
     /// The last connection to `peer` closed.
     Disconnected { peer: PeerId },
-}
-
-/// The application's verdict on a gossip message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Valid: deliver and forward.
-    Accept,
-    /// Invalid: drop, and count against the forwarding peer's score.
-    Reject,
-    /// Drop without penalty (e.g. stale or not ours).
-    Ignore,
 }
 
 /// Transport failures. `Protocol` is the remote breaking the rules; the rest are local
@@ -146,10 +114,6 @@ pub enum NetError {
     TooLarge { len: usize, max: usize },
     #[error("a message must not be empty")]
     Empty,
-    #[error("subscription: {0}")]
-    Subscription(String),
-    #[error("publish: {0}")]
-    Publish(String),
     #[error("peer {0} is not connected and could not be dialled")]
     Unreachable(PeerId),
     #[error("request timed out")]
@@ -169,9 +133,6 @@ pub enum NetError {
 /// Commands from [`Net`] handles to the event loop, each with its reply.
 pub(crate) enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
-    Subscribe(String, oneshot::Sender<Result<(), NetError>>),
-    Unsubscribe(String, oneshot::Sender<Result<(), NetError>>),
-    Publish(String, Vec<u8>, oneshot::Sender<Result<(), NetError>>),
     Request(
         PeerId,
         Proto,
@@ -181,28 +142,18 @@ pub(crate) enum Command {
     AddPeer(PeerId, Multiaddr, oneshot::Sender<Result<PeerId, NetError>>),
     RemovePeer(PeerId, oneshot::Sender<()>),
     Connected(oneshot::Sender<Vec<PeerId>>),
-    PeerScore(PeerId, oneshot::Sender<Option<f64>>),
+    Disconnect(PeerId, oneshot::Sender<()>),
+    Block(PeerId, oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
-}
-
-/// A verdict on its way to gossipsub.
-pub(crate) struct Report {
-    id: MessageId,
-    source: PeerId,
-    verdict: Verdict,
 }
 
 /// Capacity of the command channel.
 const COMMAND_QUEUE: usize = 256;
-/// Capacity of the verdict channel: at most one verdict per gossip event, so twice the
-/// event queue keeps `report` from losing verdicts in practice.
-const REPORT_QUEUE: usize = 2 * EVENT_QUEUE;
 
 /// A cheap, cloneable handle on the network task.
 #[derive(Clone)]
 pub struct Net {
     commands: mpsc::Sender<Command>,
-    reports: mpsc::Sender<Report>,
     peer_id: PeerId,
 }
 
@@ -215,25 +166,9 @@ impl Net {
             peers.push(split_peer_addr(addr)?);
         }
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
-        let (reports, report_rx) = mpsc::channel(REPORT_QUEUE);
         let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
-        let peer_id = event_loop::spawn(
-            cfg.seed,
-            &cfg.listen,
-            peers,
-            command_rx,
-            report_rx,
-            event_tx,
-        )
-        .await?;
-        Ok((
-            Net {
-                commands,
-                reports,
-                peer_id,
-            },
-            events,
-        ))
+        let peer_id = event_loop::spawn(&cfg, peers, command_rx, event_tx).await?;
+        Ok((Net { commands, peer_id }, events))
     }
 
     /// This node's PeerId.
@@ -244,47 +179,6 @@ impl Net {
     /// The bound listen addresses (real ports after port 0), TCP and QUIC.
     pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
         self.call(Command::ListenAddrs).await.unwrap_or_default()
-    }
-
-    /// Subscribes to a topic (sent plain) and sets its peer-score parameters.
-    pub async fn subscribe(&self, topic: &str) -> Result<(), NetError> {
-        let topic = topic.to_owned();
-        self.call(|tx| Command::Subscribe(topic, tx)).await?
-    }
-
-    /// Leaves a topic.
-    pub async fn unsubscribe(&self, topic: &str) -> Result<(), NetError> {
-        let topic = topic.to_owned();
-        self.call(|tx| Command::Unsubscribe(topic, tx)).await?
-    }
-
-    /// Publishes one message. Having no subscribed peer yet, or having published the same
-    /// bytes recently (ids are content hashes), is not an error.
-    pub async fn publish(&self, topic: &str, data: Vec<u8>) -> Result<(), NetError> {
-        if data.len() > rpc::MAX_GOSSIP_MESSAGE {
-            return Err(NetError::TooLarge {
-                len: data.len(),
-                max: rpc::MAX_GOSSIP_MESSAGE,
-            });
-        }
-        let topic = topic.to_owned();
-        self.call(|tx| Command::Publish(topic, data, tx)).await?
-    }
-
-    /// The verdict on a [`NetEvent::Gossip`]. Never blocks; if the queue is full the
-    /// verdict is dropped and the message expires from the cache unforwarded.
-    pub fn report(&self, id: MessageId, source: PeerId, verdict: Verdict) {
-        if self
-            .reports
-            .try_send(Report {
-                id,
-                source,
-                verdict,
-            })
-            .is_err()
-        {
-            tracing::debug!(%source, "verdict dropped");
-        }
     }
 
     /// Sends a request and waits for the response (at most [`REQUEST_TIMEOUT`]). Dials
@@ -338,12 +232,14 @@ impl Net {
         self.call(Command::Connected).await.unwrap_or_default()
     }
 
-    /// The gossipsub score of a peer, if scoring knows it.
-    pub async fn peer_score(&self, peer: PeerId) -> Option<f64> {
-        self.call(|tx| Command::PeerScore(peer, tx))
-            .await
-            .ok()
-            .flatten()
+    /// Closes every connection to a peer (it may dial again, unless blocked).
+    pub async fn disconnect(&self, peer: PeerId) {
+        let _ = self.call(|tx| Command::Disconnect(peer, tx)).await;
+    }
+
+    /// Blocks a peer: its connections close and none is accepted or dialled again.
+    pub async fn block(&self, peer: PeerId) {
+        let _ = self.call(|tx| Command::Block(peer, tx)).await;
     }
 
     /// Stops the event loop and waits until the swarm (listeners, connections) is dropped.

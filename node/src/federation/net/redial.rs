@@ -87,11 +87,11 @@ impl EventLoop {
         if peer == *self.swarm.local_peer_id() {
             return Err(NetError::SelfDial(peer));
         }
+        if !self.swarm.behaviour().admits(&peer) {
+            debug!(%peer, "not dialling a peer this node does not admit");
+            return Ok(());
+        }
         self.swarm.add_peer_address(peer, addr.clone());
-        self.swarm
-            .behaviour_mut()
-            .kad
-            .add_address(&peer, addr.clone());
         let entry = self
             .redial
             .entry(peer)

@@ -1,5 +1,5 @@
-//! Two or three real nets on 127.0.0.1 (port 0) exchanging gossip and requests over TCP
-//! and QUIC; every wait is a poll with a deadline.
+//! Two or three real nets on 127.0.0.1 (port 0) exchanging requests over TCP and QUIC,
+//! with the allow and block lists in force; every wait is a poll with a deadline.
 
 use std::time::Duration;
 
@@ -10,7 +10,6 @@ use tokio::time::{Instant, timeout};
 use super::*;
 
 const DEADLINE: Duration = Duration::from_secs(20);
-const TOPIC: &str = "voicechat/1/group/00000000000000000000000000000001";
 
 fn seed() -> [u8; 32] {
     let mut s = [0; 32];
@@ -27,13 +26,7 @@ async fn start(
     listen: Vec<Multiaddr>,
     peers: Vec<Multiaddr>,
 ) -> (Net, Receiver<NetEvent>) {
-    Net::start(NetConfig {
-        seed,
-        listen,
-        peers,
-    })
-    .await
-    .unwrap()
+    Net::start(NetConfig::open(seed, listen, peers)).await.unwrap()
 }
 
 /// The first listen address of `net` that uses `proto` (`"tcp"` or `"quic-v1"`), with `/p2p/`.
@@ -80,38 +73,6 @@ async fn pair() -> (Net, Receiver<NetEvent>, Net, Receiver<NetEvent>) {
     (a, a_rx, b, b_rx)
 }
 
-/// Publishes from `a` until `b_rx` yields the gossip (a mesh needs a heartbeat or two).
-async fn publish_until_received(
-    a: &Net,
-    b_rx: &mut Receiver<NetEvent>,
-    data: &[u8],
-) -> (MessageId, PeerId, String, Vec<u8>) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "gossip not received before the deadline"
-        );
-        a.publish(TOPIC, data.to_vec()).await.unwrap();
-        let next = timeout(Duration::from_millis(300), async {
-            loop {
-                if let NetEvent::Gossip {
-                    id,
-                    source,
-                    topic,
-                    data,
-                } = b_rx.recv().await.expect("events")
-                {
-                    return (id, source, topic, data);
-                }
-            }
-        });
-        if let Ok(gossip) = next.await {
-            return gossip;
-        }
-    }
-}
-
 /// Answers every request with `<protocol id>:<request>`; drops the reply for `b"drop"`.
 fn echo(mut rx: Receiver<NetEvent>) {
     tokio::spawn(async move {
@@ -128,64 +89,39 @@ fn echo(mut rx: Receiver<NetEvent>) {
 }
 
 #[tokio::test]
-async fn gossip_reaches_a_subscribed_peer() {
-    let (a, _a_rx, b, mut b_rx) = pair().await;
-    let tags: Vec<Vec<&str>> = a
-        .listen_addrs()
-        .await
-        .iter()
-        .map(|m| m.iter().map(|p| p.tag()).collect())
-        .collect();
-    assert!(
-        tags.iter().any(|t| t.contains(&"tcp")) && tags.iter().any(|t| t.contains(&"quic-v1")),
-        "{tags:?}"
-    );
-    a.subscribe(TOPIC).await.unwrap();
-    b.subscribe(TOPIC).await.unwrap();
-
-    let payload = b"a signed envelope".to_vec();
-    let (id, source, topic, data) = publish_until_received(&a, &mut b_rx, &payload).await;
-    assert_eq!(
-        (source, topic.as_str(), &data),
-        (a.local_peer_id(), TOPIC, &payload)
-    );
-    assert_eq!(
-        id,
-        behaviour::message_id(&payload),
-        "ids are content hashes"
-    );
-    b.report(id, source, Verdict::Accept);
-    // Republishing the same bytes is deduplicated, not an error.
-    a.publish(TOPIC, payload).await.unwrap();
-    assert!(
-        a.publish(TOPIC, vec![0; rpc::MAX_GOSSIP_MESSAGE + 1])
-            .await
-            .is_err()
-    );
+async fn a_pair_connects_over_tcp_and_listens_on_quic_too() {
+    let (a, _a_rx, b, _b_rx) = pair().await;
+    let tags: Vec<Vec<&str>> = a.listen_addrs().await.iter().map(|m| m.iter().map(|p| p.tag()).collect()).collect();
+    assert!(tags.iter().any(|t| t.contains(&"tcp")) && tags.iter().any(|t| t.contains(&"quic-v1")), "{tags:?}");
     assert_eq!(b.connected().await, vec![a.local_peer_id()]);
 }
 
 #[tokio::test]
-async fn rejected_gossip_lowers_the_senders_score() {
-    let (a, _a_rx, b, mut b_rx) = pair().await;
-    a.subscribe(TOPIC).await.unwrap();
-    b.subscribe(TOPIC).await.unwrap();
-    let (id, source, ..) = publish_until_received(&a, &mut b_rx, b"forged").await;
-    assert!(b.peer_score(source).await.unwrap_or(0.0) >= 0.0);
-    b.report(id, source, Verdict::Reject);
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if b.peer_score(a.local_peer_id())
-            .await
-            .is_some_and(|s| s < 0.0)
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "score did not drop");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Lenient thresholds: one reject does not cut the peer off.
-    assert!(b.connected().await.contains(&a.local_peer_id()));
+async fn a_closed_node_admits_only_allowed_peers_and_never_blocked_ones() {
+    let (stranger_seed, friend_seed) = (seed(), seed());
+    let friend_id = peer_of(friend_seed);
+    let mut cfg = NetConfig::open(seed(), vec![addr("/ip4/127.0.0.1/tcp/0")], vec![]);
+    cfg.allow = Some(vec![friend_id]);
+    let (closed, mut closed_rx) = Net::start(cfg).await.unwrap();
+    let target = dial_addr(&closed, "tcp").await;
+    // A stranger with a valid key dials: the handshake completes, the connection is denied.
+    let (stranger, _s_rx) = start(stranger_seed, vec![addr("/ip4/127.0.0.1/tcp/0")], vec![target.clone()]).await;
+    let (friend, mut f_rx) = start(friend_seed, vec![addr("/ip4/127.0.0.1/tcp/0")], vec![target]).await;
+    wait_connected(&mut f_rx, closed.local_peer_id()).await;
+    wait_connected(&mut closed_rx, friend_id).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(closed.connected().await, vec![friend_id], "only the allowed peer is connected");
+    assert!(stranger.connected().await.is_empty());
+    // Blocking the friend closes its connection and keeps it out.
+    closed.block(friend_id).await;
+    wait_for(&mut closed_rx, |e| matches!(e, NetEvent::Disconnected { peer } if peer == friend_id).then_some(())).await;
+    let r = friend.request(closed.local_peer_id(), Proto::Push, vec![1]).await;
+    assert!(r.is_err(), "a blocked peer gets no answer: {r:?}");
+}
+
+fn peer_of(seed: [u8; 32]) -> PeerId {
+    let mut s = seed;
+    libp2p::identity::Keypair::ed25519_from_bytes(&mut s).unwrap().public().to_peer_id()
 }
 
 #[tokio::test]
@@ -273,12 +209,7 @@ async fn a_restarted_peer_is_redialled() {
         .collect();
     let deadline = Instant::now() + DEADLINE;
     let (a2, a2_rx) = loop {
-        match Net::start(NetConfig {
-            seed: a_seed,
-            listen: vec![listen.clone()],
-            peers: vec![],
-        })
-        .await
+        match Net::start(NetConfig::open(a_seed, vec![listen.clone()], vec![])).await
         {
             Ok(started) => break started,
             Err(e) if Instant::now() < deadline => {

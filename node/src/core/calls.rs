@@ -1,0 +1,97 @@
+//! Calls: a socket joins a room, mutes, leaves (or closes), and signals another session in
+//! its room. Presence of local sessions is announced for federation to sign and send.
+
+use serde_json::json;
+use voicechat_protocol::ids::{GroupId, RoomId, SessionId, UserId};
+
+use super::{Announce, Core, CoreError, Effects, Notice};
+use crate::hub::{Outbound, encode};
+use crate::rooms::{Participant, RoomKey, SeatKey};
+
+impl Core {
+    /// Puts a socket into a room's call (leaving any other room).
+    pub fn join(
+        &self,
+        user: &UserId,
+        session: SessionId,
+        group: GroupId,
+        room: RoomId,
+        muted: bool,
+    ) -> Result<Effects, CoreError> {
+        self.membership(&group, user).map_err(|_| CoreError::not_found("room"))?;
+        if self.store.room(&group, &room)?.is_none() {
+            return Err(CoreError::not_found("room"));
+        }
+        let p = Participant { user: user.clone(), session, muted };
+        let changed = self.rooms().join(p.clone(), (group, room));
+        let mut fx = Effects::default();
+        if let [old, _] = changed[..] {
+            fx.announce.push(Announce::Presence { room: old, participant: p.clone(), joined: false });
+        }
+        fx.announce.push(Announce::Presence { room: (group, room), participant: p, joined: true });
+        for r in changed {
+            fx.notice(Notice::Participants(r));
+        }
+        Ok(fx)
+    }
+
+    /// Takes a socket out of its call; returns the room it was in.
+    pub fn leave(&self, user: &UserId, session: SessionId) -> (Option<RoomKey>, Effects) {
+        let seat: SeatKey = (user.clone(), session);
+        let left = {
+            let mut rooms = self.rooms();
+            let found = rooms.find(&seat);
+            rooms.leave(&seat);
+            found
+        };
+        let mut fx = Effects::default();
+        let Some((room, p)) = left else { return (None, fx) };
+        fx.announce.push(Announce::Presence { room, participant: p, joined: false });
+        fx.notice(Notice::Participants(room));
+        (Some(room), fx)
+    }
+
+    /// Mutes or unmutes a socket in its call.
+    pub fn mute(&self, user: &UserId, session: SessionId, muted: bool) -> Effects {
+        let seat: SeatKey = (user.clone(), session);
+        let changed = {
+            let mut rooms = self.rooms();
+            rooms.set_muted(&seat, muted).and_then(|_| rooms.find(&seat))
+        };
+        let mut fx = Effects::default();
+        if let Some((room, p)) = changed {
+            fx.announce.push(Announce::Presence { room, participant: p, joined: true });
+            fx.notice(Notice::Participants(room));
+        }
+        fx
+    }
+
+    /// The room a socket is in.
+    pub fn seat(&self, user: &UserId, session: SessionId) -> Option<RoomKey> {
+        self.rooms().seat(&(user.clone(), session))
+    }
+
+    /// Whether `session` of `user` is in `room`.
+    pub fn is_in(&self, room: &RoomKey, user: &UserId, session: &SessionId) -> bool {
+        self.rooms().is_in(room, user, session)
+    }
+
+    /// Hands a signal to a local socket; false if that socket is gone.
+    pub fn deliver_signal(&self, to: &UserId, to_session: &SessionId, msg: &Outbound) -> bool {
+        self.hub.send_session(to, to_session, msg)
+    }
+
+    /// The socket message of a signal.
+    pub fn signal_message(
+        from: &UserId,
+        from_session: &SessionId,
+        room: &RoomKey,
+        kind: &str,
+        data: &serde_json::Value,
+    ) -> Outbound {
+        encode(&json!({
+            "type": "signal", "from": from, "from_session": from_session,
+            "group": room.0, "room": room.1, "kind": kind, "data": data,
+        }))
+    }
+}

@@ -1,0 +1,244 @@
+//! The domain core: the one owner of the store, the live rooms and the socket registry.
+//!
+//! Every operation (create a room, add a member, join a call, apply what another node
+//! sent…) is one method that changes state and returns [`Effects`]: whom to notify
+//! ([`Notice`]s, turned into socket messages by [`Core::notify`]) and what to announce to
+//! other nodes ([`Announce`]s, signed records and presence, read by federation from a
+//! channel). HTTP, WebSocket and federation call the core; the core knows nothing of them.
+
+mod calls;
+mod groups;
+mod members;
+mod remote;
+pub mod signer;
+mod views;
+
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
+use voicechat_protocol::ids::{GroupId, NodeName, SessionId, UserId};
+
+use crate::hub::Hub;
+use crate::rooms::{Participant, RoomKey, Rooms};
+use crate::store::{GroupRecord, MemberRecord, MemberStatus, Store, StoreError};
+
+pub use members::{GroupPreview, InvitePreview};
+pub use remote::Change;
+pub use signer::Signer;
+pub use views::{GroupDetail, GroupSummary, InvitationView, MemberView, RoomView};
+
+/// Longest group or room name, in characters.
+pub const MAX_NAME: usize = 64;
+
+/// Whom to tell about a change. Executed by [`Core::notify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Each local member who can see the group gets their own view of it.
+    Group(GroupId),
+    /// These local users no longer see the group.
+    GroupRemoved {
+        /// The group.
+        group: GroupId,
+        /// Who is told.
+        users: Vec<UserId>,
+    },
+    /// A room's participant list goes to the group's local members.
+    Participants(RoomKey),
+    /// One socket was taken out of a call.
+    Left {
+        /// The room it was in.
+        room: RoomKey,
+        /// The socket's user.
+        user: UserId,
+        /// The socket.
+        session: SessionId,
+    },
+    /// A local user's invitations changed.
+    Invitations(UserId),
+}
+
+/// What other nodes must learn. Read by federation from a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announce {
+    /// Signed records of one group (its info, rooms, memberships, or a consent), exactly as
+    /// stored. Federation sends them to the nodes that need them.
+    Records {
+        /// The group.
+        group: GroupId,
+        /// Encoded envelopes.
+        records: Vec<Vec<u8>>,
+    },
+    /// A local session joined, changed (muted) or left a room.
+    Presence {
+        /// The room.
+        room: RoomKey,
+        /// Who.
+        participant: Participant,
+        /// False: it left.
+        joined: bool,
+    },
+}
+
+/// What an operation changed, for others: to be passed to [`Core::commit`].
+#[derive(Debug, Default, PartialEq, Eq)]
+#[must_use = "effects are lost unless committed"]
+pub struct Effects {
+    /// Local sockets to tell.
+    pub notify: Vec<Notice>,
+    /// Other nodes to tell.
+    pub announce: Vec<Announce>,
+}
+
+impl Effects {
+    /// Appends another operation's effects.
+    pub fn merge(&mut self, other: Effects) {
+        self.notify.extend(other.notify);
+        self.announce.extend(other.announce);
+    }
+
+    fn notice(&mut self, n: Notice) {
+        if !self.notify.contains(&n) {
+            self.notify.push(n);
+        }
+    }
+
+    fn records(&mut self, group: GroupId, records: Vec<Vec<u8>>) {
+        if !records.is_empty() {
+            self.announce.push(Announce::Records { group, records });
+        }
+    }
+
+    /// Tells dropped sockets they left, and each affected room its new list.
+    fn dropped(&mut self, dropped: &[(RoomKey, Participant)]) {
+        for (room, p) in dropped {
+            self.notice(Notice::Left { room: *room, user: p.user.clone(), session: p.session });
+            self.notice(Notice::Participants(*room));
+        }
+    }
+}
+
+/// Why an operation was refused; the HTTP edge turns each into a status.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// 400: the request itself is wrong.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 403: the role does not allow it.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: absent, or not yours to know about.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: exists already.
+    #[error("{0}")]
+    Conflict(String),
+    /// 410: an invite that cannot be used any more.
+    #[error("{0}")]
+    Gone(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl CoreError {
+    fn not_found(what: &str) -> Self {
+        CoreError::NotFound(format!("no such {what}"))
+    }
+}
+
+/// The core. Shared behind an `Arc`.
+pub struct Core {
+    /// Durable state (read freely; written only through the core).
+    pub store: Store,
+    me: NodeName,
+    signer: Signer,
+    rooms: Mutex<Rooms>,
+    hub: Hub,
+    announce: Option<mpsc::Sender<Announce>>,
+}
+
+impl Core {
+    /// The core of node `me` over `store`. Announcements go to `announce` (federation), or
+    /// nowhere on a node without federation.
+    pub fn new(store: Store, me: NodeName, signer: Signer, announce: Option<mpsc::Sender<Announce>>) -> Self {
+        Self { store, me, signer, rooms: Mutex::default(), hub: Hub::default(), announce }
+    }
+
+    /// This node's name.
+    pub fn me(&self) -> &NodeName {
+        &self.me
+    }
+
+    /// The node's signer (shared with federation).
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    /// The socket registry.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Whether `user` lives on this node.
+    pub fn is_local(&self, user: &UserId) -> bool {
+        user.node == self.me
+    }
+
+    fn rooms(&self) -> std::sync::MutexGuard<'_, Rooms> {
+        self.rooms.lock().expect("rooms lock")
+    }
+
+    /// Number of rooms with a call and of participants, for metrics.
+    pub fn call_counts(&self) -> (usize, usize) {
+        self.rooms().counts()
+    }
+
+    /// Tells local sockets, then hands announcements to federation (waiting for room in its
+    /// queue: a slow federation slows writers down instead of losing records).
+    pub async fn commit(&self, fx: Effects) {
+        self.notify(&fx.notify);
+        if let Some(tx) = &self.announce {
+            for a in fx.announce {
+                if tx.send(a).await.is_err() {
+                    tracing::debug!("federation stopped; announcement dropped");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The group and the viewer's membership if they can see it (an active member); 404
+    /// otherwise, so outsiders cannot tell a group exists.
+    pub fn membership(&self, group: &GroupId, user: &UserId) -> Result<(GroupRecord, MemberRecord), CoreError> {
+        let g = self.store.group(group)?.ok_or_else(|| CoreError::not_found("group"))?;
+        match self.store.member(group, user)? {
+            Some(m) if m.status == MemberStatus::Active => Ok((g, m)),
+            _ => Err(CoreError::not_found("group")),
+        }
+    }
+
+    /// Only a group's home node changes it; elsewhere the copy is read-only.
+    fn require_home(&self, g: &GroupRecord) -> Result<(), CoreError> {
+        if g.home == self.me {
+            Ok(())
+        } else {
+            Err(CoreError::BadRequest(format!(
+                "this group is managed on its home node {}; make the change there",
+                g.home
+            )))
+        }
+    }
+}
+
+/// Trims a group or room name and checks it.
+pub fn clean_name(name: &str) -> Result<String, CoreError> {
+    let name = name.trim();
+    let n = name.chars().count();
+    if n == 0 || n > MAX_NAME || name.chars().any(char::is_control) {
+        return Err(CoreError::BadRequest(format!("names are 1 to {MAX_NAME} characters, without control characters")));
+    }
+    Ok(name.to_owned())
+}
+
+#[cfg(test)]
+mod tests;

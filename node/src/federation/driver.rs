@@ -1,0 +1,279 @@
+//! The one task that runs the federation machine: it feeds it what the network, the core,
+//! local callers and the clock deliver, and carries out its outputs: requests (each in a
+//! task of its own, its result fed back), answers, dials, checks of HTTPS origins, and
+//! changes for the core, which a writer task stores in order, several batches per flush.
+//! The task itself never waits on anything but its next input.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use libp2p::Multiaddr;
+use tokio::sync::{mpsc, oneshot};
+use voicechat_protocol::records::SignalType;
+
+use super::machine::{BatchId, Command, CommandId, CommandResult, Failure, InboundId, Input, Machine, Output};
+use super::net::{Net, NetError, NetEvent};
+use super::wellknown::Verifier;
+use super::{key_of, peer_of};
+use crate::core::{Announce, Change, Core};
+
+/// Capacity of the channel of completions fed back to the machine.
+const INTERNAL_QUEUE: usize = 4096;
+/// Apply batches the writer takes into one store transaction.
+const GROUP_COMMIT: usize = 16;
+
+/// Milliseconds since the Unix epoch.
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+struct Driver {
+    machine: Machine,
+    net: Net,
+    core: Arc<Core>,
+    replies: HashMap<InboundId, oneshot::Sender<Vec<u8>>>,
+    callers: HashMap<CommandId, oneshot::Sender<CommandResult>>,
+    internal: mpsc::Sender<Input>,
+    writer: mpsc::Sender<(BatchId, Vec<Change>)>,
+    verifier: Verifier,
+    /// Inputs produced while executing outputs (fed before the next external input).
+    local: VecDeque<Input>,
+    next_id: u64,
+}
+
+pub(super) fn spawn(
+    machine: Machine,
+    net: Net,
+    events: mpsc::Receiver<NetEvent>,
+    core: Arc<Core>,
+    announce: mpsc::Receiver<Announce>,
+    commands: mpsc::Receiver<(Command, oneshot::Sender<CommandResult>)>,
+    verifier: Verifier,
+) {
+    let (internal, internal_rx) = mpsc::channel(INTERNAL_QUEUE);
+    let (writer, writer_rx) = mpsc::channel(machine_apply_cap());
+    tokio::spawn(write(core.clone(), writer_rx, internal.clone()));
+    let d = Driver {
+        machine,
+        net,
+        core,
+        replies: HashMap::new(),
+        callers: HashMap::new(),
+        internal,
+        writer,
+        verifier,
+        local: VecDeque::new(),
+        next_id: 0,
+    };
+    tokio::spawn(d.run(events, announce, commands, internal_rx));
+}
+
+fn machine_apply_cap() -> usize {
+    super::machine::Limits::default().apply_in_flight + 1
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<NetEvent>,
+        mut announce: mpsc::Receiver<Announce>,
+        mut commands: mpsc::Receiver<(Command, oneshot::Sender<CommandResult>)>,
+        mut internal: mpsc::Receiver<Input>,
+    ) {
+        self.execute();
+        let mut metrics_at = tokio::time::Instant::now();
+        loop {
+            let wake = Duration::from_millis(self.machine.poll_timeout().saturating_sub(now_ms()));
+            let input = tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(ev) => self.net_input(ev),
+                    None => break,
+                },
+                Some(a) = announce.recv() => Some(Input::Local(a)),
+                Some((command, tx)) = commands.recv() => {
+                    self.next_id += 1;
+                    self.callers.insert(self.next_id, tx);
+                    Some(Input::Command { id: self.next_id, command })
+                }
+                Some(i) = internal.recv() => Some(i),
+                () = tokio::time::sleep(wake) => {
+                    self.machine.handle_timeout(now_ms());
+                    None
+                }
+            };
+            if let Some(i) = input {
+                self.machine.handle_input(now_ms(), i);
+            }
+            self.execute();
+            if metrics_at.elapsed() >= Duration::from_secs(1) {
+                metrics_at = tokio::time::Instant::now();
+                self.export_metrics();
+            }
+        }
+        tracing::info!("federation stopped");
+    }
+
+    fn net_input(&mut self, ev: NetEvent) -> Option<Input> {
+        match ev {
+            NetEvent::Connected { peer } => match key_of(&peer) {
+                Some(k) => Some(Input::Connected(k)),
+                None => {
+                    tracing::debug!(%peer, "a peer without an ed25519 key; closing");
+                    let net = self.net.clone();
+                    tokio::spawn(async move { net.disconnect(peer).await });
+                    None
+                }
+            },
+            NetEvent::Disconnected { peer } => Some(Input::Disconnected(key_of(&peer)?)),
+            NetEvent::Request { peer, proto, data, reply } => {
+                let k = key_of(&peer)?;
+                self.next_id += 1;
+                self.replies.insert(self.next_id, reply);
+                Some(Input::Request { peer: k, id: self.next_id, proto, data })
+            }
+        }
+    }
+
+    /// Carries out every pending output, feeding back what is known at once.
+    fn execute(&mut self) {
+        loop {
+            while let Some(out) = self.machine.poll_output() {
+                self.output(out);
+            }
+            match self.local.pop_front() {
+                Some(i) => self.machine.handle_input(now_ms(), i),
+                None => break,
+            }
+        }
+    }
+
+    fn output(&mut self, out: Output) {
+        match out {
+            Output::Request { peer, id, proto, data } => {
+                let (net, tx) = (self.net.clone(), self.internal.clone());
+                tokio::spawn(async move {
+                    let result = net.request(peer_of(&peer), proto, data).await.map_err(|e| match e {
+                        NetError::Unreachable(_) => Failure::Unreachable,
+                        NetError::Timeout => Failure::Timeout,
+                        e => Failure::Broken(e.to_string()),
+                    });
+                    metrics::counter!("voicechat_federation_requests_total", "proto" => proto.name(),
+                        "result" => if result.is_ok() { "ok" } else { "failed" })
+                    .increment(1);
+                    let _ = tx.send(Input::Response { id, result }).await;
+                });
+            }
+            Output::Respond { id, data } => {
+                if let Some(tx) = self.replies.remove(&id) {
+                    let _ = tx.send(data);
+                }
+            }
+            Output::Apply { id, changes } => {
+                if let Err(e) = self.writer.try_send((id, changes)) {
+                    // The machine bounds batches in flight below the queue; this is a bug.
+                    tracing::error!(%e, "the store writer is behind; a batch was not stored");
+                    self.local.push_back(Input::Applied(id));
+                }
+            }
+            Output::Dial { peer, addrs } => {
+                let net = self.net.clone();
+                let p = peer_of(&peer);
+                let addrs: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()).collect();
+                tokio::spawn(async move {
+                    for a in addrs {
+                        if let Ok(a) = a.with_p2p(p)
+                            && let Err(e) = net.add_peer(a).await
+                        {
+                            tracing::debug!(%e, "could not add a dial address");
+                        }
+                    }
+                });
+            }
+            Output::Disconnect(peer) => {
+                let net = self.net.clone();
+                tokio::spawn(async move { net.disconnect(peer_of(&peer)).await });
+            }
+            Output::Verify { name } => {
+                let (verifier, tx) = (self.verifier.clone(), self.internal.clone());
+                tokio::spawn(async move {
+                    let result = verifier.fetch(&name).await;
+                    let _ = tx.send(Input::Verified { name, result }).await;
+                });
+            }
+            Output::Deliver { reply, signal } => {
+                let data: serde_json::Value =
+                    serde_json::from_str(&signal.data).unwrap_or(serde_json::Value::String(signal.data.clone()));
+                let kind = match signal.signal_type {
+                    SignalType::Offer => "offer",
+                    SignalType::Answer => "answer",
+                    SignalType::Candidate => "candidate",
+                    SignalType::Bye => "bye",
+                };
+                let room = (signal.group, signal.room);
+                let msg = Core::signal_message(&signal.from, &signal.from_session, &room, kind, &data);
+                let ok = self.core.deliver_signal(&signal.to, &signal.to_session, &msg);
+                self.local.push_back(Input::Delivered { reply, ok });
+            }
+            Output::Redeem { reply, code, user } => {
+                let (core, tx) = (self.core.clone(), self.internal.clone());
+                tokio::spawn(async move {
+                    let result = match core.redeem_for_remote(&code, &user).await {
+                        Ok((group, fx)) => {
+                            core.notify(&fx.notify);
+                            Ok((group, fx.announce))
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let _ = tx.send(Input::Redeemed { reply, result }).await;
+                });
+            }
+            Output::Done { id, result } => {
+                if let Some(tx) = self.callers.remove(&id) {
+                    let _ = tx.send(result);
+                }
+            }
+        }
+    }
+
+    fn export_metrics(&self) {
+        let s = self.machine.stats();
+        for ((kind, verdict), n) in &s.records {
+            metrics::counter!("voicechat_federation_records_total", "kind" => kind.clone(), "verdict" => *verdict)
+                .absolute(*n);
+        }
+        metrics::counter!("voicechat_federation_applied_total").absolute(s.applied);
+        metrics::counter!("voicechat_federation_records_sent_total").absolute(s.records_sent);
+        metrics::counter!("voicechat_federation_outbox_dropped_total").absolute(s.outbox_dropped);
+        metrics::counter!("voicechat_federation_rate_limited_total").absolute(s.rate_limited);
+        metrics::gauge!("voicechat_federation_outbox").set(self.machine.queued() as f64);
+        metrics::gauge!("voicechat_federation_peers").set(self.machine.connected_peers() as f64);
+    }
+}
+
+/// Stores the machine's batches in order: whatever is queued goes into one transaction
+/// with one flush, then each batch is reported applied.
+async fn write(core: Arc<Core>, mut rx: mpsc::Receiver<(BatchId, Vec<Change>)>, done: mpsc::Sender<Input>) {
+    while let Some((first, changes)) = rx.recv().await {
+        let mut ids = vec![first];
+        let mut all = changes;
+        while ids.len() < GROUP_COMMIT {
+            match rx.try_recv() {
+                Ok((id, c)) => {
+                    ids.push(id);
+                    all.extend(c);
+                }
+                Err(_) => break,
+            }
+        }
+        match core.apply_remote(all).await {
+            Ok(fx) => core.commit(fx).await,
+            Err(e) => tracing::error!(%e, "could not store what federation accepted; the next sync repairs it"),
+        }
+        for id in ids {
+            if done.send(Input::Applied(id)).await.is_err() {
+                return;
+            }
+        }
+    }
+}

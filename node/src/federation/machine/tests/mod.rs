@@ -1,0 +1,9 @@
+//! The federation machine in simulated time: several machines wired together in memory
+//! (`sim`), driven through whole scenarios in milliseconds of wall time.
+
+mod flood;
+mod groups;
+mod presence;
+mod scale;
+mod sim;
+mod trust;
