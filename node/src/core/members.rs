@@ -116,6 +116,12 @@ impl Core {
         if t.user == me.user {
             return Err(CoreError::BadRequest("hand ownership to someone else instead".into()));
         }
+        if role == Role::Owner && (!self.is_local(&t.user) || t.status != MemberStatus::Active) {
+            return Err(CoreError::BadRequest(format!(
+                "ownership can only go to an active member of this node, where the group is managed; {} is not one",
+                t.user
+            )));
+        }
         t.role = role;
         let mut b = Batch::new();
         let mut envs = Vec::new();

@@ -104,6 +104,14 @@ impl Core {
         let mut groups: HashMap<GroupId, Option<GroupRecord>> = HashMap::new();
         let mut presence = Vec::new();
         let mut home_removals = Vec::new();
+        // A local user who joined through an invite link consented: no invitation, no block.
+        let joined: std::collections::HashSet<(GroupId, UserId)> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Joined { group, user } => Some((*group, user.clone())),
+                _ => None,
+            })
+            .collect();
         for change in changes {
             match change {
                 Change::Card(p) => b.put_card(&p),
@@ -148,12 +156,14 @@ impl Core {
                                         Some(Some(g)) => Some(g.home.clone()),
                                         _ => self.store.group(&group)?.map(|g| g.home),
                                     };
-                                    let blocked = match (&home, local) {
+                                    let consented = joined.contains(&(group, user.clone()));
+                                    let blocked = match (&home, local && !consented) {
                                         (Some(h), true) => self.store.user_blocks_node(&user, h)?,
                                         _ => false,
                                     };
                                     let status = match (local, blocked) {
                                         (false, _) => MemberStatus::Active,
+                                        (true, false) if consented => MemberStatus::Active,
                                         (true, false) => MemberStatus::Invited,
                                         (true, true) => {
                                             let c = self.sign_consent(&group, &user, Answer::Declined);

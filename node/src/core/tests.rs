@@ -168,3 +168,40 @@ async fn calls_announce_presence_and_remote_sessions_get_their_own_seats() {
     assert_eq!(left, Some(key));
     assert!(matches!(&fx.announce[..], [Announce::Presence { joined: false, .. }]));
 }
+
+#[tokio::test]
+async fn a_join_by_link_is_consent_even_from_a_blocked_node() {
+    let t = core("alpha");
+    let alice = uid("alice@alpha");
+    let _ = t.core.block_node(&alice, &NodeName::new("beta").unwrap()).await.unwrap();
+    let key = SigningKey::from_bytes(&[9; 32]);
+    let g = GroupId([3; 16]);
+    let mut changes = remote_group(&key, &alice, g, 10);
+    changes.push(Change::Joined { group: g, user: alice.clone() });
+    let fx = t.core.apply_remote(changes).await.unwrap();
+    assert!(records(&fx).is_empty(), "no refusal sent: {fx:?}");
+    assert_eq!(t.core.groups_of(&alice).unwrap().len(), 1, "the group she joined shows");
+}
+
+#[tokio::test]
+async fn ownership_goes_only_to_an_active_local_member() {
+    let t = core("alpha");
+    let alice = uid("alice@alpha");
+    let (g, _) = t.core.create_group(&alice, "Club").await.unwrap();
+    let store = &t.core.store;
+    let mut b = crate::store::Batch::new();
+    b.put_card(&crate::store::PeerRecord {
+        name: NodeName::new("beta").unwrap(),
+        key: hex::encode([1u8; 32]),
+        url: "https://beta".into(),
+        addrs: vec![],
+        seq: 1,
+        card: String::new(),
+        trust: crate::store::Trust::Pinned,
+    });
+    store.commit(b).await.unwrap();
+    let _ = t.core.add_member(&alice, &g.id, uid("carol@beta"), Role::Member).await.unwrap();
+    let err = t.core.set_role(&alice, &g.id, &uid("carol@beta"), Role::Owner).await.unwrap_err();
+    assert!(matches!(err, CoreError::BadRequest(_)), "{err}");
+    assert_eq!(t.core.group_detail(&g.id, &alice).unwrap().role, Role::Owner, "alice still owns it");
+}

@@ -209,18 +209,13 @@ impl Machine {
             self.outputs.push_back(Output::Disconnect(key));
             return;
         }
-        // Our card first, then (to a vouched peer) the cards of the other vouched nodes,
-        // so nodes learn each other's addresses through their neighbours.
+        // Our card first (card before anything else).
         let card = self.card.clone();
-        let vouched = self.trust.is_vouched(&key);
         let p = self.peer(key);
         p.connected = true;
         p.retry_at = 0;
         p.backoff = MIN_RETRY;
-        let mut cards = vec![(self.cfg.me.clone(), card)];
-        if vouched {
-            cards.extend(self.cards_for(&key));
-        }
+        let cards = vec![(self.cfg.me.clone(), card)];
         // The card goes before anything already queued.
         let queued: Vec<_> = {
             let p = self.peer(key);
@@ -243,19 +238,12 @@ impl Machine {
         self.flush(key);
     }
 
-    /// The cards a peer needs from us: as the home of groups it has members in, those of
-    /// the (vouched-for) nodes with members in them too, so it can check their users'
-    /// records and reach them. No others: a peer does not learn the rest of this node's
-    /// federation, and each card is introduced by one node, the group's home.
+    /// The cards a vouched peer gets from us: those of the other nodes we vouch for
+    /// (pinned or verified, never first-use ones), so nodes pinned by key alone learn each
+    /// other's addresses through their neighbours whatever the topology.
     fn cards_for(&self, key: &NodeKey) -> Vec<(NodeName, Vec<u8>)> {
         let Some(name) = self.trust.name_of(key) else { return Vec::new() };
-        let mut nodes = std::collections::BTreeSet::new();
-        for g in self.groups.values().filter(|g| g.home == self.cfg.me && g.has_member_on(name)) {
-            nodes.extend(g.member_nodes(&self.cfg.me));
-        }
-        nodes.remove(name);
-        nodes.remove(&self.cfg.me);
-        nodes.into_iter().filter_map(|n| Some((n.clone(), self.trust.vouched_card(&n)?))).collect()
+        self.trust.vouched().filter(|(n, _)| *n != name).map(|(n, c)| (n.clone(), c.to_vec())).collect()
     }
 
     pub(super) fn on_disconnected(&mut self, key: NodeKey) {
@@ -264,12 +252,20 @@ impl Machine {
         }
     }
 
-    /// A peer's card was bound: its groups can be synced, its queue sent.
-    pub(crate) fn on_bound(&mut self, key: NodeKey, name: &NodeName) {
-        if self.peers.get(&key).is_some_and(|p| p.connected) {
-            self.schedule_syncs_from(name);
-            self.flush(key);
+    /// A peer's card was bound: its groups can be synced, its queue sent. A vouched node
+    /// bound for the first time is introduced to the nodes we vouch for (their cards), so
+    /// nodes pinned by key alone learn each other's addresses through a neighbour.
+    pub(crate) fn on_bound(&mut self, key: NodeKey, name: &NodeName, first: bool) {
+        if !self.peers.get(&key).is_some_and(|p| p.connected) {
+            return;
         }
+        if first && self.trust.is_vouched(&key) {
+            for (n, c) in self.cards_for(&key) {
+                self.enqueue(key, SubjectKey(Subject::Node(n), Kind::NodeCard), c);
+            }
+        }
+        self.schedule_syncs_from(name);
+        self.flush(key);
     }
 
     /// An inbound push: records judged one by one, changes handed to the core in one batch.

@@ -152,9 +152,9 @@ impl TrustTable {
             || self.is_pinned(key)
     }
 
-    /// The card of a vouched-for node, to introduce it to a peer.
-    pub(crate) fn vouched_card(&self, name: &NodeName) -> Option<Vec<u8>> {
-        self.by_name.get(name).filter(|b| b.trust != Trust::Tofu).map(|b| b.card.clone())
+    /// The names and cards of the nodes vouched for (pinned or verified).
+    pub(crate) fn vouched(&self) -> impl Iterator<Item = (&NodeName, &[u8])> {
+        self.by_name.iter().filter(|(_, b)| b.trust != Trust::Tofu).map(|(n, b)| (n, b.card.as_slice()))
     }
 
     /// Whether these are the exact bytes of a card already bound.
@@ -303,6 +303,7 @@ impl Machine {
         } else if t.by_name.len() >= t.max_bindings {
             return Err(Dropped::NotWanted("card store full"));
         }
+        let first = existing.as_ref().is_none_or(|b| b.key != key);
         let b = Binding { key, trust: level, seq: card.seq, card: bytes };
         let record = PeerRecord {
             name: name.clone(),
@@ -322,7 +323,7 @@ impl Machine {
             self.outputs.push_back(Output::Dial { peer: key, addrs });
         }
         tracing::info!(node = %name, trust = ?level, "bound a node name");
-        self.on_bound(key, &name);
+        self.on_bound(key, &name, first);
         Ok(CardOutcome::Bound(Change::Card(record)))
     }
 
