@@ -72,6 +72,27 @@ export const del = (path) => request('DELETE', path);
 
 const seg = encodeURIComponent;
 
+/**
+ * A member as `GET /api/groups/{gid}` lists them.
+ * @typedef {object} Member
+ * @property {string} user full user id, e.g. "carol@beta"
+ * @property {"owner"|"admin"|"member"} role
+ * @property {number} added_at unix seconds
+ * @property {"active"|"invited"} status `invited`: a user of another node who has not accepted yet
+ */
+
+/**
+ * A group of another node that added this user and waits for their answer
+ * (`GET /api/invitations`, and the socket's `{"type":"invitations","invitations":[…]}`).
+ * Nothing of the group shows (not in `GET /api/groups`, 404 on it) until it is accepted.
+ * @typedef {object} Invitation
+ * @property {string} group group id (32 hex)
+ * @property {string} name the group's name
+ * @property {string} home the node it lives on (which invited)
+ * @property {"owner"|"admin"|"member"} role the role offered
+ * @property {number} invited_at unix seconds
+ */
+
 /** Typed calls, one per API.md row. */
 export const api = {
   async session() {
@@ -107,6 +128,17 @@ export const api = {
   acceptInvite: (code) => post(`/api/invites/${seg(code)}/accept`),
   /** Join a group of another (federated) node through its invite link. */
   acceptRemoteInvite: (link) => post('/api/invites/remote', { link }),
+  /** @returns {Promise<Invitation[]>} newest first */
+  invitations: () => get('/api/invitations'),
+  /** Accept: resolves to the GroupDetail; the group now shows. */
+  acceptInvitation: (gid) => post(`/api/invitations/${seg(gid)}/accept`),
+  /** Decline (204): the group's home is told; nothing of the group shows. */
+  declineInvitation: (gid) => post(`/api/invitations/${seg(gid)}/decline`),
+  /** @returns {Promise<string[]>} nodes whose invitations this user refuses */
+  blocks: () => get('/api/blocks'),
+  /** Refuse a node's invitations: its pending ones are declined, later ones declined silently. */
+  blockNode: (node) => post('/api/blocks', { node }),
+  unblockNode: (node) => del(`/api/blocks/${seg(node)}`),
   createRoom: (gid, name) => post(`/api/groups/${seg(gid)}/rooms`, { name }),
   renameRoom: (gid, rid, name) => patch(`/api/groups/${seg(gid)}/rooms/${seg(rid)}`, { name }),
   deleteRoom: (gid, rid) => del(`/api/groups/${seg(gid)}/rooms/${seg(rid)}`),

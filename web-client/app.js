@@ -4,7 +4,7 @@
 import { api, ApiError } from './api.js';
 import { Socket } from './socket.js';
 import { Call } from './call.js';
-import { h, replaceChildren, displayUser, userLabel } from './dom.js';
+import { h, link, replaceChildren, displayUser, userLabel } from './dom.js';
 import * as authView from './views/auth.js';
 import * as groupsView from './views/groups.js';
 import * as groupView from './views/group.js';
@@ -20,6 +20,10 @@ const state = {
   groups: new Map(), // id → GroupSummary, or GroupDetail once loaded (has .members)
   participants: new Map(), // "gid/rid" → [Participant]
   groupsLoaded: false,
+  invitations: [], // [Invitation] (api.js), newest first: groups of other nodes waiting for an answer
+  invitationsLoaded: false,
+  blocks: [], // node names whose invitations this user refuses
+  blocksLoaded: false,
 };
 
 let route = { view: null, instance: null, params: {} };
@@ -103,6 +107,38 @@ async function refreshGroups() {
   emit('groups');
 }
 
+// Invitations: the socket's `invitations` event carries the whole list and is the newest
+// word; a GET that was already under way when one arrived is not allowed to undo it.
+let invitationsEpoch = 0;
+function setInvitations(list) {
+  state.invitations = Array.isArray(list) ? list : [];
+  state.invitationsLoaded = true;
+  renderAccount();
+  emit('invitations');
+}
+
+async function refreshInvitations() {
+  const epoch = invitationsEpoch;
+  const list = await api.invitations();
+  if (epoch === invitationsEpoch) setInvitations(list);
+}
+
+/** Drop the invitations `pred` matches at once (accepted, declined, blocked here). */
+function dropInvitations(pred) {
+  invitationsEpoch += 1;
+  setInvitations(state.invitations.filter((i) => !pred(i)));
+}
+
+function setBlocks(list) {
+  state.blocks = Array.isArray(list) ? [...list].sort() : [];
+  state.blocksLoaded = true;
+  emit('blocks');
+}
+
+async function refreshBlocks() {
+  setBlocks(await api.blocks());
+}
+
 async function loadGroup(gid) {
   const detail = await api.group(gid);
   storeGroup(detail);
@@ -122,6 +158,16 @@ socket.on('group', (m) => {
 socket.on('group_removed', (m) => {
   removeGroup(m.group);
   emit('groups');
+});
+socket.on('invitations', (m) => {
+  const known = state.invitationsLoaded ? new Set(state.invitations.map((i) => i.group)) : null;
+  invitationsEpoch += 1;
+  setInvitations(m.invitations);
+  // Say so when one arrives (the notice is aria-live); answering is done on My groups.
+  const fresh = known ? state.invitations.filter((i) => !known.has(i.group)) : [];
+  const here = route.view === groupsView;
+  if (fresh.length === 1) notify(`You are invited to “${fresh[0].name}” on ${fresh[0].home}.${here ? '' : ' Answer it on My groups.'}`, 'info');
+  else if (fresh.length > 1) notify(`You have ${fresh.length} new invitations to groups of other nodes.${here ? '' : ' Answer them on My groups.'}`, 'info');
 });
 socket.on('participants', (m) => {
   state.participants.set(key(m.group, m.room), m.participants || []);
@@ -152,7 +198,7 @@ async function refreshAfterReconnect() {
     return;
   }
   try {
-    await refreshGroups();
+    await Promise.all([refreshGroups(), refreshInvitations()]);
     const current = route.params && route.params.gid;
     if (current && state.groups.has(current)) await loadGroup(current);
   } catch (err) {
@@ -169,7 +215,7 @@ async function loggedIn(user) {
   socket.connect();
   renderAccount();
   try {
-    await refreshGroups();
+    await Promise.all([refreshGroups(), refreshInvitations()]);
   } catch (err) {
     showError(err);
   }
@@ -192,6 +238,10 @@ async function resetSession() {
   state.groups.clear();
   state.participants.clear();
   state.groupsLoaded = false;
+  state.invitations = [];
+  state.invitationsLoaded = false;
+  state.blocks = [];
+  state.blocksLoaded = false;
   renderAccount();
   try {
     await api.session(); // fresh CSRF token
@@ -214,8 +264,15 @@ function renderAccount() {
     replaceChildren(nav);
     return;
   }
+  const waiting = state.invitations.length;
   replaceChildren(
     nav,
+    waiting
+      ? link('/', { class: 'invitations-hint', testid: 'invitations-hint', title: 'Invitations to groups of other nodes, on My groups' },
+          h('span', { class: 'count' }, String(waiting)),
+          h('span', {}, waiting === 1 ? ' invitation' : ' invitations'),
+          h('span', { class: 'sr-only' }, ' waiting for your answer'))
+      : null,
     h('span', { class: 'whoami', title: state.user.id, testid: 'whoami' }, displayUser(state.user.id, state.node)),
     h('button', { class: 'btn btn-quiet', type: 'button', testid: 'logout', onclick: () => logout() }, 'Log out'),
   );
@@ -319,6 +376,10 @@ const ctx = {
   notify,
   showError,
   refreshGroups,
+  refreshInvitations,
+  dropInvitations,
+  refreshBlocks,
+  setBlocks,
   loadGroup,
   storeGroup,
   removeGroup,

@@ -1,6 +1,8 @@
-//! Two federated nodes (alpha, and beta started with `--peer` alpha), one Chromium process
-//! per user: alice on alpha's page, carol on beta's page. alice adds carol@beta through the
-//! UI; the group appears live on beta; the group is read-only there ("Managed on alpha");
+//! Two federated nodes that pin each other (alpha with `--peer /p2p/<beta's id>`, beta with
+//! `--peer <alpha's multiaddr>`), one Chromium process per user: alice on alpha's page, carol
+//! on beta's page. alice adds carol@beta through the UI; the invitation appears live on
+//! beta (not the group), carol accepts and the group shows; it is read-only there
+//! ("Managed on alpha", only "Leave group");
 //! both join the call across the nodes with audio both ways over DTLS-SRTP; a second group
 //! is joined by pasting an alpha invite link into beta's "Join with an invite link" field.
 //! Run through tests/run.sh (private netns).
@@ -9,7 +11,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { REPO, assertPrivateNetns, tempDir, writeBeepWav, startNode, launchBrowser, waitFor, audioStats, sleep } from './helpers.mjs';
+import { REPO, assertPrivateNetns, tempDir, writeBeepWav, startPeeredPair, launchBrowser, waitFor, audioStats, sleep } from './helpers.mjs';
 
 const PASSWORD = 'correct horse battery';
 const GROUP = 'Across Nodes';
@@ -30,8 +32,7 @@ describe('a call across two federated nodes', { timeout: 180_000 }, () => {
     assertPrivateNetns();
     dir = tempDir('fed');
     const wav = writeBeepWav(path.join(dir, 'beeps.wav'), { seconds: 10, periodMs: 500, beepMs: 250 });
-    alpha = await startNode({ name: 'alpha' });
-    beta = await startNode({ name: 'beta', peers: [alpha.p2p] });
+    [alpha, beta] = await startPeeredPair('alpha', 'beta');
     [A, C] = await Promise.all([launchBrowser(wav), launchBrowser(wav)]);
   });
 
@@ -58,7 +59,7 @@ describe('a call across two federated nodes', { timeout: 180_000 }, () => {
     return (await n.isVisible()) ? (await n.textContent()) || '' : '';
   }
 
-  it('(a) alice adds carol@beta through the UI; the group appears live on beta, managed on alpha', async () => {
+  it('(a) alice adds carol@beta through the UI; carol gets an invitation live, accepts, and the group shows, managed on alpha', async () => {
     await Promise.all([register(A.page, alpha, 'alice'), register(C.page, beta, 'carol')]);
     await C.page.evaluate(() => {
       window.__noReload = true;
@@ -84,14 +85,27 @@ describe('a call across two federated nodes', { timeout: 180_000 }, () => {
       await sleep(500);
     }
     assert.equal((await byId(A.page, `member-${carol}`).textContent()).includes('carol · beta'), true, 'alpha shows carol with her node');
+    // Until carol answers, alpha shows her as invited.
+    assert.equal((await byId(A.page, `member-status-${carol}`).textContent()).trim(), 'invited');
 
-    // carol never reloads: the group arrives over beta's socket.
-    await byId(C.page, `group-link-${GROUP}`).waitFor({ timeout: 20_000 });
+    // carol never reloads: the invitation arrives over beta's socket; the group itself does not show.
+    const row = byId(C.page, `invitation-${GROUP}`);
+    await row.waitFor({ timeout: 20_000 });
     assert.equal(await C.page.evaluate(() => window.__noReload), true, 'carol reloaded the page');
-    assert.equal((await byId(C.page, `group-home-${GROUP}`).textContent()).trim(), 'on alpha');
+    assert.equal(await byId(C.page, 'invitations').isVisible(), true);
+    const text = await row.textContent();
+    assert.match(text, /on alpha/);
+    assert.match(text, /Member/);
+    assert.match(await byId(C.page, 'invitations-hint').textContent(), /1 invitation/);
+    assert.equal(await byId(C.page, `group-link-${GROUP}`).count(), 0, 'the group shows before carol accepted');
 
-    await byId(C.page, `group-link-${GROUP}`).click();
-    await byId(C.page, 'group-title').waitFor();
+    await byId(C.page, `invitation-accept-${GROUP}`).click();
+    await byId(C.page, 'group-title').waitFor({ timeout: 20_000 });
+    assert.equal(await byId(C.page, 'group-title').textContent(), GROUP);
+    assert.equal(await byId(C.page, 'invitations-hint').count(), 0, 'the header still counts an answered invitation');
+    // alpha learns the answer: carol is a member in full there, live.
+    await byId(A.page, `member-status-${carol}`).waitFor({ state: 'detached', timeout: 20_000 });
+    assert.equal(await C.page.evaluate(() => window.__noReload), true, 'carol reloaded the page');
     assert.match(await byId(C.page, 'group-managed').textContent(), /Managed on alpha/);
     await byId(C.page, `room-link-${ROOM}`).waitFor();
     await byId(C.page, `member-${alice}`).waitFor();
@@ -109,7 +123,9 @@ describe('a call across two federated nodes', { timeout: 180_000 }, () => {
     for (const id of ['room-create-name', 'member-add-input', 'invite-create']) {
       assert.equal(await byId(C.page, id).isVisible(), false, `${id} is offered on beta`);
     }
-    for (const id of ['group-rename', 'group-delete', 'group-leave', `room-rename-${ROOM}`, `room-delete-${ROOM}`, `member-role-${alice}`, `member-remove-${alice}`]) {
+    // Leaving is the one change made from here (beta tells alpha).
+    assert.equal(await byId(C.page, 'group-leave').isVisible(), true, 'no "Leave group" on the remote group');
+    for (const id of ['group-rename', 'group-delete', `room-rename-${ROOM}`, `room-delete-${ROOM}`, `member-role-${alice}`, `member-remove-${alice}`]) {
       assert.equal(await byId(C.page, id).count(), 0, `${id} is offered on beta`);
     }
     // alpha, the home node, still offers them to its admins.
@@ -214,6 +230,9 @@ describe('a call across two federated nodes', { timeout: 180_000 }, () => {
     // And it is listed on carol's My groups, as a group of alpha.
     await byId(C.page, 'group-title').locator('xpath=ancestor::section').getByRole('link', { name: 'My groups' }).click();
     await byId(C.page, `group-home-${SECOND}`).waitFor();
+    // The accepted invitation's group is listed too; no invitation is left.
+    assert.equal((await byId(C.page, `group-home-${GROUP}`).textContent()).trim(), 'on alpha');
+    assert.equal(await byId(C.page, 'invitations').isVisible(), false);
     await C.page.screenshot({ path: path.join(REPO, 'target', 'screenshots', 'groups-remote-1280x800.png'), fullPage: true });
   });
 });

@@ -1,7 +1,7 @@
 //! Shared by the end-to-end tests and measure.mjs: the network-namespace guard, the WAV
 //! generator, starting the real node, launching Chromium, polling with deadlines, getStats.
 
-import { spawn } from 'node:child_process';
+import { spawn, execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -70,15 +70,35 @@ export function writeBeepWav(file, { seconds = 10, periodMs = 1000, beepMs = 200
   return file;
 }
 
-/**
- * Start the real node on port 0; resolves once it printed its URL and its federation
- * multiaddr (`p2p`, the first `/ip4/…` token of the "federates at" line). `peers`: multiaddrs
- * passed as `--peer`, so the nodes federate.
- */
-export async function startNode({ name = 'alpha', peers = [] } = {}) {
+function nodeBin() {
   const bin = process.env.VOICECHAT_BIN || path.join(REPO, 'target', 'debug', 'voicechat');
   if (!fs.existsSync(bin)) throw new Error(`node binary not found at ${bin}: build it (cargo build -p voicechat-node) or set VOICECHAT_BIN`);
-  const dataDir = tempDir('node');
+  return bin;
+}
+
+/**
+ * `voicechat id --data-dir DIR`: creates the node key in `dataDir` if missing and resolves to
+ * the node's PeerId (12D3KooW…), so another node can pin it before this one ever starts.
+ */
+export function nodeId(dataDir) {
+  return new Promise((resolve, reject) => {
+    execFile(nodeBin(), ['id', '--data-dir', dataDir], { env: { ...process.env, RUST_LOG: 'warn' }, timeout: 20_000 }, (err, stdout, stderr) => {
+      const id = String(stdout).trim().split(/\s+/)[0] || '';
+      if (err || !/^12D3KooW\w+$/.test(id)) reject(new Error(`voicechat id --data-dir ${dataDir} failed: ${err ? err.message : ''}\n${stdout}\n${stderr}`));
+      else resolve(id);
+    });
+  });
+}
+
+/**
+ * Start the real node on port 0; resolves once it printed its URL and its federation
+ * multiaddr (`p2p`, the first `/ip4/…` token of the "federates at" line, ending in
+ * `/p2p/<id>`). `peers`: pins passed as `--peer` (a full multiaddr is dialled, a bare
+ * `/p2p/<id>` is admitted when it connects); federation is closed otherwise. `dataDir`: an
+ * existing data dir (e.g. one whose id was printed with nodeId()), else a fresh one.
+ */
+export async function startNode({ name = 'alpha', peers = [], dataDir = tempDir('node') } = {}) {
+  const bin = nodeBin();
   const args = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--name', name, '--p2p-listen', '/ip4/127.0.0.1/tcp/0'];
   for (const peer of peers) args.push('--peer', peer);
   const proc = spawn(bin, args, {
@@ -111,6 +131,7 @@ export async function startNode({ name = 'alpha', peers = [] } = {}) {
     name,
     url,
     p2p,
+    id: (p2p.match(/\/p2p\/(\w+)/) || [])[1] || null,
     proc,
     dataDir,
     log: () => log,
@@ -131,6 +152,26 @@ export async function startNode({ name = 'alpha', peers = [] } = {}) {
       fs.rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Two nodes that pin each other (federation is closed by default): `second`'s key is made
+ * first so `first` starts with `--peer /p2p/<second's id>`; `second` then starts with
+ * `--peer <first's full multiaddr>` and dials it.
+ */
+export async function startPeeredPair(first = 'alpha', second = 'beta') {
+  const secondDir = tempDir('node');
+  const secondId = await nodeId(secondDir);
+  const a = await startNode({ name: first, peers: [`/p2p/${secondId}`] });
+  try {
+    const b = await startNode({ name: second, dataDir: secondDir, peers: [a.p2p] });
+    if (b.id && b.id !== secondId) throw new Error(`${second} runs as ${b.id}, not the ${secondId} its data dir printed`);
+    return [a, b];
+  } catch (err) {
+    await a.stop();
+    fs.rmSync(secondDir, { recursive: true, force: true });
+    throw err;
+  }
 }
 
 /** One Chromium process (own user-data-dir) whose fake microphone plays `wav`. */

@@ -1,6 +1,6 @@
-//! A group page: its rooms (live participant counts), members and roles, invite links.
+//! A group page: its rooms (live participant counts), members (with who is only invited) and roles, invite links, leaving.
 
-import { h, link, replaceChildren, uid } from '../dom.js';
+import { h, link, replaceChildren, uid, userParts } from '../dom.js';
 import { notFound } from './notfound.js';
 import { renameControl, confirmButton, copyText, formatExpiry } from './widgets.js';
 
@@ -22,6 +22,7 @@ export function mount(root, ctx, { gid }) {
   let invitesLoaded = false;
   let built = false;
   let gone = false;
+  let leaving = false; // our own leave is under way: its group_removed is expected
 
   const group = () => ctx.state.groups.get(gid);
   // A group whose home is another node is a read-only copy here: that node refuses changes
@@ -70,7 +71,9 @@ export function mount(root, ctx, { gid }) {
       const member = await ctx.api.addMember(gid, user);
       memberInput.value = '';
       await ctx.loadGroup(gid);
-      ctx.notify(`${ctx.show(member.user)} was added.`, 'info');
+      ctx.notify(member.status === 'invited'
+        ? `${ctx.show(member.user)} was invited: they become a member once they accept on their node.`
+        : `${ctx.show(member.user)} was added.`, 'info');
     } catch (err) {
       ctx.showError(err);
     } finally {
@@ -110,6 +113,20 @@ export function mount(root, ctx, { gid }) {
     );
   }
 
+  async function leave() {
+    const name = group() ? group().name : '';
+    leaving = true;
+    try {
+      await ctx.api.removeMember(gid, ctx.me());
+    } catch (err) {
+      leaving = false;
+      throw err;
+    }
+    ctx.removeGroup(gid);
+    ctx.navigate('/');
+    ctx.notify(`You left “${name}”.`, 'info');
+  }
+
   function renderHead(g) {
     const actions = h('div', { class: 'actions' });
     const home = ctx.remoteHome(g);
@@ -117,7 +134,10 @@ export function mount(root, ctx, { gid }) {
       actions.append(renameControl({ label: 'group', current: g.name, testid: 'group-rename', onError: ctx.showError, save: async (name) => ctx.storeGroup(await ctx.api.renameGroup(gid, name)) }));
     }
     if (home) {
-      // Leaving is a change of the membership too: also made on the home node.
+      // This node tells the home, which removes the membership; the group goes at once.
+      const question = `Leave “${g.name}”? It is managed on ${home}: to come back, someone there has to add you again, or you use an invite link.`
+        + (g.role === 'owner' ? ' You are its owner: the group is left without one.' : '');
+      actions.append(confirmButton({ text: 'Leave group', question, testid: 'group-leave', onError: ctx.showError, action: leave }));
     } else if (g.role === 'owner') {
       actions.append(confirmButton({ text: 'Delete group', question: `Delete “${g.name}” for everyone? This cannot be undone.`, testid: 'group-delete', onError: ctx.showError, action: async () => {
         await ctx.api.deleteGroup(gid);
@@ -125,11 +145,7 @@ export function mount(root, ctx, { gid }) {
         ctx.navigate('/');
       } }));
     } else {
-      actions.append(confirmButton({ text: 'Leave group', question: `Leave “${g.name}”?`, testid: 'group-leave', onError: ctx.showError, action: async () => {
-        await ctx.api.removeMember(gid, ctx.me());
-        ctx.removeGroup(gid);
-        ctx.navigate('/');
-      } }));
+      actions.append(confirmButton({ text: 'Leave group', question: `Leave “${g.name}”?`, testid: 'group-leave', onError: ctx.showError, action: leave }));
     }
     replaceChildren(
       head,
@@ -138,7 +154,7 @@ export function mount(root, ctx, { gid }) {
       home
         ? h('p', { class: 'managed-note', testid: 'group-managed' },
             h('strong', {}, `Managed on ${home}`),
-            ` — rooms, members and invite links of this group are changed on the node ${home}; here you can talk in its rooms.`)
+            ` — rooms, members and invite links of this group are changed on the node ${home}; here you can talk in its rooms, or leave the group.`)
         : null,
       actions.childNodes.length ? actions : null,
     );
@@ -191,8 +207,11 @@ export function mount(root, ctx, { gid }) {
         const controls = h('span', { class: 'row-actions' });
         if (g.role === 'owner' && !self && local(g)) {
           const id = uid('role');
+          // Ownership goes only to someone who can use it: a user of another node sees the
+          // group read-only (and an invited one may still decline), so it would be stranded.
+          const roles = !userParts(m.user, ctx.state.node).node && m.status !== 'invited' ? ['member', 'admin', 'owner'] : ['member', 'admin'];
           const select = h('select', { id, testid: `member-role-${m.user}` },
-            ['member', 'admin', 'owner'].map((r) => h('option', { value: r, selected: r === m.role }, r === 'owner' ? 'Owner (hand over)' : ROLE_LABEL[r])));
+            roles.map((r) => h('option', { value: r, selected: r === m.role }, r === 'owner' ? 'Owner (hand over)' : ROLE_LABEL[r])));
           select.addEventListener('change', async () => {
             const role = select.value;
             if (role === 'owner' && !window.confirm(`Hand ownership of “${g.name}” to ${ctx.show(m.user)}? You become an admin.`)) {
@@ -210,19 +229,23 @@ export function mount(root, ctx, { gid }) {
           controls.append(h('label', { for: id, class: 'sr-only' }, `Role of ${ctx.show(m.user)}`), select);
         }
         const canRemove = local(g) && !self && (g.role === 'owner' ? m.role !== 'owner' : g.role === 'admin' && m.role === 'member');
+        const invited = m.status === 'invited';
         if (canRemove) {
-          controls.append(confirmButton({ text: 'Remove', ariaLabel: `Remove ${ctx.show(m.user)}`, question: `Remove ${ctx.show(m.user)} from “${g.name}”?`, testid: `member-remove-${m.user}`, onError: ctx.showError, action: async () => {
+          const question = invited ? `Withdraw the invitation of ${ctx.show(m.user)} to “${g.name}”?` : `Remove ${ctx.show(m.user)} from “${g.name}”?`;
+          controls.append(confirmButton({ text: 'Remove', ariaLabel: `Remove ${ctx.show(m.user)}`, question, testid: `member-remove-${m.user}`, onError: ctx.showError, action: async () => {
             await ctx.api.removeMember(gid, m.user);
             await ctx.loadGroup(gid);
           } }));
         }
         return h('li', { class: 'row', testid: `member-${m.user}` },
           h('span', { class: 'row-main' }, h('span', { class: 'avatar', 'aria-hidden': 'true' }, initial(ctx.show(m.user))), h('span', { class: 'row-title' }, ctx.label(m.user), self ? h('span', { class: 'muted' }, ' (you)') : null)),
+          invited ? h('span', { class: 'badge status-invited', testid: `member-status-${m.user}`, title: 'Invited: has not accepted yet' }, 'invited') : null,
           h('span', { class: `badge role-${m.role}` }, ROLE_LABEL[m.role] || m.role),
           controls.childNodes.length ? controls : null);
       }),
     );
-    membersTitle.textContent = `Members (${members.length})`;
+    const pending = members.filter((m) => m.status === 'invited').length;
+    membersTitle.textContent = pending ? `Members (${members.length - pending}, ${pending} invited)` : `Members (${members.length})`;
     memberForm.hidden = !canAdmin(g);
   }
 
@@ -287,9 +310,9 @@ export function mount(root, ctx, { gid }) {
     renderInvites();
   }
 
-  function showGone(text) {
+  function showGone(text, title = 'Group not found') {
     gone = true;
-    replaceChildren(page, notFound('Group not found', text));
+    replaceChildren(page, notFound(title, text));
   }
 
   (async () => {
@@ -298,7 +321,9 @@ export function mount(root, ctx, { gid }) {
       render();
       if (!invitesLoaded) loadInvites();
     } catch (err) {
-      if (err.status === 404 || err.status === 400) showGone('This group does not exist, or you are not a member of it.');
+      const invitation = ctx.state.invitations.find((i) => i.group === gid);
+      if (err.status === 404 && invitation) showGone(`${invitation.home} invited you to “${invitation.name}”. Accept the invitation on My groups to open it.`, 'You are invited to this group');
+      else if (err.status === 404 || err.status === 400) showGone('This group does not exist, or you are not a member of it.');
       else ctx.showError(err);
     }
   })();
@@ -307,6 +332,7 @@ export function mount(root, ctx, { gid }) {
     update(kind, data) {
       if (gone) return;
       if (kind === 'group_removed' && data.group === gid) {
+        if (leaving) return;
         showGone('This group was deleted, or you were removed from it.');
         ctx.notify('You no longer have access to this group.');
         return;

@@ -1,8 +1,18 @@
-//! "My groups": the groups you belong to (live) and a form to create one.
+//! "My groups": invitations from groups of other nodes (live), the groups you belong to
+//! (live), a form to create one, joining with an invite link, and the nodes you blocked.
 
 import { h, link, replaceChildren, uid } from '../dom.js';
 
 const ROLE_LABEL = { owner: 'Owner', admin: 'Admin', member: 'Member' };
+
+/** "just now", "5 min ago", "3 h ago", "2 days ago" for unix seconds. */
+function ago(unixSecs) {
+  const s = Math.max(0, Date.now() / 1000 - unixSecs);
+  if (s < 60) return 'just now';
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 48 * 3600) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86400)} days ago`;
+}
 
 export function mount(root, ctx) {
   const nameId = uid('group-name');
@@ -85,6 +95,141 @@ export function mount(root, ctx) {
     }
   });
 
+  // ----- invitations: groups of other nodes that added you; nothing of them shows until you accept -----
+  const invTitleId = uid('invitations-title');
+  const invitationsList = h('ul', { class: 'list', 'aria-labelledby': invTitleId });
+  const invitationsCard = h(
+    'section',
+    { class: 'card card-attention', testid: 'invitations', 'aria-labelledby': invTitleId, hidden: true },
+    h('h2', { class: 'card-title', id: invTitleId, tabindex: '-1' }, 'Invitations'),
+    h('p', { class: 'hint' }, 'Groups on other nodes that added you. Nothing of a group shows here until you accept it.'),
+    invitationsList,
+  );
+  const groupsTitle = h('h2', { class: 'card-title', tabindex: '-1' }, 'Your groups');
+  /** Rows by invitation, reused across live updates so a focused button stays focused. */
+  const invitationRows = new Map();
+
+  /** Run `fn` with the row's buttons disabled; on failure, say why and re-read the list. */
+  async function act(row, fn) {
+    const buttons = [...row.querySelectorAll('button')];
+    for (const b of buttons) b.disabled = true;
+    try {
+      await fn();
+    } catch (err) {
+      ctx.showError(err);
+      ctx.refreshInvitations().catch(() => {});
+    } finally {
+      for (const b of buttons) b.disabled = false;
+    }
+  }
+
+  /** After a row went away: focus the next invitation, else the groups heading. */
+  function focusAfterAnswer() {
+    const next = invitationsList.querySelector('button');
+    (next || groupsTitle).focus();
+  }
+
+  function invitationRow(inv) {
+    const role = ROLE_LABEL[inv.role] || inv.role;
+    const row = h('li', { class: 'row invitation', testid: `invitation-${inv.name}`, dataset: { group: inv.group } });
+    const accept = h('button', { class: 'btn btn-primary', type: 'button', testid: `invitation-accept-${inv.name}`, 'aria-label': `Accept the invitation to ${inv.name}` }, 'Accept');
+    const decline = h('button', { class: 'btn', type: 'button', testid: `invitation-decline-${inv.name}`, 'aria-label': `Decline the invitation to ${inv.name}` }, 'Decline');
+    const block = h('button', { class: 'btn btn-danger', type: 'button', testid: `invitation-block-${inv.name}`, 'aria-label': `Decline and block ${inv.home}`, title: `Decline, and decline every invitation from ${inv.home} from now on` }, `Block ${inv.home}`);
+    accept.addEventListener('click', () => act(row, async () => {
+      const group = await ctx.api.acceptInvitation(inv.group);
+      ctx.dropInvitations((i) => i.group === inv.group);
+      ctx.storeGroup(group);
+      ctx.notify(`You joined “${group.name}” (managed on ${group.home}).`, 'info');
+      ctx.navigate(`/g/${group.id}`);
+    }));
+    decline.addEventListener('click', () => act(row, async () => {
+      await ctx.api.declineInvitation(inv.group);
+      ctx.dropInvitations((i) => i.group === inv.group);
+      ctx.notify(`You declined the invitation to “${inv.name}”.`, 'info');
+      focusAfterAnswer();
+    }));
+    block.addEventListener('click', () => {
+      if (!window.confirm(`Block ${inv.home}? This declines “${inv.name}” and every other invitation from ${inv.home}, and later ones are declined without asking you. You can unblock it on this page.`)) return;
+      act(row, async () => {
+        await ctx.api.blockNode(inv.home);
+        ctx.dropInvitations((i) => i.home === inv.home);
+        ctx.setBlocks([...new Set([...ctx.state.blocks, inv.home])]);
+        ctx.notify(`You blocked ${inv.home}: its invitations are declined without asking you.`, 'info');
+        focusAfterAnswer();
+      });
+    });
+    row.append(
+      h('span', { class: 'row-main' },
+        h('span', { class: 'row-title' }, inv.name),
+        h('span', { class: 'badge', title: `Managed on its home node ${inv.home}`, testid: `invitation-home-${inv.name}` }, `on ${inv.home}`),
+        h('span', { class: `badge role-${inv.role}`, title: 'The role offered' }, `as ${role}`),
+        inv.invited_at ? h('span', { class: 'row-sub muted' }, `Invited ${ago(inv.invited_at)}`) : null),
+      h('span', { class: 'row-actions' }, accept, decline, block),
+    );
+    return row;
+  }
+
+  function renderInvitations() {
+    const list = ctx.state.invitations;
+    invitationsCard.hidden = !list.length;
+    const keep = new Set();
+    const rows = list.map((inv) => {
+      const k = `${inv.group}|${inv.name}|${inv.home}|${inv.role}`;
+      keep.add(k);
+      if (!invitationRows.has(k)) invitationRows.set(k, invitationRow(inv));
+      return invitationRows.get(k);
+    });
+    for (const [k, row] of invitationRows) {
+      if (!keep.has(k)) {
+        row.remove();
+        invitationRows.delete(k);
+      }
+    }
+    // Move only what is out of place: a row that stays put keeps its focus.
+    rows.forEach((row, i) => {
+      if (invitationsList.children[i] !== row) invitationsList.insertBefore(row, invitationsList.children[i] || null);
+    });
+  }
+
+  // ----- nodes whose invitations you refuse -----
+  const blocksTitleId = uid('blocks-title');
+  const blocksList = h('ul', { class: 'list', 'aria-labelledby': blocksTitleId });
+  const blocksCard = h(
+    'section',
+    { class: 'card', testid: 'blocked-nodes', 'aria-labelledby': blocksTitleId, hidden: true },
+    h('h2', { class: 'card-title', id: blocksTitleId }, 'Blocked nodes'),
+    h('p', { class: 'hint' }, 'Invitations from these nodes are declined without asking you. Invite links from them still work.'),
+    blocksList,
+  );
+
+  function renderBlocks() {
+    const nodes = ctx.state.blocks;
+    blocksCard.hidden = !nodes.length;
+    replaceChildren(
+      blocksList,
+      nodes.map((node) => {
+        const unblock = h('button', { class: 'btn', type: 'button', testid: `unblock-${node}`, 'aria-label': `Unblock ${node}` }, 'Unblock');
+        unblock.addEventListener('click', async () => {
+          unblock.disabled = true;
+          try {
+            await ctx.api.unblockNode(node);
+            ctx.setBlocks(ctx.state.blocks.filter((n) => n !== node));
+            ctx.notify(`${node} is unblocked: its invitations reach you again.`, 'info');
+            groupsTitle.focus();
+          } catch (err) {
+            if (err.status === 404) ctx.setBlocks(ctx.state.blocks.filter((n) => n !== node));
+            else ctx.showError(err);
+          } finally {
+            unblock.disabled = false;
+          }
+        });
+        return h('li', { class: 'row', testid: `blocked-${node}` },
+          h('span', { class: 'row-main' }, h('span', { class: 'row-title' }, node)),
+          h('span', { class: 'row-actions' }, unblock));
+      }),
+    );
+  }
+
   function renderList() {
     const groups = [...ctx.state.groups.values()].sort((a, b) => a.name.localeCompare(b.name));
     if (!ctx.state.groupsLoaded) {
@@ -114,17 +259,25 @@ export function mount(root, ctx) {
       'section',
       { class: 'page' },
       h('div', { class: 'page-head' }, h('h1', {}, 'My groups')),
+      invitationsCard,
       h('div', { class: 'card' }, h('h2', { class: 'card-title' }, 'Create a group'), form),
-      h('div', { class: 'card' }, h('h2', { class: 'card-title' }, 'Your groups'), list),
+      h('div', { class: 'card' }, groupsTitle, list),
       h('div', { class: 'card' }, h('h2', { class: 'card-title' }, 'Join with an invite link'), linkForm),
+      blocksCard,
     ),
   );
   renderList();
+  renderInvitations();
+  renderBlocks();
   ctx.refreshGroups().catch(ctx.showError);
+  ctx.refreshInvitations().catch(ctx.showError);
+  ctx.refreshBlocks().catch(ctx.showError);
 
   return {
     update(kind) {
       if (kind === 'groups' || kind === 'group' || kind === 'group_removed') renderList();
+      else if (kind === 'invitations') renderInvitations();
+      else if (kind === 'blocks') renderBlocks();
     },
   };
 }
