@@ -68,18 +68,28 @@ impl Testnet {
         };
         std::fs::create_dir_all(&root)?;
         let mut net = Testnet { nodes: Vec::new(), clients: Vec::new(), group: String::new(), root, bin: opts.bin.clone(), netns, tmp };
+        // Federation is closed: every node pins every other one by its id (as operators
+        // exchange `voicechat id`), and is given the addresses of the nodes its topology
+        // dials; the others' addresses it learns through its neighbours.
         for i in 0..opts.nodes {
             let placement = match &net.netns {
                 Some(ns) => ns.placement(i),
                 None => Placement::loopback(),
             };
-            let peers = opts.topology.peers(i, opts.nodes, opts.seed).into_iter().map(|j| net.nodes[j].p2p.clone()).collect();
-            let mut node = NodeProc::new(&net.root, i, placement, peers)?;
+            net.nodes.push(NodeProc::new(&net.root, i, placement, Vec::new())?);
+        }
+        let ids = net.nodes.iter().map(|n| n.peer_id(&net.bin)).collect::<anyhow::Result<Vec<_>>>()?;
+        for i in 0..opts.nodes {
+            let dials = opts.topology.peers(i, opts.nodes, opts.seed);
+            let mut peers: Vec<String> = dials.iter().map(|&j| net.nodes[j].p2p.clone()).collect();
+            peers.extend((0..opts.nodes).filter(|j| *j != i && !dials.contains(j)).map(|j| format!("/p2p/{}", ids[j])));
+            let bin = net.bin.clone();
+            let node = &mut net.nodes[i];
+            node.peers = peers;
             if !node.has_db() {
-                node.add_user(&net.bin, &demo_user(&node.name), DEMO_PASSWORD)?;
+                node.add_user(&bin, &demo_user(&node.name), DEMO_PASSWORD)?;
             }
-            node.start(&net.bin).await?;
-            net.nodes.push(node);
+            node.start(&bin).await?;
         }
         net.clients = try_join_all(net.nodes.iter().map(|n| {
             let (url, user) = (n.url.clone(), demo_user(&n.name));
@@ -103,15 +113,18 @@ impl Testnet {
             }
         };
         // Each add is retried while the home does not know the member's node yet (its card
-        // travels through the topology); then that node must show the group.
+        // travels through the topology); the member accepts the invitation on its node, which
+        // then shows the group.
         for (i, n) in self.nodes.iter().enumerate().skip(1) {
             add_member(home, &gid, format!("{}@{}", demo_user(&n.name), n.name)).await?;
             let c = &self.clients[i];
             let t0 = Instant::now();
+            let accept = format!("/api/invitations/{gid}/accept");
             while c.get(&format!("/api/groups/{gid}")).await?.status != 200 {
                 if t0.elapsed() > FEDERATE_WAIT {
                     bail!("{} never learned group {gid} after its user was added", n.name);
                 }
+                let _ = c.post(&accept, json!({})).await?;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

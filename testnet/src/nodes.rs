@@ -102,7 +102,8 @@ pub struct NodeProc {
     placement: Placement,
     listen: String,
     p2p_listen: String,
-    peers: Vec<String>,
+    /// `--peer` values: full addresses to dial, and bare `/p2p/<id>` pins.
+    pub peers: Vec<String>,
     child: Option<Child>,
 }
 
@@ -125,6 +126,20 @@ impl NodeProc {
             peers,
             child: None,
         })
+    }
+
+    /// The node's PeerId, from `voicechat id` (which creates the key if there is none yet),
+    /// so other nodes can pin it before it starts.
+    pub fn peer_id(&self, bin: &Path) -> anyhow::Result<String> {
+        let out = Command::new(bin)
+            .args(["id", "--data-dir"])
+            .arg(&self.data_dir)
+            .output()
+            .with_context(|| format!("cannot run {}", bin.display()))?;
+        if !out.status.success() {
+            bail!("id of {}: {}", self.name, String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
     /// `voicechat user add USER` (the node must be stopped; sled locks the data dir).
