@@ -620,6 +620,31 @@ mod tests {
     }
 
     #[test]
+    fn federation_settings_from_flags_and_file() {
+        let c = Config::resolve(&args(&[]), FileConfig::default()).unwrap();
+        assert_eq!(c.federation.mode, Mode::Closed, "closed unless the operator opens it");
+        assert!(c.federation.resolve.is_empty() && c.federation.resync.is_none());
+        let f = "[federation]\nmode = \"open\"\nca = [\"ca.pem\"]\nresolve = { \"beta.example\" = \"192.0.2.7:443\" }\n\
+                 resync_secs = 60\nmax_connections = 10\n";
+        let c = Config::resolve(&args(&[]), file(f)).unwrap();
+        assert_eq!(c.federation.mode, Mode::Open);
+        assert_eq!(c.federation.ca, vec![PathBuf::from("/etc/voicechat/ca.pem")], "relative to the file");
+        assert_eq!(c.federation.resolve[&NodeName::new("beta.example").unwrap()], "192.0.2.7:443".parse().unwrap());
+        assert_eq!(c.federation.resync, Some(std::time::Duration::from_secs(60)));
+        assert_eq!(c.federation.limits.total, 10);
+        let c = Config::resolve(
+            &args(&["--federation", "closed", "--federation-resolve", "gamma.example=198.51.100.1:8443", "--resync-secs", "5"]),
+            file(f),
+        )
+        .unwrap();
+        assert_eq!(c.federation.mode, Mode::Closed, "the flag beats the file");
+        assert_eq!(c.federation.resolve.len(), 2);
+        assert_eq!(c.federation.resync, Some(std::time::Duration::from_secs(5)));
+        let e = Config::resolve(&args(&["--federation-resolve", "no-port-here"]), FileConfig::default()).unwrap_err();
+        assert!(matches!(e, ConfigError::BadResolve(_)), "{e}");
+    }
+
+    #[test]
     fn flag_beats_file_and_file_beats_default() {
         let f = "name = \"fromfile\"\nlisten = \"0.0.0.0:8080\"\ndata_dir = \"data\"\n\
                  ice_servers = [\"stun:stun.example.org\"]\n";
