@@ -121,7 +121,7 @@ impl ProtocolError {
 
     /// True when the sender should not be penalised: an unknown kind may be from a newer
     /// version, and unknown nodes/groups, membership changes and stale records happen in honest races
-    /// (gossipsub: *Ignore*; every other error: *Reject*).
+    /// (verdict *ignored*; every other error: *rejected*, counted against the sending peer).
     pub fn is_benign(&self) -> bool {
         matches!(
             self,

@@ -117,7 +117,8 @@ pub enum RpcError {
     NotMember,
     /// The target session is not connected to this node.
     NoSession,
-    /// This node is not the home of the group (sync, invite) or of the target user (signal).
+    /// The joining user is not a user of the asking node (invite), or the signal's target
+    /// is not a user of this node (signal).
     NotHome,
     /// This node does not know the group.
     UnknownGroup,
@@ -196,9 +197,8 @@ pub struct InviteResponse {
     pub records: Vec<ByteBuf>,
 }
 
-/// Hands records straight to a node that needs them but may not be subscribed to the
-/// group's topic yet: a node card on connect, a membership of one of its users, a group's
-/// deletion.
+/// Hands records straight to a node that needs them: a node card on connect, a group's
+/// records to the nodes with members in it, presence to them, a consent to a group's home.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushRequest {
     /// Encoded envelopes, at most [`MAX_PUSH_RECORDS`].
