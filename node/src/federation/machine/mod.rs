@@ -102,6 +102,8 @@ pub struct Limits {
     pub group_members: usize,
     /// Rooms likewise.
     pub group_rooms: usize,
+    /// Sessions one user of another node may have in calls of one group at once.
+    pub sessions_per_user: usize,
 }
 
 impl Default for Limits {
@@ -118,6 +120,7 @@ impl Default for Limits {
             strikes: 100.0,
             group_members: 5_000,
             group_rooms: 500,
+            sessions_per_user: 16,
         }
     }
 }

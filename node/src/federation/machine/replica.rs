@@ -119,8 +119,9 @@ impl Group {
         out
     }
 
+    /// The unexpired presence, at most one page of it.
     pub(crate) fn presence_records(&self, now_s: u64) -> impl Iterator<Item = Vec<u8>> + '_ {
-        self.presence.values().filter(move |p| p.expires_at >= now_s).map(|p| p.envelope.clone())
+        self.presence.values().filter(move |p| p.expires_at >= now_s).map(|p| p.envelope.clone()).take(rpc::MAX_SYNC_RECORDS)
     }
 
     fn changed(&mut self) {
@@ -420,6 +421,12 @@ impl Machine {
         }
         let key = (p.user.clone(), p.session);
         let before = g.presence.get(&key).map(|x| (x.room, x.muted));
+        if before.is_none()
+            && p.state == PresenceState::Joined
+            && g.presence.keys().filter(|(u, _)| u == &p.user).count() >= self.cfg.limits.sessions_per_user
+        {
+            return Err(Dropped::NotWanted("a user with too many sessions in the group's calls"));
+        }
         let participant = Participant { user: p.user.clone(), session: p.session, muted: p.muted };
         let change = match p.state {
             PresenceState::Joined => {

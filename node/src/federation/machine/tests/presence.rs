@@ -173,3 +173,16 @@ fn a_node_cannot_move_or_remove_a_session_of_another_nodes_user() {
     let rejected = sim.nodes[0].machine.stats().records.get(&("presence".to_owned(), "rejected")).copied();
     assert_eq!(rejected, Some(1), "the forged presence counts against node 2");
 }
+
+#[test]
+fn a_user_of_another_node_has_a_bounded_number_of_seats() {
+    let (mut sim, g, room) = setup3();
+    let singer = sim.user(1, "singer");
+    for k in 0..40u8 {
+        sim.join(1, &singer, SessionId([k; 16]), room, false);
+    }
+    sim.run_for(2_000);
+    let seats = sim.participants(0, &room).keys().filter(|(u, _)| u == &singer).count();
+    assert_eq!(seats, 16, "node 0 keeps at most 16 of the user's sessions");
+    let _ = g;
+}
