@@ -24,13 +24,12 @@ use std::time::Duration;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
-use voicechat_protocol::ids::{GroupId, NodeName, RoomId, SessionId, UserId};
+use voicechat_protocol::ids::{GroupId, NodeName, UserId};
 use voicechat_protocol::keys::NodeKey;
-use voicechat_protocol::records::SignalType;
 use voicechat_protocol::rpc::RpcError;
 
 use crate::core::{Announce, Core};
-use machine::{Command, CommandResult, Mode, RelayError};
+use machine::{Command, CommandResult, Mode, OutSignal, RelayError};
 use net::{ConnLimits, Net, NetConfig};
 
 /// Capacity of the channel of core announcements.
@@ -142,22 +141,11 @@ impl Federation {
 
     /// Sends a browser's signal to a user of another node; answers when that node
     /// delivered it or refused.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn relay_signal(
-        &self,
-        from: &UserId,
-        from_session: SessionId,
-        to: &UserId,
-        to_session: SessionId,
-        room: (GroupId, RoomId),
-        kind: SignalType,
-        data: String,
-    ) -> Result<(), RelayError> {
-        let command =
-            Command::Signal { from: from.clone(), from_session, to: to.clone(), to_session, room, kind, data };
-        match self.call(command).await {
+    pub async fn relay_signal(&self, s: OutSignal) -> Result<(), RelayError> {
+        let node = s.to.node.clone();
+        match self.call(Command::Signal(s)).await {
             Some(CommandResult::Signal(r)) => r,
-            _ => Err(RelayError::Unreachable(to.node.clone())),
+            _ => Err(RelayError::Unreachable(node)),
         }
     }
 

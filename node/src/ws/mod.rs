@@ -14,12 +14,12 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::json;
-use voicechat_protocol::ids::{GroupId, RoomId, SessionId, UserId};
+use voicechat_protocol::ids::{SessionId, UserId};
 
 use voicechat_protocol::records::SignalType;
 
 use crate::core::{Core, CoreError};
-use crate::federation::machine::RelayError;
+use crate::federation::machine::{OutSignal, RelayError};
 use crate::http::{AppError, Auth};
 use crate::hub::{Outbound, encode};
 use crate::state::AppState;
@@ -167,7 +167,14 @@ async fn handle(state: &AppState, user: &UserId, session: SessionId, text: &str)
             };
             let together = state.core.is_in(&room, &to, &to_session);
             if together && to.node != state.settings.node_name {
-                relay(state, user, session, to, to_session, room, kind, data);
+                let kind = match kind {
+                    SignalKind::Offer => SignalType::Offer,
+                    SignalKind::Answer => SignalType::Answer,
+                    SignalKind::Candidate => SignalType::Candidate,
+                    SignalKind::Bye => SignalType::Bye,
+                };
+                let s = OutSignal { from: user.clone(), from_session: session, to, to_session, room, kind, data: data.to_string() };
+                relay(state, s);
                 return None;
             }
             let kind_name = match kind {
@@ -202,28 +209,12 @@ impl From<StoreError> for WsError {
 
 /// Sends a signal to a user of another node from a task of its own; a refusal comes back
 /// to the sender's socket as an `error`.
-#[allow(clippy::too_many_arguments)]
-fn relay(
-    state: &AppState,
-    from: &UserId,
-    from_session: SessionId,
-    to: UserId,
-    to_session: SessionId,
-    room: (GroupId, RoomId),
-    kind: SignalKind,
-    data: serde_json::Value,
-) {
-    let (state, from) = (state.clone(), from.clone());
+fn relay(state: &AppState, s: OutSignal) {
+    let state = state.clone();
     tokio::spawn(async move {
-        let text = data.to_string();
-        let kind = match kind {
-            SignalKind::Offer => SignalType::Offer,
-            SignalKind::Answer => SignalType::Answer,
-            SignalKind::Candidate => SignalType::Candidate,
-            SignalKind::Bye => SignalType::Bye,
-        };
+        let (from, from_session, to) = (s.from.clone(), s.from_session, s.to.clone());
         let result = match state.fed() {
-            Some(fed) => fed.relay_signal(&from, from_session, &to, to_session, room, kind, text).await,
+            Some(fed) => fed.relay_signal(s).await,
             None => Err(RelayError::Unreachable(to.node.clone())),
         };
         if let Err(e) = result {

@@ -214,26 +214,30 @@ pub enum Input {
     },
 }
 
+/// A browser's signal for a user of another node.
+#[derive(Debug, Clone)]
+pub struct OutSignal {
+    /// The sending user (local).
+    pub from: UserId,
+    /// Their socket.
+    pub from_session: SessionId,
+    /// The receiving user (remote).
+    pub to: UserId,
+    /// Their socket.
+    pub to_session: SessionId,
+    /// The room of the call.
+    pub room: (GroupId, RoomId),
+    /// What it is.
+    pub kind: SignalType,
+    /// SDP or candidate JSON.
+    pub data: String,
+}
+
 /// Something a local caller asks of the federation.
 #[derive(Debug, Clone)]
 pub enum Command {
     /// Relay a browser's signal to a user of another node.
-    Signal {
-        /// The sending user (local).
-        from: UserId,
-        /// Their socket.
-        from_session: SessionId,
-        /// The receiving user (remote).
-        to: UserId,
-        /// Their socket.
-        to_session: SessionId,
-        /// The room of the call.
-        room: (GroupId, RoomId),
-        /// What it is.
-        kind: SignalType,
-        /// SDP or candidate JSON.
-        data: String,
-    },
+    Signal(OutSignal),
     /// Join a group of another node with an invite code, for a local user.
     Join {
         /// The group's home.
@@ -619,9 +623,7 @@ impl Machine {
 
     fn on_command(&mut self, id: CommandId, command: Command) {
         match command {
-            Command::Signal { from, from_session, to, to_session, room, kind, data } => {
-                self.send_signal(id, from, from_session, to, to_session, room, kind, data)
-            }
+            Command::Signal(s) => self.send_signal(id, s),
             Command::Join { home, code, user } => self.send_invite(id, home, code, user),
             Command::Discover(name) => self.discover(id, name),
         }

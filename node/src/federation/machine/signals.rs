@@ -5,14 +5,14 @@
 //! for a moment) and is delivered when the presence arrives: no polling.
 
 use serde_bytes::ByteBuf;
-use voicechat_protocol::ids::{GroupId, NodeName, Nonce, RoomId, SessionId, UserId};
+use voicechat_protocol::ids::{GroupId, NodeName, Nonce, UserId};
 use voicechat_protocol::keys::NodeKey;
-use voicechat_protocol::records::{Record, Signal, SignalType};
+use voicechat_protocol::records::{Record, Signal};
 use voicechat_protocol::rpc::{self, InviteRequest, InviteResponse, RpcError, SignalRequest, SignalResponse};
 use voicechat_protocol::validate::Verified;
 
 use super::replica::{Source, View};
-use super::{CommandId, CommandResult, Failure, InboundId, Machine, Millis, Output, Pending, Proto, RelayError};
+use super::{CommandId, CommandResult, Failure, InboundId, Machine, Millis, OutSignal, Output, Pending, Proto, RelayError};
 use crate::core::{Announce, Change};
 
 /// A signal waiting for its sender's presence.
@@ -120,18 +120,8 @@ impl Machine {
         self.outputs.push_back(Output::Respond { id: reply, data: rpc::encode(&SignalResponse { error }) });
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn send_signal(
-        &mut self,
-        command: CommandId,
-        from: UserId,
-        from_session: SessionId,
-        to: UserId,
-        to_session: SessionId,
-        room: (GroupId, RoomId),
-        kind: SignalType,
-        data: String,
-    ) {
+    pub(super) fn send_signal(&mut self, command: CommandId, s: OutSignal) {
+        let OutSignal { from, from_session, to, to_session, room, kind, data } = s;
         let unreachable = CommandResult::Signal(Err(RelayError::Unreachable(to.node.clone())));
         let Some(key) = self.trust.key_of(&to.node).filter(|k| self.peers.get(k).is_some_and(|p| p.connected)) else {
             return self.outputs.push_back(Output::Done { id: command, result: unreachable });
