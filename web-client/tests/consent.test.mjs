@@ -10,7 +10,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { REPO, assertPrivateNetns, tempDir, writeBeepWav, startPeeredPair, launchBrowser, waitFor, sleep } from './helpers.mjs';
+import { REPO, assertPrivateNetns, tempDir, writeBeepWav, startPeeredPair, registerOn, launchBrowser, waitFor, sleep } from './helpers.mjs';
 
 const PASSWORD = 'correct horse battery';
 const KEPT = 'Kept Circle';
@@ -46,13 +46,7 @@ describe('invitations across nodes: accept, decline, block, unblock, leave', { t
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  async function register(page, node, username) {
-    await page.goto(new URL('/register', node.url).href);
-    await byId(page, 'register-username').fill(username);
-    await byId(page, 'register-password').fill(PASSWORD);
-    await byId(page, 'register-submit').click();
-    await byId(page, 'group-list').waitFor();
-  }
+  const register = (page, node, username) => registerOn(page, node.url, username, PASSWORD);
 
   async function noReload() {
     assert.equal(await C.page.evaluate(() => window.__noReload), true, 'carol reloaded the page');

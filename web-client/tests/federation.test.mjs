@@ -11,7 +11,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { REPO, assertPrivateNetns, tempDir, writeBeepWav, startPeeredPair, launchBrowser, waitFor, audioStats, sleep } from './helpers.mjs';
+import { REPO, assertPrivateNetns, tempDir, writeBeepWav, startPeeredPair, registerOn, launchBrowser, waitFor, audioStats, sleep } from './helpers.mjs';
 
 const PASSWORD = 'correct horse battery';
 const GROUP = 'Across Nodes';
@@ -46,13 +46,7 @@ describe('a call across two federated nodes', { timeout: 180_000 }, () => {
     }
   });
 
-  async function register(page, node, username) {
-    await page.goto(new URL('/register', node.url).href);
-    await byId(page, 'register-username').fill(username);
-    await byId(page, 'register-password').fill(PASSWORD);
-    await byId(page, 'register-submit').click();
-    await byId(page, 'group-list').waitFor();
-  }
+  const register = (page, node, username) => registerOn(page, node.url, username, PASSWORD);
 
   async function noticeText(page) {
     const n = byId(page, 'notice');

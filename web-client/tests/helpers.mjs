@@ -260,3 +260,13 @@ export function audioStats(page) {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Registers `username` on the node at `url` through its page; returns once My groups shows. */
+export async function registerOn(page, url, username, password) {
+  const byId = (id) => page.locator(`[data-testid="${id}"]`);
+  await page.goto(new URL('/register', url).href);
+  await byId('register-username').fill(username);
+  await byId('register-password').fill(password);
+  await byId('register-submit').click();
+  await byId('group-list').waitFor();
+}
