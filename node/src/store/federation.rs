@@ -44,6 +44,9 @@ pub struct StoredState {
     pub pins: Vec<String>,
     /// Operator blocks (node names or PeerIds, as typed).
     pub blocks: Vec<String>,
+    /// Groups stored without their signed `group_info` (written before signed records
+    /// were kept), with their home: federation syncs them from it.
+    pub unsigned: Vec<(GroupId, NodeName)>,
 }
 
 impl Store {
@@ -85,7 +88,13 @@ impl Store {
                 Ok((GroupId::from_bytes(g), u64::from_be_bytes(seq)))
             })
             .collect::<Result<_, StoreError>>()?;
-        Ok(StoredState { cards: self.peers()?, records, floors, pins: self.pins()?, blocks: self.blocks()? })
+        let mut unsigned = Vec::new();
+        for g in self.all_groups()? {
+            if self.record(&RecordKey::Info(g.id))?.is_none() {
+                unsigned.push((g.id, g.home));
+            }
+        }
+        Ok(StoredState { cards: self.peers()?, records, floors, pins: self.pins()?, blocks: self.blocks()?, unsigned })
     }
 
     /// Adds an operator pin (an address with `/p2p/<id>`, or `/p2p/<id>` alone).

@@ -505,6 +505,13 @@ impl Machine {
             }
         }
         m.load_records(&stored.records);
+        // Groups of other nodes stored before signed records were kept: known by their
+        // home only, so the first sync brings them whole.
+        for (g, home) in stored.unsigned {
+            if home != m.cfg.me {
+                m.groups.entry(g).or_insert_with(|| replica::Group::new(home));
+            }
+        }
         m
     }
 

@@ -54,7 +54,7 @@ pub(crate) struct Group {
 }
 
 impl Group {
-    fn new(home: NodeName) -> Self {
+    pub(crate) fn new(home: NodeName) -> Self {
         Self {
             home,
             info: None,

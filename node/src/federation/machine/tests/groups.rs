@@ -165,3 +165,30 @@ fn an_old_record_replayed_after_a_group_was_forgotten_changes_nothing() {
     let replayed = sim.nodes[1].machine.stats().records.get(&("group_info".to_owned(), "ignored")).copied();
     assert!(replayed.unwrap_or(0) >= 1);
 }
+
+#[test]
+fn a_group_stored_without_signed_records_is_synced_whole_from_its_home() {
+    // Node 1 upgraded from data written before signed records were kept: it knows the
+    // group and its home, nothing signed. The first sync brings everything.
+    let mut sim = Sim::new(Setup::mesh(2));
+    sim.run_for(2_000);
+    let bob = sim.user(1, "bob");
+    let g = sim.create_group(0, "alice", "Old");
+    sim.add_member(0, g, &bob);
+    let r = sim.create_room(0, g, "Old room");
+    sim.run_for(2_000);
+    // Node 1's replica as an upgrade leaves it: the group and its home, nothing signed.
+    let home = sim.nodes[0].name.clone();
+    sim.nodes[1].machine.groups.clear();
+    sim.nodes[1].machine.groups.insert(g, crate::federation::machine::replica::Group::new(home));
+    sim.nodes[1].groups.insert(g, Default::default());
+    let syncs = sim.proto_requests(Proto::Sync);
+    sim.partition(&[0], &[1]);
+    sim.heal();
+    sim.run_for(5_000);
+    assert!(sim.proto_requests(Proto::Sync) > syncs, "node 1 synced from the home");
+    let v = sim.view(1, &g).expect("still held");
+    assert_eq!(v.rooms.get(&r).map(String::as_str), Some("Old room"));
+    assert!(v.members.contains_key(&bob));
+    assert_eq!(sim.nodes[1].machine.groups[&g].members.len(), 2, "the replica holds the signed records again");
+}
