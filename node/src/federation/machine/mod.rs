@@ -438,6 +438,8 @@ pub struct Machine {
     /// Commands waiting for their apply batch to be stored.
     after_apply: HashMap<BatchId, Vec<(CommandId, CommandResult)>>,
     applying: HashSet<BatchId>,
+    /// Batches waiting for room among those in flight (the core stores them in order).
+    backlog: VecDeque<(BatchId, Vec<Change>)>,
     outputs: VecDeque<Output>,
     next_id: u64,
     next_tick: Millis,
@@ -479,6 +481,7 @@ impl Machine {
             pending: HashMap::new(),
             after_apply: HashMap::new(),
             applying: HashSet::new(),
+            backlog: VecDeque::new(),
             outputs: VecDeque::new(),
             next_id: 1,
             next_tick: now + cfg.tick,
@@ -580,6 +583,7 @@ impl Machine {
             Input::Verified { name, result } => self.on_verified(name, result),
             Input::Applied(batch) => {
                 self.applying.remove(&batch);
+                self.drain_backlog();
                 for (id, result) in self.after_apply.remove(&batch).unwrap_or_default() {
                     self.outputs.push_back(Output::Done { id, result });
                 }
@@ -644,15 +648,30 @@ impl Machine {
         id
     }
 
+    /// Hands changes to the core, in order: at most `apply_in_flight` batches at a time,
+    /// the rest wait here (pushes are refused while any wait, and no new sync starts).
     fn apply(&mut self, changes: Vec<Change>) -> Option<BatchId> {
         if changes.is_empty() {
             return None;
         }
         let id = self.next_id();
         self.stats.applied += changes.len() as u64;
-        self.applying.insert(id);
-        self.outputs.push_back(Output::Apply { id, changes });
+        self.backlog.push_back((id, changes));
+        self.drain_backlog();
         Some(id)
+    }
+
+    fn drain_backlog(&mut self) {
+        while self.applying.len() < self.cfg.limits.apply_in_flight {
+            let Some((id, changes)) = self.backlog.pop_front() else { break };
+            self.applying.insert(id);
+            self.outputs.push_back(Output::Apply { id, changes });
+        }
+    }
+
+    /// Whether the core is behind: batches wait to be handed over.
+    fn store_busy(&self) -> bool {
+        !self.backlog.is_empty() || self.applying.len() >= self.cfg.limits.apply_in_flight
     }
 
     fn next_id(&mut self) -> u64 {

@@ -247,8 +247,15 @@ impl Machine {
     }
 
     pub(super) fn on_disconnected(&mut self, key: NodeKey) {
+        let now = self.now;
+        let known = self.trust.name_of(&key).is_some() || self.trust.is_pinned(&key);
         if let Some(p) = self.peers.get_mut(&key) {
             p.connected = false;
+            // A stranger that leaves nothing behind (no queue, no ban) is forgotten, so
+            // keys that come and go do not grow this map.
+            if !known && p.queue.is_empty() && p.banned_until <= now && p.strikes == 0.0 {
+                self.peers.remove(&key);
+            }
         }
     }
 
@@ -277,7 +284,7 @@ impl Machine {
                 return self.refuse(id, Proto::Push, RpcError::Invalid);
             }
         };
-        if self.applying.len() >= self.cfg.limits.apply_in_flight {
+        if self.store_busy() {
             self.stats.rate_limited += 1;
             return self.refuse(id, Proto::Push, RpcError::RateLimited);
         }

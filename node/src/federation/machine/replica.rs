@@ -485,6 +485,7 @@ impl Machine {
                 for (s, b) in sendable {
                     self.enqueue(key, s, b);
                 }
+                self.flush(key);
             }
             return;
         }

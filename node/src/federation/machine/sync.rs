@@ -34,8 +34,12 @@ impl Machine {
         self.start_due_syncs();
     }
 
-    /// Starts the syncs that are due and whose home is connected.
+    /// Starts the syncs that are due and whose home is connected (not while the core is
+    /// behind: they wait for the next tick).
     pub(super) fn start_due_syncs(&mut self) {
+        if self.store_busy() {
+            return;
+        }
         let now = self.now;
         let me = self.cfg.me.clone();
         let due: Vec<(GroupId, NodeKey)> = self

@@ -107,3 +107,28 @@ fn a_peer_sending_garbage_is_cut_off() {
     sim.dial(1, 0);
     assert!(!sim.connected(0, 1), "refused while cut off");
 }
+
+#[test]
+fn a_slow_store_holds_back_batches_and_refuses_pushes_without_losing_any() {
+    let mut sim = Sim::new(Setup::mesh(2));
+    sim.run_for(2_000);
+    let g = sim.create_group(0, "alice", "Slow disk");
+    let r = sim.create_room(0, g, "Hall");
+    let bob = sim.user(1, "bob");
+    sim.add_member(0, g, &bob);
+    sim.run_for(2_000);
+    // Node 0's core stops reporting stored batches; bob toggles mute 40 times.
+    sim.hold_applies = true;
+    let s = SessionId([0x42; 16]);
+    for k in 0..40 {
+        sim.join(1, &bob, s, (g, r), k % 2 == 1);
+        sim.run_for(200);
+    }
+    assert!(sim.max_in_flight <= 16, "at most 16 batches in flight ({})", sim.max_in_flight);
+    let limited = sim.nodes[0].machine.stats().rate_limited;
+    assert!(limited > 0, "pushes were refused while the store was behind");
+    // The store catches up: the pushes are sent again, and the last state arrives.
+    sim.release();
+    sim.run_for(40_000);
+    assert_eq!(sim.participants(0, &(g, r)).get(&(bob.clone(), s)), Some(&true), "bob's last state (muted) shows");
+}

@@ -116,6 +116,11 @@ pub struct Sim {
     next_cmd: CommandId,
     /// Answers to requests a test sent by hand ([`Sim::ask`]).
     pub answers: HashMap<u64, Vec<u8>>,
+    /// When set, nodes' cores do not report batches stored until [`Sim::release`].
+    pub hold_applies: bool,
+    held: Vec<(usize, super::super::BatchId)>,
+    /// The most batches one node had handed to its core and not yet seen stored.
+    pub max_in_flight: usize,
 }
 
 /// Outbound ids of hand-made requests (kept apart from the machines' own).
@@ -242,6 +247,9 @@ impl Sim {
             dns,
             next_cmd: 0,
             answers: HashMap::new(),
+            hold_applies: false,
+            held: Vec::new(),
+            max_in_flight: 0,
         };
         for i in 0..n {
             sim.drain(i);
@@ -343,7 +351,13 @@ impl Sim {
             }
             Output::Apply { id, changes } => {
                 self.apply(i, changes);
-                local.push(Input::Applied(id));
+                if self.hold_applies {
+                    self.held.push((i, id));
+                    let n = self.held.iter().filter(|(j, _)| *j == i).count();
+                    self.max_in_flight = self.max_in_flight.max(n);
+                } else {
+                    local.push(Input::Applied(id));
+                }
             }
             Output::Dial { peer, .. } => {
                 if let Some(&j) = self.by_key.get(&peer) {
@@ -538,6 +552,14 @@ impl Sim {
             }
         }
         self.now = self.now.max(until);
+    }
+
+    /// Reports every held batch stored.
+    pub fn release(&mut self) {
+        self.hold_applies = false;
+        for (i, id) in std::mem::take(&mut self.held) {
+            self.input(i, Input::Applied(id));
+        }
     }
 
     /// Runs for `ms` more.
