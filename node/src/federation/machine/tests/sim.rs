@@ -743,10 +743,6 @@ impl Sim {
         out
     }
 
-    pub fn total_requests(&self) -> u64 {
-        self.nodes.iter().map(|n| n.sent.values().sum::<u64>()).sum()
-    }
-
     pub fn proto_requests(&self, p: Proto) -> u64 {
         self.requests().get(p.name()).copied().unwrap_or(0)
     }
