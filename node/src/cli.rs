@@ -176,8 +176,8 @@ pub struct ServeArgs {
     /// records only when they differ) [default: 300].
     #[arg(long, value_name = "SECS", env = "VOICECHAT_RESYNC_SECS")]
     pub resync_secs: Option<u64>,
-    /// STUN/TURN server URL handed to browsers (repeatable; env: comma-separated);
-    /// TURN credentials go in the config file [default: none].
+    /// Another STUN/TURN server URL handed to browsers after the node's own (repeatable;
+    /// env: comma-separated); TURN credentials go in the config file [default: none].
     #[arg(
         long,
         value_name = "URL",
@@ -219,6 +219,30 @@ pub struct ServeArgs {
           num_args = 0..=1, default_missing_value = "true",
           value_parser = clap::builder::BoolishValueParser::new())]
     pub acme_staging: Option<bool>,
+    /// The node's own STUN/TURN service for browsers: on or off [default: on].
+    #[arg(long, value_enum, value_name = "ON|OFF", env = "VOICECHAT_TURN")]
+    pub turn: Option<crate::config::Switch>,
+    /// UDP and TCP address of STUN/TURN (one port number for both); port 0 picks one
+    /// [default: the listen IP, port 3478 (0 when the listen port is 0); all interfaces
+    /// when the listen IP is loopback but the public URL is not].
+    #[arg(long, value_name = "ADDR:PORT", env = "VOICECHAT_TURN_LISTEN")]
+    pub turn_listen: Option<SocketAddr>,
+    /// TURN over TLS (turns:) address, with the node's certificate [default: with TLS on,
+    /// the TURN IP, port 5349 (0 when the listen port is 0); none without TLS].
+    #[arg(long, value_name = "ADDR:PORT", env = "VOICECHAT_TURN_TLS_LISTEN")]
+    pub turn_tls_listen: Option<SocketAddr>,
+    /// The public address of a node behind 1:1 NAT (a cloud VM): put in TURN URLs and
+    /// relayed candidates [default: the TURN listen IP, or the LAN address].
+    #[arg(long, value_name = "IP", env = "VOICECHAT_TURN_EXTERNAL_IP")]
+    pub turn_external_ip: Option<std::net::IpAddr>,
+    /// UDP ports relays are opened on, LOW-HIGH [default: 49152-65535].
+    #[arg(long, value_name = "LOW-HIGH", env = "VOICECHAT_TURN_RELAY_PORTS")]
+    pub turn_relay_ports: Option<String>,
+    /// A peer network relays may reach although it is refused by default (loopback,
+    /// link-local, the node's own service ports), as a CIDR block (repeatable)
+    /// [default: none].
+    #[arg(long, value_name = "CIDR", env = "VOICECHAT_TURN_ALLOW_PEER", value_delimiter = ',')]
+    pub turn_allow_peer: Vec<crate::turn::Cidr>,
 }
 
 /// Runs the parsed command line.

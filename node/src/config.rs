@@ -71,7 +71,33 @@ pub enum ConfigError {
     /// `--tls acme` without a domain.
     #[error("--tls acme needs at least one --domain")]
     MissingDomain,
+    /// `turn_relay_ports` is not `LOW-HIGH` within 1024..=65535.
+    #[error("bad TURN relay ports {0:?}: expected LOW-HIGH, e.g. 49152-65535 (ports 1024 and up)")]
+    BadRelayPorts(String),
 }
+
+/// On or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
+/// The default STUN/TURN port (UDP and TCP).
+pub const DEFAULT_TURN_PORT: u16 = 3478;
+/// The default TURN-over-TLS port.
+pub const DEFAULT_TURNS_PORT: u16 = 5349;
+/// Relay ports when none are configured (the IANA dynamic range, as coturn).
+pub const DEFAULT_RELAY_PORTS: (u16, u16) = (49152, 65535);
+/// Allocations one user may hold at once when none is configured: a browser makes one
+/// per TURN URL per peer connection, so a mesh of 8 over UDP, TCP and TLS needs 21.
+pub const DEFAULT_MAX_ALLOCATIONS_PER_USER: usize = 64;
+/// Relayed bytes per second per user, each way, when none is configured: 2 Mbit/s, room
+/// for a dozen Opus streams.
+pub const DEFAULT_TURN_USER_BYTES_PER_SEC: u64 = 256 * 1024;
 
 /// The four ways to serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -117,6 +143,31 @@ pub struct FileConfig {
     pub tls: Option<FileTls>,
     /// Federation settings. Left out: closed federation (pinned peers only).
     pub federation: Option<FileFederation>,
+    /// The node's own STUN/TURN service. Left out: on, with the defaults below.
+    pub turn: Option<FileTurn>,
+}
+
+/// The `[turn]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTurn {
+    /// `"on"` or `"off"`. Left out: on.
+    pub mode: Option<Switch>,
+    /// UDP and TCP `ADDR:PORT`. Left out: the listen IP with port 3478 (0 when the listen
+    /// port is 0; all interfaces when the listen IP is loopback but the public URL is not).
+    pub listen: Option<SocketAddr>,
+    /// TURN over TLS `ADDR:PORT`. Left out: with TLS on, the TURN IP with port 5349.
+    pub tls_listen: Option<SocketAddr>,
+    /// The node's public address behind 1:1 NAT. Left out: the TURN IP or LAN address.
+    pub external_ip: Option<IpAddr>,
+    /// Relay ports, `"LOW-HIGH"`. Left out: `"49152-65535"`.
+    pub relay_ports: Option<String>,
+    /// Peer networks relays may reach although refused by default. Left out: none.
+    pub allow_peers: Option<Vec<crate::turn::Cidr>>,
+    /// Allocations one user may hold at once. Left out: 64.
+    pub max_allocations_per_user: Option<usize>,
+    /// Relayed bytes per second per user, each way. Left out: 262144 (2 Mbit/s).
+    pub user_bytes_per_sec: Option<u64>,
 }
 
 /// The `[federation]` table.
@@ -257,6 +308,60 @@ pub struct Config {
     pub federation: FederationConfig,
     /// Password hash concurrency.
     pub max_concurrent_hashes: usize,
+    /// The node's STUN/TURN service; `None` when turned off.
+    pub turn: Option<TurnConfig>,
+}
+
+/// The STUN/TURN service, resolved (addresses still to be bound).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnConfig {
+    /// UDP and TCP.
+    pub listen: SocketAddr,
+    /// TLS, when the node has a certificate.
+    pub tls_listen: Option<SocketAddr>,
+    /// Public address behind 1:1 NAT.
+    pub external_ip: Option<IpAddr>,
+    /// Inclusive relay port range.
+    pub relay_ports: (u16, u16),
+    /// Peer networks allowed although refused by default.
+    pub allow_peers: Vec<crate::turn::Cidr>,
+    /// Allocation quota per user.
+    pub max_allocations_per_user: usize,
+    /// Bandwidth cap per user, each way.
+    pub user_bytes_per_sec: u64,
+}
+
+fn parse_relay_ports(text: &str) -> Result<(u16, u16), ConfigError> {
+    let bad = || ConfigError::BadRelayPorts(text.to_owned());
+    let (lo, hi) = text.split_once('-').ok_or_else(bad)?;
+    let (lo, hi): (u16, u16) = (lo.trim().parse().map_err(|_| bad())?, hi.trim().parse().map_err(|_| bad())?);
+    if lo < 1024 || hi < lo {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
+/// Where TURN listens when not told: beside the web listener, on the standard port (a
+/// free one when the web port is picked freely, as in tests); on all interfaces when the
+/// web listener is loopback behind a proxy with a public URL, since browsers must reach
+/// TURN directly.
+fn default_turn_listen(http: SocketAddr, public_url: Option<&str>, port: u16) -> SocketAddr {
+    let port = if http.port() == 0 { 0 } else { port };
+    let public_host = public_url.and_then(crate::tls::origin_host);
+    let public_is_loopback = match public_host {
+        None => true,
+        Some("localhost") => true,
+        Some(h) => h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+    };
+    let ip = if http.ip().is_loopback() && !public_is_loopback {
+        match http.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        }
+    } else {
+        http.ip()
+    };
+    SocketAddr::new(ip, port)
 }
 
 /// Who this node federates with, resolved.
@@ -544,7 +649,42 @@ impl Config {
             },
         };
 
+        let fturn = file.turn.unwrap_or_default();
+        let turn = match args.turn.or(fturn.mode).unwrap_or(Switch::On) {
+            Switch::Off => None,
+            Switch::On => {
+                let listen_turn = args
+                    .turn_listen
+                    .or(fturn.listen)
+                    .unwrap_or_else(|| default_turn_listen(listen, public_url.as_deref(), DEFAULT_TURN_PORT));
+                let tls_listen = args.turn_tls_listen.or(fturn.tls_listen).or_else(|| {
+                    tls.is_on().then(|| {
+                        let port = if listen_turn.port() == 0 { 0 } else { DEFAULT_TURNS_PORT };
+                        SocketAddr::new(listen_turn.ip(), port)
+                    })
+                });
+                let relay_ports = match args.turn_relay_ports.clone().or(fturn.relay_ports) {
+                    Some(t) => parse_relay_ports(&t)?,
+                    None => DEFAULT_RELAY_PORTS,
+                };
+                Some(TurnConfig {
+                    listen: listen_turn,
+                    tls_listen: tls_listen.filter(|_| tls.is_on()),
+                    external_ip: args.turn_external_ip.or(fturn.external_ip),
+                    relay_ports,
+                    allow_peers: if args.turn_allow_peer.is_empty() {
+                        fturn.allow_peers.unwrap_or_default()
+                    } else {
+                        args.turn_allow_peer.clone()
+                    },
+                    max_allocations_per_user: fturn.max_allocations_per_user.unwrap_or(DEFAULT_MAX_ALLOCATIONS_PER_USER).max(1),
+                    user_bytes_per_sec: fturn.user_bytes_per_sec.unwrap_or(DEFAULT_TURN_USER_BYTES_PER_SEC).max(1500),
+                })
+            }
+        };
+
         Ok(Config {
+            turn,
             federation,
             name,
             listen,
@@ -642,6 +782,47 @@ mod tests {
         assert_eq!(c.federation.resync, Some(std::time::Duration::from_secs(5)));
         let e = Config::resolve(&args(&["--federation-resolve", "no-port-here"]), FileConfig::default()).unwrap_err();
         assert!(matches!(e, ConfigError::BadResolve(_)), "{e}");
+    }
+
+    #[test]
+    fn turn_is_on_beside_the_web_listener_unless_turned_off() {
+        let c = Config::resolve(&args(&[]), FileConfig::default()).unwrap();
+        let t = c.turn.expect("on by default");
+        assert_eq!(t.listen, "127.0.0.1:3478".parse().unwrap());
+        assert_eq!(t.tls_listen, None, "no turns: without a certificate");
+        assert_eq!(t.relay_ports, DEFAULT_RELAY_PORTS);
+        let c = Config::resolve(&args(&["--listen", "127.0.0.1:0"]), FileConfig::default()).unwrap();
+        assert_eq!(c.turn.unwrap().listen, "127.0.0.1:0".parse().unwrap(), "a free port beside a free port");
+        let c = Config::resolve(&args(&["--listen", "0.0.0.0:3001", "--tls", "self-signed"]), FileConfig::default()).unwrap();
+        let t = c.turn.unwrap();
+        assert_eq!((t.listen, t.tls_listen), ("0.0.0.0:3478".parse().unwrap(), Some("0.0.0.0:5349".parse().unwrap())));
+        // Behind a proxy: the web listener is loopback, browsers reach TURN directly.
+        let c = Config::resolve(&args(&["--public-url", "https://voice.example.org"]), FileConfig::default()).unwrap();
+        assert_eq!(c.turn.unwrap().listen, "0.0.0.0:3478".parse().unwrap());
+        let c = Config::resolve(&args(&["--turn", "off"]), FileConfig::default()).unwrap();
+        assert!(c.turn.is_none());
+        let f = "[turn]\nmode = \"off\"\n";
+        assert!(Config::resolve(&args(&[]), file(f)).unwrap().turn.is_none());
+        assert!(Config::resolve(&args(&["--turn", "on"]), file(f)).unwrap().turn.is_some(), "the flag beats the file");
+        let f = "[turn]\nlisten = \"203.0.113.1:3478\"\nexternal_ip = \"198.51.100.9\"\nrelay_ports = \"50000-50100\"\n\
+                 allow_peers = [\"10.0.0.0/8\"]\nmax_allocations_per_user = 5\nuser_bytes_per_sec = 100000\n";
+        let t = Config::resolve(&args(&[]), file(f)).unwrap().turn.unwrap();
+        assert_eq!(t.listen, "203.0.113.1:3478".parse().unwrap());
+        assert_eq!(t.external_ip, Some("198.51.100.9".parse().unwrap()));
+        assert_eq!(t.relay_ports, (50000, 50100));
+        assert_eq!(t.allow_peers, vec!["10.0.0.0/8".parse().unwrap()]);
+        assert_eq!((t.max_allocations_per_user, t.user_bytes_per_sec), (5, 100000));
+        let t = Config::resolve(&args(&["--turn-relay-ports", "40000-40009", "--turn-allow-peer", "127.0.0.1"]), file(f))
+            .unwrap()
+            .turn
+            .unwrap();
+        assert_eq!(t.relay_ports, (40000, 40009));
+        assert_eq!(t.allow_peers, vec!["127.0.0.1/32".parse().unwrap()]);
+        for bad in ["49152", "500-600", "60000-50000", "a-b"] {
+            let e = Config::resolve(&args(&["--turn-relay-ports", bad]), FileConfig::default()).unwrap_err();
+            assert!(matches!(e, ConfigError::BadRelayPorts(_)), "{bad}: {e}");
+        }
+        assert!(Cli::try_parse_from(["voicechat", "--turn-allow-peer", "10.0.0.0/40"]).is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod state;
 pub mod store;
 pub mod time;
 pub mod tls;
+pub mod turn;
 pub mod ws;
 
 pub use http::app;

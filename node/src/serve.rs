@@ -78,16 +78,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot start federation on {}", config.p2p_listen))?;
     let p2p = fed.addrs().to_vec();
-    let state = AppState::new(core, settings, Some(fed));
-    tokio::spawn(sweep_sessions(store.clone()));
-    let app = crate::app(state.clone())
-        .into_make_service_with_connect_info::<SocketAddr>();
-
     // Build the TLS side before announcing, so a bad certificate fails startup.
-    let server = match &config.tls {
-        Tls::None => Served::Plain,
+    let (server, tls_config) = match &config.tls {
+        Tls::None => (Served::Plain, None),
         Tls::Files { cert, key } => {
-            Served::Rustls(RustlsConfig::from_config(tls::from_files(cert, key)?))
+            let cfg = tls::from_files(cert, key)?;
+            (Served::Rustls(RustlsConfig::from_config(cfg.clone())), Some(cfg))
         }
         Tls::SelfSigned => {
             let sans = tls::self_signed_sans(
@@ -99,7 +95,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let (cfg, fresh) = tls::self_signed(&config.data_dir, &sans)?;
             let dir = config.data_dir.join("tls");
             info!(?sans, dir = %dir.display(), fresh, "self-signed certificate");
-            Served::Rustls(RustlsConfig::from_config(cfg))
+            (Served::Rustls(RustlsConfig::from_config(cfg.clone())), Some(cfg))
         }
         Tls::Acme {
             domains,
@@ -108,9 +104,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         } => {
             let cache = config.data_dir.join("tls").join("acme");
             info!(?domains, staging, cache = %cache.display(), "acme");
-            Served::Acme(tls::acme_acceptor(domains, contact, *staging, cache)?)
+            let (acceptor, same_certs) = tls::acme_acceptor(domains, contact, *staging, cache)?;
+            (Served::Acme(acceptor), Some(same_certs))
         }
     };
+
+    // STUN/TURN, with the same certificate for turns: (swapped with it on SIGHUP).
+    let turn_tls: Option<crate::turn::TlsSlot> = tls_config.map(|c| Arc::new(std::sync::RwLock::new(c)));
+    let turn = match &config.turn {
+        None => None,
+        Some(tc) => {
+            let secret = crate::turn::Secret::load_or_create(&config.data_dir)
+                .with_context(|| format!("cannot read or create {}", config.data_dir.join("turn.secret").display()))?;
+            let turn = crate::turn::Turn::start(tc, config.name.as_str(), tls::origin_host(&url), secret, turn_tls.clone())
+                .await
+                .context("cannot start STUN/TURN (choose another address with --turn-listen, or --turn off)")?;
+            Some(turn)
+        }
+    };
+    let state = AppState::new(core, settings, Some(fed), turn);
+    tokio::spawn(sweep_sessions(store.clone()));
+    let app = crate::app(state.clone())
+        .into_make_service_with_connect_info::<SocketAddr>();
 
     info!(addr = %bound, tls = config.tls.mode_name(), "listening");
     if config.public_url.is_none() && bound.ip().is_unspecified() {
@@ -128,7 +143,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     if let (Tls::Files { cert, key }, Served::Rustls(rc)) = (&config.tls, &server) {
-        tokio::spawn(reload_on_sighup(rc.clone(), cert.clone(), key.clone()));
+        tokio::spawn(reload_on_sighup(rc.clone(), turn_tls.clone(), cert.clone(), key.clone()));
     }
 
     let served = match server {
@@ -271,9 +286,14 @@ async fn shutdown_on_signal(mut signals: Signals, handle: Handle<SocketAddr>, st
     handle.shutdown();
 }
 
-/// Re-reads the certificate files on SIGHUP (after a renewal), keeping the old ones if
-/// the new ones do not load.
-async fn reload_on_sighup(rc: RustlsConfig, cert: std::path::PathBuf, key: std::path::PathBuf) {
+/// Re-reads the certificate files on SIGHUP (after a renewal), for HTTPS and TURN over
+/// TLS, keeping the old ones if the new ones do not load.
+async fn reload_on_sighup(
+    rc: RustlsConfig,
+    turn: Option<crate::turn::TlsSlot>,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -283,6 +303,9 @@ async fn reload_on_sighup(rc: RustlsConfig, cert: std::path::PathBuf, key: std::
         while hup.recv().await.is_some() {
             match tls::from_files(&cert, &key) {
                 Ok(cfg) => {
+                    if let Some(slot) = &turn {
+                        *slot.write().expect("tls slot") = cfg.clone();
+                    }
                     rc.reload_from_config(cfg);
                     info!(cert = %cert.display(), "reloaded certificate");
                 }
@@ -293,5 +316,5 @@ async fn reload_on_sighup(rc: RustlsConfig, cert: std::path::PathBuf, key: std::
         }
     }
     #[cfg(not(unix))]
-    let _ = (rc, cert, key);
+    let _ = (rc, turn, cert, key);
 }

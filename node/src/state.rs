@@ -22,7 +22,8 @@ pub struct Settings {
     pub public_url: String,
     /// Mark cookies `Secure` (TLS is on, or the node sits behind an HTTPS proxy).
     pub secure_cookies: bool,
-    /// STUN/TURN servers handed to browsers, as `RTCIceServer` JSON objects.
+    /// The operator's STUN/TURN servers, handed to browsers after the node's own, as
+    /// `RTCIceServer` JSON objects.
     pub ice_servers: Vec<serde_json::Value>,
     /// At most this many password hashes run at once.
     pub max_concurrent_hashes: usize,
@@ -61,6 +62,8 @@ pub struct Inner {
     shutdown: tokio::sync::watch::Sender<bool>,
     /// The federation, if this node federates.
     fed: Option<Federation>,
+    /// The node's STUN/TURN service, unless it is turned off.
+    pub turn: Option<crate::turn::Turn>,
 }
 
 impl std::ops::Deref for AppState {
@@ -71,8 +74,9 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// The state of a node over `core`, federating through `fed` if given.
-    pub fn new(core: Arc<Core>, settings: Settings, fed: Option<Federation>) -> Self {
+    /// The state of a node over `core`, federating through `fed` and relaying calls
+    /// through `turn` if given.
+    pub fn new(core: Arc<Core>, settings: Settings, fed: Option<Federation>, turn: Option<crate::turn::Turn>) -> Self {
         let hasher = Hasher::new(settings.max_concurrent_hashes);
         Self(Arc::new(Inner {
             store: core.store.clone(),
@@ -82,6 +86,7 @@ impl AppState {
             settings,
             shutdown: tokio::sync::watch::Sender::new(false),
             fed,
+            turn,
         }))
     }
 

@@ -178,13 +178,14 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 /// An acceptor that gets and renews Let's Encrypt certificates for `domains` (TLS-ALPN-01
 /// on the listening socket; the cache of account and certificates is `cache_dir`).
-/// Spawns the task that drives ACME; it logs every event.
+/// Spawns the task that drives ACME; it logs every event. Also returns a plain TLS config
+/// serving the same certificates (for TURN over TLS, which answers no challenges).
 pub fn acme_acceptor(
     domains: &[String],
     contact: &[String],
     staging: bool,
     cache_dir: PathBuf,
-) -> anyhow::Result<rustls_acme::axum::AxumAcceptor> {
+) -> anyhow::Result<(rustls_acme::axum::AxumAcceptor, Arc<ServerConfig>)> {
     let mut state = rustls_acme::AcmeConfig::new(domains)
         .contact(contact)
         .cache(rustls_acme::caches::DirCache::new(cache_dir))
@@ -193,6 +194,7 @@ pub fn acme_acceptor(
     let config = server_config_builder()?
         .with_no_client_auth()
         .with_cert_resolver(state.resolver());
+    let same_certs = Arc::new(server_config_builder()?.with_no_client_auth().with_cert_resolver(state.resolver()));
     let acceptor = state.axum_acceptor(with_alpn(config));
     tokio::spawn(async move {
         while let Some(event) = state.next().await {
@@ -202,7 +204,7 @@ pub fn acme_acceptor(
             }
         }
     });
-    Ok(acceptor)
+    Ok((acceptor, same_certs))
 }
 
 #[cfg(test)]

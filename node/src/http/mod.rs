@@ -8,7 +8,7 @@ mod groups;
 mod members;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -99,9 +99,38 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `GET /api/ice`: the STUN/TURN servers browsers should use.
-async fn ice(State(state): State<AppState>, _auth: Auth) -> impl IntoResponse {
-    axum::Json(serde_json::json!({"ice_servers": state.settings.ice_servers}))
+/// Which room the servers are for.
+#[derive(serde::Deserialize)]
+struct IceQuery {
+    group: Option<String>,
+    room: Option<String>,
+}
+
+/// `GET /api/ice[?group=G&room=R]`: the STUN/TURN servers a browser should use: the node's
+/// own first, then the operator's. TURN credentials (expiring, see `turn::creds`) only for
+/// a member of the room's group joining it; without a room, STUN only. 404 for a room the
+/// user cannot see.
+async fn ice(State(state): State<AppState>, auth: Auth, Query(q): Query<IceQuery>) -> Result<Response, AppError> {
+    let mut servers = Vec::new();
+    let mut expires_at = None;
+    if let (Some(g), Some(r)) = (&q.group, &q.room) {
+        let (g, r) = (groups::parse_group(g)?, groups::parse_room(r)?);
+        state.core.membership(&g, &auth.id)?;
+        if state.store.room(&g, &r)?.is_none() {
+            return Err(AppError::not_found("no such room"));
+        }
+        if let Some(turn) = &state.turn {
+            let (server, expiry) = turn.turn_server(&auth.id);
+            servers.push(server);
+            expires_at = Some(expiry);
+        }
+    }
+    if let Some(turn) = &state.turn {
+        servers.push(turn.stun_server());
+    }
+    servers.extend(state.settings.ice_servers.iter().cloned());
+    let body = serde_json::json!({"ice_servers": servers, "expires_at": expires_at});
+    Ok(([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response())
 }
 
 /// `GET /.well-known/voicechat/node`: this node's signed card (canonical CBOR), so another

@@ -197,8 +197,14 @@ impl Node {
         cmd.arg("serve")
             .args(["--listen", &self.listen, "--data-dir"])
             .arg(self.data_dir())
-            .args(["--name", &self.name, "--p2p-listen", &self.p2p_listen])
-            .args(&self.args)
+            .args(["--name", &self.name, "--p2p-listen", &self.p2p_listen]);
+        // A restart keeps the web port, and the standard TURN port beside it would be
+        // shared by every test's node: TURN on a free port unless a test chooses.
+        if !self.args.iter().any(|a| a == "--turn" || a == "--turn-listen") {
+            let ip = self.listen.rsplit_once(':').map_or("127.0.0.1", |(ip, _)| ip);
+            cmd.args(["--turn-listen", &format!("{ip}:0")]);
+        }
+        cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

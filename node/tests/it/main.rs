@@ -24,3 +24,4 @@ mod flow;
 mod login_limit;
 mod signaling;
 mod tls;
+mod turn;
