@@ -97,6 +97,19 @@ enum Scenario {
     },
     /// SIGKILL a node during writes and presence; acknowledged data and presence TTL.
     Crash,
+    /// Relayed audio through the node's TURN and through coturn: CPU, streams per core,
+    /// loss and added latency at rising client counts (each client is two streams).
+    Turn {
+        /// Client counts, one step each.
+        #[arg(long, value_delimiter = ',', default_values_t = [50usize, 100, 200, 400])]
+        clients: Vec<usize>,
+        /// Measured seconds per step.
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+        /// The coturn binary to compare with ("none" to skip).
+        #[arg(long, default_value = "turnserver")]
+        coturn: String,
+    },
     /// Cut a node off the federation, change both sides, heal; time to converge.
     Partition {
         #[arg(long, default_value_t = 5)]
@@ -231,6 +244,10 @@ async fn scenario(which: Scenario, args: NetArgs) -> anyhow::Result<Report> {
             scenarios::load::run(&opts, &p).await
         }
         Scenario::Crash => scenarios::crash::run(&opts, &scenarios::crash::Params::default()).await,
+        Scenario::Turn { clients, secs, coturn } => {
+            let coturn = (coturn != "none").then(|| PathBuf::from(coturn));
+            scenarios::turn::run(&opts, &scenarios::turn::Params { steps: clients, secs, coturn }).await
+        }
         Scenario::Partition { changes, cut_secs } => {
             let p = scenarios::partition::Params { changes, cut_for: Duration::from_secs(cut_secs), ..Default::default() };
             scenarios::partition::run(&opts, &p).await

@@ -25,11 +25,13 @@ pub struct Options {
     pub dir: Option<PathBuf>,
     /// Seed of the random topology.
     pub seed: u64,
+    /// More `voicechat serve` arguments for every node.
+    pub node_args: Vec<String>,
 }
 
 impl Options {
     pub fn new(nodes: usize, bin: PathBuf) -> Options {
-        Options { nodes, topology: Topology::Mesh, bin, dir: None, seed: 1 }
+        Options { nodes, topology: Topology::Mesh, bin, dir: None, seed: 1, node_args: Vec::new() }
     }
 }
 
@@ -86,6 +88,7 @@ impl Testnet {
             let bin = net.bin.clone();
             let node = &mut net.nodes[i];
             node.peers = peers;
+            node.extra_args = opts.node_args.clone();
             if !node.has_db() {
                 node.add_user(&bin, &demo_user(&node.name), DEMO_PASSWORD)?;
             }

@@ -104,6 +104,8 @@ pub struct NodeProc {
     p2p_listen: String,
     /// `--peer` values: full addresses to dial, and bare `/p2p/<id>` pins.
     pub peers: Vec<String>,
+    /// More `serve` arguments.
+    pub extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -124,6 +126,7 @@ impl NodeProc {
             p2p: String::new(),
             placement,
             peers,
+            extra_args: Vec::new(),
             child: None,
         })
     }
@@ -192,6 +195,7 @@ impl NodeProc {
         for p in &self.peers {
             cmd.args(["--peer", p]);
         }
+        cmd.args(&self.extra_args);
         cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -1,9 +1,9 @@
 //! Every scenario at a small size on real `voicechat` processes, asserting its correctness
-//! condition: convergence, relay, crash, load and partition.
+//! condition: convergence, relay, crash, load, partition and turn.
 
 use std::path::PathBuf;
 
-use voicechat_testnet::scenarios::{convergence, crash, load, partition, relay};
+use voicechat_testnet::scenarios::{convergence, crash, load, partition, relay, turn};
 use voicechat_testnet::{Options, raise_nofile};
 
 /// The node binary cargo built for this workspace.
@@ -59,6 +59,20 @@ async fn partition_heals_and_converges() {
     // there a skip is a failure.
     if std::env::var_os("CI").is_some() {
         assert!(r.figures.get("skipped").is_none(), "partition was skipped in CI: {}", r.table);
+    }
+    r.check().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_relays_audio_without_loss() {
+    // The node alone (the coturn comparison is for the figures, not for correctness).
+    let p = turn::Params { steps: vec![10, 20], secs: 2, coturn: None };
+    let r = turn::run(&opts(1), &p).await.unwrap();
+    println!("{}", r.table);
+    let steps = r.figures["voicechat"].as_array().expect("the node's steps");
+    assert_eq!(steps.len(), 2, "{}", r.table);
+    for s in steps {
+        assert!(s["relayed_rtt"]["count"].as_u64().unwrap() > 0, "no audio came back through the relay: {}", r.table);
     }
     r.check().unwrap();
 }

@@ -6,6 +6,7 @@ pub mod crash;
 pub mod load;
 pub mod partition;
 pub mod relay;
+pub mod turn;
 
 use serde_json::Value;
 
