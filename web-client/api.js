@@ -142,5 +142,11 @@ export const api = {
   createRoom: (gid, name) => post(`/api/groups/${seg(gid)}/rooms`, { name }),
   renameRoom: (gid, rid, name) => patch(`/api/groups/${seg(gid)}/rooms/${seg(rid)}`, { name }),
   deleteRoom: (gid, rid) => del(`/api/groups/${seg(gid)}/rooms/${seg(rid)}`),
-  ice: () => get('/api/ice'),
+  /**
+   * ICE servers for a call in `room` of `group` (`{ice_servers: [RTCIceServer], expires_at}`):
+   * with both, the node adds its own TURN server with credentials valid until `expires_at`
+   * (unix seconds; null or missing when nothing expires); without, only servers that need no
+   * credentials.
+   */
+  ice: (group, room) => get(group && room ? `/api/ice?group=${seg(group)}&room=${seg(room)}` : '/api/ice'),
 };

@@ -148,7 +148,12 @@ async function loadGroup(gid) {
 // ---------- socket + call ----------
 
 const socket = new Socket();
-const call = new Call(socket, (gid, rid) => state.participants.get(key(gid, rid)) || [], (m) => notify(m));
+const call = new Call(
+  socket,
+  (gid, rid) => state.participants.get(key(gid, rid)) || [],
+  (m) => notify(m),
+  (userId) => displayUser(userId, state.node),
+);
 call.subscribe((what) => emit('call', { what }));
 
 socket.on('group', (m) => {
@@ -409,6 +414,14 @@ Object.defineProperty(window, '__voicechat', {
     localStream: () => call.localStream,
     /** "idle" | "joining" | "joined". */
     callStatus: () => call.status,
+    /**
+     * One entry per remote session of the call: `{user, session, state, iceState, unreachable,
+     * path: "direct"|"relayed"|null, localCandidateType, remoteCandidateType, protocol}`
+     * (`protocol`: the local candidate's relayProtocol when our end is relayed).
+     */
+    connections: () => call.connections(),
+    /** The ICE servers of the call, without credentials: `{urls: [...], expiresAt, fetchedAt}`. */
+    ice: () => ({ urls: call.iceServers.flatMap((s) => [].concat(s.urls || [])), expiresAt: call.iceExpiresAt, fetchedAt: call.iceFetchedAt }),
   }),
   writable: false,
   configurable: false,

@@ -5,6 +5,8 @@
 //! `hello` with a new session id; whoever was in a call re-joins on that (see call.js).
 
 const PING_MS = 25_000;
+/** A probe (after a network change) not answered this fast means the socket is dead. */
+const PROBE_MS = 5000;
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 15_000;
 
@@ -22,6 +24,7 @@ export class Socket {
     this.attempt = 0;
     this.retryTimer = null;
     this.pingTimer = null;
+    this.probeTimer = null;
     this.connected = false;
   }
 
@@ -47,11 +50,53 @@ export class Socket {
     if (!this.ws) this.open();
   }
 
+  /**
+   * Is the connection still alive? After a network change a TCP connection can be dead
+   * without any error (its address is gone) until the OS gives up, minutes later: ping, and
+   * if nothing at all comes back within PROBE_MS, drop it and connect again at once.
+   */
+  probe() {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN || this.probeTimer) return;
+    const ws = this.ws;
+    this.send({ type: 'ping' });
+    this.probeTimer = setTimeout(() => {
+      this.probeTimer = null;
+      if (this.ws === ws) this.lost(ws);
+    }, PROBE_MS);
+  }
+
+  /** Give up on `ws` (dead): the same as its close event, which may come much later. */
+  lost(ws) {
+    try {
+      ws.close(4000, 'no answer');
+    } catch {
+      /* already closing */
+    }
+    this.closed(ws, 4000, true);
+  }
+
+  /** `ws` is gone (closed, or given up on): tell the listeners, and connect again if wanted. */
+  closed(ws, code, promptly) {
+    if (this.ws !== ws) return;
+    this.ws = null;
+    const was = this.connected;
+    this.connected = false;
+    clearInterval(this.pingTimer);
+    clearTimeout(this.probeTimer);
+    this.probeTimer = null;
+    this.emit('close', { code, wasConnected: was });
+    if (!this.wanted) return;
+    if (promptly) this.attempt = 0;
+    this.scheduleReconnect();
+  }
+
   /** Stop for good (logout). */
   close() {
     this.wanted = false;
     clearTimeout(this.retryTimer);
     clearInterval(this.pingTimer);
+    clearTimeout(this.probeTimer);
+    this.probeTimer = null;
     if (this.ws) this.ws.close(1000, 'bye');
     this.ws = null;
     this.connected = false;
@@ -75,6 +120,9 @@ export class Socket {
       this.emit('open', {});
     });
     ws.addEventListener('message', (ev) => {
+      if (this.ws !== ws) return; // given up on (lost)
+      clearTimeout(this.probeTimer); // anything at all proves it alive
+      this.probeTimer = null;
       let msg;
       try {
         msg = JSON.parse(ev.data);
@@ -83,15 +131,7 @@ export class Socket {
       }
       if (msg && typeof msg.type === 'string') this.emit(msg.type, msg);
     });
-    ws.addEventListener('close', (ev) => {
-      if (this.ws !== ws) return;
-      this.ws = null;
-      const was = this.connected;
-      this.connected = false;
-      clearInterval(this.pingTimer);
-      this.emit('close', { code: ev.code, wasConnected: was });
-      if (this.wanted) this.scheduleReconnect();
-    });
+    ws.addEventListener('close', (ev) => this.closed(ws, ev.code, false));
   }
 
   scheduleReconnect() {

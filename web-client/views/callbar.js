@@ -23,7 +23,7 @@ export function mountCallbar(el, ctx, subscribe) {
     );
   }
   subscribe((kind, data) => {
-    if ((kind === 'call' && data.what !== 'levels' && data.what !== 'peers') || kind === 'group') render();
+    if ((kind === 'call' && data.what !== 'levels' && data.what !== 'peers' && data.what !== 'paths') || kind === 'group') render();
   });
   render();
 }

@@ -1,5 +1,6 @@
 //! The room view: start/join/leave the call, mute, push-to-talk, microphone choice, and the
-//! participants with a live speaking indicator, connection state and per-person volume.
+//! participants with a live speaking indicator, connection state, the path their audio takes
+//! (direct or relayed), words when the network keeps someone out, and per-person volume.
 
 import { h, link, replaceChildren, uid } from '../dom.js';
 import { notFound } from './notfound.js';
@@ -12,6 +13,12 @@ const STATE_LABEL = {
   disconnected: 'Reconnecting',
   failed: 'Failed — retrying',
   closed: 'Closed',
+  unreachable: "Can't connect",
+};
+
+const PATH_TITLE = {
+  direct: 'The audio goes straight between your browsers.',
+  relayed: 'The audio goes through a relay (TURN server): the network allows no direct path.',
 };
 
 export function mount(root, ctx, { gid, rid }) {
@@ -56,6 +63,8 @@ export function mount(root, ctx, { gid, rid }) {
   const localMeter = h('span', { class: 'meter', role: 'meter', 'aria-label': 'Your microphone level', 'aria-valuemin': '0', 'aria-valuemax': '100', 'aria-valuenow': '0' }, h('span', { class: 'meter-fill' }));
 
   const group = () => ctx.state.groups.get(gid);
+  // An earlier session of this tab (before a reconnect) stays listed until the node times it out.
+  const listed = () => ctx.participants(gid, rid).filter((p) => !call.formerSessions.has(p.session));
   const room = () => (group() && group().rooms ? group().rooms.find((r) => r.id === rid) : null);
 
   function build() {
@@ -78,7 +87,7 @@ export function mount(root, ctx, { gid, rid }) {
   }
 
   function renderControls() {
-    const list = ctx.participants(gid, rid);
+    const list = listed();
     const here = call.inRoom(gid, rid);
     const others = list.filter((p) => p.session !== call.mySession);
     summary.textContent = list.length
@@ -127,7 +136,7 @@ export function mount(root, ctx, { gid, rid }) {
   }
 
   function renderPeople() {
-    const list = ctx.participants(gid, rid);
+    const list = listed();
     const seen = new Set();
     if (!list.length) {
       for (const row of rows.values()) row.li.remove();
@@ -165,6 +174,8 @@ export function mount(root, ctx, { gid, rid }) {
     const speaking = h('span', { class: 'sr-only speaking-text' }, '');
     const muted = h('span', { class: 'badge muted-badge', title: 'Muted' }, 'Muted');
     const state = self ? null : h('span', { class: 'badge state', testid: `peer-state-${p.user}`, dataset: { state: 'new' } }, 'Waiting');
+    const path = self ? null : h('span', { class: 'path', testid: `path-${p.user}`, hidden: true });
+    const failed = self ? null : h('p', { class: 'peer-failed', testid: `peer-failed-${p.user}`, hidden: true });
     let slider = null;
     let volume = null;
     if (!self) {
@@ -176,23 +187,46 @@ export function mount(root, ctx, { gid, rid }) {
       'li',
       { class: `participant${self ? ' is-self' : ''}`, testid: `participant-${p.user}`, dataset: { session: p.session, user: p.user, speaking: 'false' } },
       h('span', { class: 'who' }, avatar, h('span', { class: 'name', testid: `participant-name-${p.user}` }, ctx.label(p.user), self ? h('span', { class: 'muted' }, ' (you)') : null), speaking, muted),
-      state,
+      self ? null : h('span', { class: 'connection' }, state, path),
       volume,
+      failed,
     );
-    return { li, avatar, speaking, muted, state, slider, self };
+    return { li, avatar, speaking, muted, state, path, failed, slider, self };
   }
 
   function renderPeers() {
     for (const [session, row] of rows) {
       if (row.self || !row.state) continue;
       const info = call.peerStates.get(session);
-      const state = call.inRoom(gid, rid) ? (info ? info.state : 'new') : null;
+      const here = call.inRoom(gid, rid);
+      const unreachable = here && !!info && call.unreachable(session);
+      const state = here ? (unreachable ? 'unreachable' : info ? info.state : 'new') : null;
       row.state.hidden = state === null;
       if (state !== null && row.state.dataset.state !== state) {
         row.state.dataset.state = state;
         row.state.textContent = STATE_LABEL[state] || state;
       }
       if (row.slider) row.slider.disabled = state === null;
+      const words = unreachable ? call.unreachableText(info.user) : '';
+      row.failed.hidden = !unreachable;
+      if (row.failed.textContent !== words) row.failed.textContent = words;
+    }
+    renderPaths();
+  }
+
+  /** "direct" / "relayed" next to each connected person (polled from getStats by the call). */
+  function renderPaths() {
+    for (const [session, row] of rows) {
+      if (row.self || !row.path) continue;
+      const info = call.inRoom(gid, rid) ? call.paths.get(session) : null;
+      const text = info ? info.path : '';
+      row.path.hidden = !info;
+      if (row.path.textContent !== text) {
+        row.path.textContent = text;
+        row.path.dataset.path = text;
+        const how = info && info.path === 'relayed' && info.protocol ? ` (${info.protocol.toUpperCase()})` : '';
+        row.path.title = info ? `${PATH_TITLE[info.path]}${how}` : '';
+      }
     }
   }
 
@@ -250,6 +284,7 @@ export function mount(root, ctx, { gid, rid }) {
         if (!built) return;
         if (data.what === 'levels') renderLevels();
         else if (data.what === 'peers') renderPeers();
+        else if (data.what === 'paths') renderPaths();
         else if (data.what === 'mute') renderMute();
         else {
           renderControls();
