@@ -96,12 +96,23 @@ export function nodeId(dataDir) {
  * `/p2p/<id>`). `peers`: pins passed as `--peer` (a full multiaddr is dialled, a bare
  * `/p2p/<id>` is admitted when it connects); federation is closed otherwise. `dataDir`: an
  * existing data dir (e.g. one whose id was printed with nodeId()), else a fresh one.
+ * `listen`/`p2pListen`: its addresses; `args`: more flags; `netns`: run it in that named
+ * network namespace (`ip netns exec`, which execs the node: `proc` is the node itself).
  */
-export async function startNode({ name = 'alpha', peers = [], dataDir = tempDir('node') } = {}) {
+export async function startNode({
+  name = 'alpha',
+  peers = [],
+  dataDir = tempDir('node'),
+  listen = '127.0.0.1:0',
+  p2pListen = '/ip4/127.0.0.1/tcp/0',
+  args: extra = [],
+  netns = null,
+} = {}) {
   const bin = nodeBin();
-  const args = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--name', name, '--p2p-listen', '/ip4/127.0.0.1/tcp/0'];
+  const args = ['serve', '--listen', listen, '--data-dir', dataDir, '--name', name, '--p2p-listen', p2pListen, ...extra];
   for (const peer of peers) args.push('--peer', peer);
-  const proc = spawn(bin, args, {
+  const [file, argv] = netns ? ['ip', ['netns', 'exec', netns, bin, ...args]] : [bin, args];
+  const proc = spawn(file, argv, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
   });
@@ -135,7 +146,8 @@ export async function startNode({ name = 'alpha', peers = [], dataDir = tempDir(
     proc,
     dataDir,
     log: () => log,
-    async stop() {
+    /** Stop the node; its data dir goes too unless `keepData` (to start it again on it). */
+    async stop({ keepData = false } = {}) {
       if (proc.exitCode === null) {
         proc.kill('SIGTERM');
         await new Promise((r) => {
@@ -149,7 +161,7 @@ export async function startNode({ name = 'alpha', peers = [], dataDir = tempDir(
           });
         });
       }
-      fs.rmSync(dataDir, { recursive: true, force: true });
+      if (!keepData) fs.rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }
@@ -174,11 +186,15 @@ export async function startPeeredPair(first = 'alpha', second = 'beta') {
   }
 }
 
-/** One Chromium process (own user-data-dir) whose fake microphone plays `wav`. */
-export async function launchBrowser(wav, { viewport = { width: 1280, height: 800 } } = {}) {
+/**
+ * One Chromium process (own user-data-dir) whose fake microphone plays `wav`.
+ * `executablePath`: another program to start (e.g. a wrapper that runs Chromium in a network
+ * namespace); `args`: more flags; `loopback: false` leaves out --allow-loopback-in-peer-connection.
+ */
+export async function launchBrowser(wav, { viewport = { width: 1280, height: 800 }, executablePath = CHROMIUM, args = [], loopback = true } = {}) {
   const userDataDir = tempDir('chromium');
   const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
+    executablePath,
     headless: true,
     viewport,
     args: [
@@ -192,8 +208,9 @@ export async function launchBrowser(wav, { viewport = { width: 1280, height: 800
       '--use-fake-ui-for-media-stream',
       '--use-fake-device-for-media-stream',
       `--use-file-for-fake-audio-capture=${wav}`,
-      '--allow-loopback-in-peer-connection',
+      ...(loopback ? ['--allow-loopback-in-peer-connection'] : []),
       '--autoplay-policy=no-user-gesture-required',
+      ...args,
     ],
   });
   const page = context.pages()[0] || (await context.newPage());

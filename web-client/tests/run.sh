@@ -1,6 +1,8 @@
 #!/bin/sh
 # Run the browser end-to-end tests inside a private network namespace (loopback only), so
-# Chromium's ICE sees no other interface. Needs root (unshare -n). Extra args: test files.
+# Chromium's ICE sees no other interface. Needs root (unshare -n). Extra args: test files
+# (or node --test options). nat.test.mjs builds its own named namespaces (nat-net.sh):
+# `ip netns add` makes fresh ones whatever namespace it runs in, so it runs here too.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 if [ ! -d "$here/../node_modules/playwright-core" ]; then
