@@ -101,7 +101,10 @@ async fn bind_pair(at: SocketAddr) -> Result<(UdpSocket, tokio::net::TcpListener
         let udp = UdpSocket::bind(at).await.map_err(bind(at))?;
         let tcp_at = SocketAddr::new(at.ip(), udp.local_addr().map_err(bind(at))?.port());
         match tokio::net::TcpListener::bind(tcp_at).await {
-            Ok(tcp) => return Ok((udp, tcp)),
+            Ok(tcp) => {
+                conns::roomy(&udp, conns::LISTEN_SOCKET_BUFFER);
+                return Ok((udp, tcp));
+            }
             Err(e) if tries <= 1 => return Err(bind(tcp_at)(e)),
             Err(_) => tries -= 1,
         }
