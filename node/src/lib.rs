@@ -13,6 +13,7 @@ pub mod node_key;
 pub mod ratelimit;
 pub mod rooms;
 pub mod serve;
+pub mod sfu;
 pub mod state;
 pub mod store;
 pub mod time;

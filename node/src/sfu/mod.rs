@@ -1,0 +1,16 @@
+//! The audio forwarding unit (SFU) of the node: big rooms and stages send each person's
+//! audio to the node once, and the node forwards it, without decoding, to everyone else.
+//!
+//! - `forward`: the forwarding decisions (who may speak, the loudest few, who gets what on
+//!   which slot), sans-IO, tested in simulated time;
+//! - `select`: the loudest-few selection with hysteresis;
+//! - `slot`: one downstream track's numbering across changes of speaker.
+
+pub mod forward;
+pub mod select;
+pub mod slot;
+
+#[cfg(test)]
+mod tests;
+
+pub use forward::{AudioIn, Dropped, Forward, Forwarder, PeerId, SlotChange, SourceId};
