@@ -243,6 +243,23 @@ pub struct ServeArgs {
     /// [default: none].
     #[arg(long, value_name = "CIDR", env = "VOICECHAT_TURN_ALLOW_PEER", value_delimiter = ',')]
     pub turn_allow_peer: Vec<crate::turn::Cidr>,
+    /// The node's audio forwarding unit (SFU) for big rooms and stages: on or off
+    /// [default: on]. Off: every call is a mesh between browsers.
+    #[arg(long, value_enum, value_name = "ON|OFF", env = "VOICECHAT_SFU")]
+    pub sfu: Option<crate::config::Switch>,
+    /// UDP address of the SFU, one port for every participant [default: the TURN IP (else
+    /// the listen IP), port 3479 (0 when the listen port is 0)].
+    #[arg(long, value_name = "ADDR:PORT", env = "VOICECHAT_SFU_LISTEN")]
+    pub sfu_listen: Option<SocketAddr>,
+    /// The address browsers send audio to, when the SFU listens on all interfaces or
+    /// behind 1:1 NAT [default: --turn-external-ip, else the SFU listen IP, else the public
+    /// URL's host].
+    #[arg(long, value_name = "IP", env = "VOICECHAT_SFU_EXTERNAL_IP")]
+    pub sfu_external_ip: Option<std::net::IpAddr>,
+    /// A conversation room's call moves from mesh to the SFU when it reaches this many
+    /// people [default: 5].
+    #[arg(long, value_name = "N", env = "VOICECHAT_SFU_THRESHOLD")]
+    pub sfu_threshold: Option<usize>,
 }
 
 /// Runs the parsed command line.

@@ -88,6 +88,14 @@ pub enum Switch {
 
 /// The default STUN/TURN port (UDP and TCP).
 pub const DEFAULT_TURN_PORT: u16 = 3478;
+/// The SFU's UDP port when none is configured.
+pub const DEFAULT_SFU_PORT: u16 = 3479;
+/// People in a conversation call at which it moves to the SFU, when not configured: with
+/// five, a mesh already has each browser encode and upload four streams, and five
+/// Chromiums saturate two cores.
+pub const DEFAULT_SFU_THRESHOLD: usize = 5;
+/// Speakers forwarded to each listener at once, when not configured.
+pub const DEFAULT_SFU_SPEAKERS: usize = 3;
 /// The default TURN-over-TLS port.
 pub const DEFAULT_TURNS_PORT: u16 = 5349;
 /// Relay ports when none are configured (the IANA dynamic range, as coturn).
@@ -145,6 +153,8 @@ pub struct FileConfig {
     pub federation: Option<FileFederation>,
     /// The node's own STUN/TURN service. Left out: on, with the defaults below.
     pub turn: Option<FileTurn>,
+    /// The audio forwarding unit.
+    pub sfu: Option<FileSfu>,
 }
 
 /// The `[turn]` table.
@@ -168,6 +178,26 @@ pub struct FileTurn {
     pub max_allocations_per_user: Option<usize>,
     /// Relayed bytes per second per user, each way. Left out: 262144 (2 Mbit/s).
     pub user_bytes_per_sec: Option<u64>,
+}
+
+/// The `[sfu]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSfu {
+    /// `"on"` or `"off"`. Left out: on.
+    pub mode: Option<Switch>,
+    /// UDP `ADDR:PORT`. Left out: the TURN IP (else the listen IP), port 3479 (0 when the
+    /// listen port is 0).
+    pub listen: Option<SocketAddr>,
+    /// The address browsers send audio to. Left out: TURN's external IP, else the SFU IP,
+    /// else the public URL's host.
+    pub external_ip: Option<IpAddr>,
+    /// People at which a conversation call moves from mesh to the SFU. Left out: 5.
+    pub threshold: Option<usize>,
+    /// Speakers forwarded to each listener at once (the loudest). Left out: 3.
+    pub speakers: Option<usize>,
+    /// Connections at once. Left out: 2000.
+    pub max_peers: Option<usize>,
 }
 
 /// The `[federation]` table.
@@ -310,6 +340,23 @@ pub struct Config {
     pub max_concurrent_hashes: usize,
     /// The node's STUN/TURN service; `None` when turned off.
     pub turn: Option<TurnConfig>,
+    /// The audio forwarding unit; `None` when turned off.
+    pub sfu: Option<SfuConfig>,
+}
+
+/// The SFU, resolved (its address still to be bound).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SfuConfig {
+    /// UDP.
+    pub listen: SocketAddr,
+    /// What browsers are told to send to, if not the listen IP.
+    pub external_ip: Option<IpAddr>,
+    /// Conversation calls move to the SFU at this many people.
+    pub threshold: usize,
+    /// Loudest speakers forwarded to each listener.
+    pub speakers: usize,
+    /// Connections at once.
+    pub max_peers: usize,
 }
 
 /// The STUN/TURN service, resolved (addresses still to be bound).
@@ -683,8 +730,30 @@ impl Config {
             }
         };
 
+        let fsfu = file.sfu.unwrap_or_default();
+        let sfu = match args.sfu.or(fsfu.mode).unwrap_or(Switch::On) {
+            Switch::Off => None,
+            Switch::On => {
+                let listen = args.sfu_listen.or(fsfu.listen).unwrap_or_else(|| {
+                    let near = turn.as_ref().map_or_else(|| default_turn_listen(listen, public_url.as_deref(), 0), |t| t.listen);
+                    SocketAddr::new(near.ip(), if listen.port() == 0 { 0 } else { DEFAULT_SFU_PORT })
+                });
+                Some(SfuConfig {
+                    listen,
+                    external_ip: args
+                        .sfu_external_ip
+                        .or(fsfu.external_ip)
+                        .or_else(|| turn.as_ref().and_then(|t| t.external_ip)),
+                    threshold: args.sfu_threshold.or(fsfu.threshold).unwrap_or(DEFAULT_SFU_THRESHOLD).max(2),
+                    speakers: fsfu.speakers.unwrap_or(DEFAULT_SFU_SPEAKERS).clamp(1, 8),
+                    max_peers: fsfu.max_peers.unwrap_or(2000).max(1),
+                })
+            }
+        };
+
         Ok(Config {
             turn,
+            sfu,
             federation,
             name,
             listen,

@@ -122,7 +122,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Some(turn)
         }
     };
-    let state = AppState::new(core, settings, Some(fed), turn);
+    let sfu = match &config.sfu {
+        None => None,
+        Some(sc) => Some(start_sfu(sc, &url, &core).await?),
+    };
+    core.set_sfu_threshold(config.sfu.as_ref().map(|s| s.threshold));
+    let state = AppState::new(core, settings, Some(fed), turn, sfu);
     tokio::spawn(sweep_sessions(store.clone()));
     let app = crate::app(state.clone())
         .into_make_service_with_connect_info::<SocketAddr>();
@@ -317,4 +322,27 @@ async fn reload_on_sighup(
     }
     #[cfg(not(unix))]
     let _ = (rc, turn, cert, key);
+}
+
+/// Starts the audio forwarding unit; what it says goes to the sockets of the people it
+/// concerns.
+async fn start_sfu(sc: &crate::config::SfuConfig, url: &str, core: &Arc<crate::core::Core>) -> anyhow::Result<crate::sfu::Sfu> {
+    let announce = match sc.external_ip {
+        Some(ip) => Some(ip),
+        None if !sc.listen.ip().is_unspecified() => None,
+        // On every interface: browsers are told the public URL's address.
+        None => {
+            let host = tls::origin_host(url).unwrap_or("localhost").to_owned();
+            let found = tokio::net::lookup_host((host.as_str(), 0)).await.ok().and_then(|mut a| a.next()).map(|a| a.ip());
+            Some(found.with_context(|| format!("the SFU listens on every interface and {host} does not resolve: set --sfu-external-ip"))?)
+        }
+    };
+    let settings = crate::sfu::SfuSettings { listen: sc.listen, announce, speakers: sc.speakers, max_peers: sc.max_peers };
+    let hub_core = core.clone();
+    let events = Arc::new(move |e: crate::sfu::SfuEvent| crate::ws::sfu_event(&hub_core, e));
+    let sfu = crate::sfu::Sfu::start(settings, events)
+        .await
+        .with_context(|| format!("cannot start the SFU on {} (choose another with --sfu-listen, or --sfu off)", sc.listen))?;
+    info!(addr = %sfu.addr(), "SFU listening");
+    Ok(sfu)
 }

@@ -64,6 +64,8 @@ pub struct Inner {
     fed: Option<Federation>,
     /// The node's STUN/TURN service, unless it is turned off.
     pub turn: Option<crate::turn::Turn>,
+    /// The audio forwarding unit, unless it is turned off.
+    pub sfu: Option<crate::sfu::Sfu>,
 }
 
 impl std::ops::Deref for AppState {
@@ -75,8 +77,8 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     /// The state of a node over `core`, federating through `fed` and relaying calls
-    /// through `turn` if given.
-    pub fn new(core: Arc<Core>, settings: Settings, fed: Option<Federation>, turn: Option<crate::turn::Turn>) -> Self {
+    /// through `turn` and forwarding audio through `sfu` if given.
+    pub fn new(core: Arc<Core>, settings: Settings, fed: Option<Federation>, turn: Option<crate::turn::Turn>, sfu: Option<crate::sfu::Sfu>) -> Self {
         let hasher = Hasher::new(settings.max_concurrent_hashes);
         Self(Arc::new(Inner {
             store: core.store.clone(),
@@ -87,6 +89,7 @@ impl AppState {
             shutdown: tokio::sync::watch::Sender::new(false),
             fed,
             turn,
+            sfu,
         }))
     }
 

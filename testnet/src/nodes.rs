@@ -185,11 +185,11 @@ impl NodeProc {
             }
             None => Command::new(bin),
         };
-        // TURN on a free port: a restart reuses the web port, and the standard TURN port
-        // would be taken by the first node on this address.
+        // TURN and the SFU on free ports: a restart reuses the web port, and the standard
+        // ports would be taken by the first node on this address.
         let turn_listen = format!("{}:0", self.placement.http_ip);
         cmd.args(["serve", "--listen", &self.listen, "--name", &self.name, "--p2p-listen", &self.p2p_listen])
-            .args(["--turn-listen", &turn_listen])
+            .args(["--turn-listen", &turn_listen, "--sfu-listen", &turn_listen])
             .arg("--data-dir")
             .arg(&self.data_dir);
         for p in &self.peers {

@@ -6,7 +6,7 @@ use voicechat_protocol::ids::{GroupId, RoomId, SessionId, UserId};
 
 use super::{Announce, Core, CoreError, Effects, Notice};
 use crate::hub::{Outbound, encode};
-use crate::rooms::{Participant, RoomKey, SeatKey};
+use crate::rooms::{CallMode, Participant, RoomKey, SeatKey};
 
 impl Core {
     /// Puts a socket into a room's call (leaving any other room).
@@ -23,8 +23,14 @@ impl Core {
             return Err(CoreError::not_found("room"));
         }
         let p = Participant { user: user.clone(), session, muted };
-        let changed = self.rooms().join(p.clone(), (group, room));
+        let (changed, modes) = {
+            let mut rooms = self.rooms();
+            (rooms.join(p.clone(), (group, room)), rooms.take_mode_changes())
+        };
         let mut fx = Effects::default();
+        for (r, mode) in modes {
+            fx.notice(Notice::CallMode(r, mode));
+        }
         if let [old, _] = changed[..] {
             fx.announce.push(Announce::Presence { room: old, participant: p.clone(), joined: false });
         }
@@ -64,6 +70,16 @@ impl Core {
             fx.notice(Notice::Participants(room));
         }
         fx
+    }
+
+    /// How this node's participants of `room` reach each other now.
+    pub fn call_mode(&self, room: &RoomKey) -> CallMode {
+        self.rooms().mode(room)
+    }
+
+    /// Calls move to the SFU at `threshold` participants of this node (`None`: no SFU).
+    pub fn set_sfu_threshold(&self, threshold: Option<usize>) {
+        self.rooms().set_sfu_rule(threshold.map(|t| (t, self.me().clone())));
     }
 
     /// The room a socket is in.

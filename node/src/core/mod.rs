@@ -55,6 +55,8 @@ pub enum Notice {
     },
     /// A local user's invitations changed.
     Invitations(UserId),
+    /// A call's mode changed: its participants on this node are told.
+    CallMode(RoomKey, crate::rooms::CallMode),
 }
 
 /// What other nodes must learn. Read by federation from a channel.

@@ -159,6 +159,13 @@ impl Core {
                 let msg = encode(&json!({"type": "left", "group": room.0, "room": room.1}));
                 self.hub.send_session(user, session, &msg);
             }
+            Notice::CallMode(room, mode) => {
+                let msg = encode(&json!({"type": "call_mode", "group": room.0, "room": room.1, "mode": mode}));
+                let local: Vec<_> = self.rooms().participants(room).into_iter().filter(|p| self.is_local(&p.user)).collect();
+                for p in local {
+                    self.hub.send_session(&p.user, &p.session, &msg);
+                }
+            }
             Notice::Invitations(user) => {
                 let list = self.invitations(user)?;
                 self.hub.send_users([user], &encode(&json!({"type": "invitations", "invitations": list})));

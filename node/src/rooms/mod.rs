@@ -7,10 +7,10 @@
 //! A seat is keyed by the user *and* the session: a session id names one browser tab of one
 //! user, so another node's records can never move or remove a session of someone else.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
-use voicechat_protocol::ids::{GroupId, RoomId, SessionId, UserId};
+use voicechat_protocol::ids::{GroupId, NodeName, RoomId, SessionId, UserId};
 
 /// A room, as the pair that names it.
 pub type RoomKey = (GroupId, RoomId);
@@ -41,6 +41,23 @@ impl Participant {
 pub struct Rooms {
     seats: HashMap<SeatKey, RoomKey>,
     rooms: HashMap<RoomKey, BTreeMap<SeatKey, Participant>>,
+    /// When calls move to the SFU: at this many participants of this node.
+    sfu_rule: Option<(usize, NodeName)>,
+    /// Calls whose participants of this node reach each other through the SFU.
+    on_sfu: HashSet<RoomKey>,
+    /// Calls whose mode changed since the owner last asked.
+    mode_changed: Vec<RoomKey>,
+}
+
+/// How the participants of this node in a call reach each other. Participants on
+/// different nodes always use a mesh connection between their browsers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallMode {
+    /// Browser to browser.
+    Mesh,
+    /// Through this node's audio forwarding unit.
+    Sfu,
 }
 
 impl Rooms {
@@ -63,8 +80,40 @@ impl Rooms {
         }
         self.seats.insert(seat.clone(), room);
         self.rooms.entry(room).or_default().insert(seat, p);
+        self.settle_mode(room);
         changed.push(room);
         changed
+    }
+
+    /// Calls move to the SFU once `threshold` participants of node `me` are in them
+    /// (`None`: never, the node has no SFU).
+    pub fn set_sfu_rule(&mut self, rule: Option<(usize, NodeName)>) {
+        self.sfu_rule = rule;
+    }
+
+    /// How this node's participants in `room` reach each other.
+    pub fn mode(&self, room: &RoomKey) -> CallMode {
+        if self.on_sfu.contains(room) { CallMode::Sfu } else { CallMode::Mesh }
+    }
+
+    /// The calls whose mode changed since the last call (their participants must be told).
+    pub fn take_mode_changes(&mut self) -> Vec<(RoomKey, CallMode)> {
+        let changed = std::mem::take(&mut self.mode_changed);
+        changed.into_iter().map(|r| (r, self.mode(&r))).collect()
+    }
+
+    /// A call moves to the SFU when enough of this node's people are in it, and stays
+    /// there until it empties: moving back and forth would cut the audio twice.
+    fn settle_mode(&mut self, room: RoomKey) {
+        let Some((threshold, me)) = &self.sfu_rule else { return };
+        if self.on_sfu.contains(&room) {
+            return;
+        }
+        let local = self.rooms.get(&room).map_or(0, |r| r.keys().filter(|(u, _)| &u.node == me).count());
+        if local >= *threshold {
+            self.on_sfu.insert(room);
+            self.mode_changed.push(room);
+        }
     }
 
     /// Takes a seat out of its room; returns that room.
@@ -113,6 +162,7 @@ impl Rooms {
     /// Empties a room (it was deleted); returns who was dropped.
     pub fn clear_room(&mut self, room: &RoomKey) -> Vec<Participant> {
         let dropped: Vec<_> = self.rooms.remove(room).map(|r| r.into_values().collect()).unwrap_or_default();
+        self.on_sfu.remove(room);
         for p in &dropped {
             self.seats.remove(&p.seat());
         }
@@ -144,6 +194,7 @@ impl Rooms {
             r.remove(seat);
             if r.is_empty() {
                 self.rooms.remove(&room);
+                self.on_sfu.remove(&room);
             }
         }
         Some(room)
@@ -166,6 +217,36 @@ mod tests {
     const G: GroupId = GroupId([1; 16]);
     const R1: RoomKey = (G, RoomId([1; 16]));
     const R2: RoomKey = (G, RoomId([2; 16]));
+
+    #[test]
+    fn a_call_moves_to_the_sfu_at_the_threshold_of_local_people_and_stays_until_empty() {
+        let mut rooms = Rooms::default();
+        rooms.set_sfu_rule(Some((3, "alpha".parse().unwrap())));
+        let remote = |n: &str, s: u8| Participant { user: format!("{n}@beta").parse().unwrap(), session: SessionId([s; 16]), muted: false };
+        rooms.join(p("alice", 1), R1);
+        rooms.join(p("bob", 2), R1);
+        rooms.join(remote("rita", 3), R1);
+        rooms.join(remote("ron", 4), R1);
+        assert_eq!(rooms.mode(&R1), CallMode::Mesh, "people of other nodes do not count");
+        assert!(rooms.take_mode_changes().is_empty());
+        rooms.join(p("carol", 5), R1);
+        assert_eq!(rooms.mode(&R1), CallMode::Sfu);
+        assert_eq!(rooms.take_mode_changes(), vec![(R1, CallMode::Sfu)]);
+        rooms.leave(&seat("carol", 5));
+        rooms.leave(&seat("bob", 2));
+        assert_eq!(rooms.mode(&R1), CallMode::Sfu, "no flapping back to mesh");
+        for s in [seat("alice", 1), (remote("rita", 3).user, SessionId([3; 16])), (remote("ron", 4).user, SessionId([4; 16]))] {
+            rooms.leave(&s);
+        }
+        assert_eq!(rooms.mode(&R1), CallMode::Mesh, "an empty call starts over as a mesh");
+        assert!(rooms.take_mode_changes().is_empty(), "nobody to tell");
+        // Without an SFU, never.
+        rooms.set_sfu_rule(None);
+        for i in 0..10 {
+            rooms.join(p("xavier", 10 + i), R2);
+        }
+        assert_eq!(rooms.mode(&R2), CallMode::Mesh);
+    }
 
     #[test]
     fn join_move_mute_leave() {

@@ -1,11 +1,13 @@
 //! The audio forwarding unit (SFU) of the node: big rooms and stages send each person's
 //! audio to the node once, and the node forwards it, without decoding, to everyone else.
 //!
+//! - `driver`: the UDP socket and one str0m connection per participant, behind a handle;
 //! - `forward`: the forwarding decisions (who may speak, the loudest few, who gets what on
 //!   which slot), sans-IO, tested in simulated time;
 //! - `select`: the loudest-few selection with hysteresis;
 //! - `slot`: one downstream track's numbering across changes of speaker.
 
+pub mod driver;
 pub mod forward;
 pub mod select;
 pub mod slot;
@@ -13,4 +15,5 @@ pub mod slot;
 #[cfg(test)]
 mod tests;
 
+pub use driver::{Sfu, SfuError, SfuEvent, SfuSettings, SfuStats};
 pub use forward::{AudioIn, Dropped, Forward, Forwarder, PeerId, SlotChange, SourceId};

@@ -84,7 +84,9 @@ impl<S: Copy + Eq> Slot<S> {
                         let gap = (now.saturating_duration_since(at).as_micros() as u64 * CLOCK_RATE / 1_000_000).max(960);
                         (last_seq + 1, last_time.wrapping_add(gap as u32))
                     }
-                    None => (seq, rtp_time),
+                    // A receiver starts its SRTP rollover count at 0: the first number
+                    // must be below 2^16 whatever the source has counted to.
+                    None => (seq & 0x7fff, rtp_time),
                 };
                 let o = (out_seq as i64 - seq as i64, out_time.wrapping_sub(rtp_time));
                 mapping.offsets = Some(o);

@@ -60,6 +60,13 @@ pub enum ClientMsg {
         #[serde(default)]
         data: Value,
     },
+    /// Connect to the node's audio forwarding unit: an SDP offer with one sendonly audio
+    /// m-line (the microphone) and a few recvonly ones (the slots speakers arrive on).
+    #[serde(rename = "sfu_offer")]
+    SfuOffer {
+        /// The offer.
+        sdp: String,
+    },
 }
 
 impl ClientMsg {
@@ -71,11 +78,12 @@ impl ClientMsg {
             Self::Leave => "leave",
             Self::Mute { .. } => "mute",
             Self::Signal { .. } => "signal",
+            Self::SfuOffer { .. } => "sfu_offer",
         }
     }
 }
 
-const TYPES: &[&str] = &["ping", "join", "leave", "mute", "signal"];
+const TYPES: &[&str] = &["ping", "join", "leave", "mute", "signal", "sfu_offer"];
 
 /// Why a message was refused before it was acted on.
 #[derive(Debug, PartialEq, Eq)]

@@ -19,6 +19,8 @@ use voicechat_protocol::ids::{SessionId, UserId};
 use voicechat_protocol::records::SignalType;
 
 use crate::core::{Core, CoreError};
+use crate::rooms::CallMode;
+use crate::sfu::{SfuError, SfuEvent};
 use crate::federation::machine::{OutSignal, RelayError};
 use crate::http::{AppError, Auth};
 use crate::hub::{Outbound, encode};
@@ -125,6 +127,9 @@ where
         }
     }
     state.core.hub().unregister(&user, &session);
+    if let Some(sfu) = &state.sfu {
+        sfu.disconnect((user.clone(), session));
+    }
     let (_, fx) = state.core.leave(&user, session);
     state.commit(fx).await;
 }
@@ -145,13 +150,21 @@ async fn handle(state: &AppState, user: &UserId, session: SessionId, text: &str)
         ClientMsg::Ping => return Some(encode(&json!({"type": "pong"}))),
         ClientMsg::Join { group, room, muted } => match state.core.join(user, session, group, room, muted) {
             Ok(fx) => {
+                // A connection to the SFU belongs to the call this socket was in.
+                if let Some(sfu) = &state.sfu {
+                    sfu.disconnect((user.clone(), session));
+                }
                 state.commit(fx).await;
-                Ok(Some(encode(&json!({"type": "joined", "group": group, "room": room, "session": session}))))
+                let mode = state.core.call_mode(&(group, room));
+                Ok(Some(encode(&json!({"type": "joined", "group": group, "room": room, "session": session, "mode": mode}))))
             }
             Err(CoreError::Store(e)) => Err(WsError::from(e)),
             Err(_) => Err(WsError("not_found", "no such room".to_owned())),
         },
         ClientMsg::Leave => {
+            if let Some(sfu) = &state.sfu {
+                sfu.disconnect((user.clone(), session));
+            }
             let (left, fx) = state.core.leave(user, session);
             state.commit(fx).await;
             Ok(left.map(|(g, r)| encode(&json!({"type": "left", "group": g, "room": r}))))
@@ -190,10 +203,44 @@ async fn handle(state: &AppState, user: &UserId, session: SessionId, text: &str)
                 Err(WsError("not_in_room", format!("{to} is not in your room")))
             }
         }
+        ClientMsg::SfuOffer { sdp } => sfu_offer(state, user, session, sdp).await,
     };
     match result {
         Ok(reply) => reply,
         Err(WsError(code, message)) => Some(refusal(code, message, Some(ty.into()))),
+    }
+}
+
+/// Connects a socket in a call on the SFU to it: the answer, or why not.
+async fn sfu_offer(state: &AppState, user: &UserId, session: SessionId, sdp: String) -> Result<Option<Outbound>, WsError> {
+    let Some(room) = state.core.seat(user, session) else {
+        return Err(WsError("not_in_room", "join a room before connecting to its audio server".into()));
+    };
+    let Some(sfu) = &state.sfu else {
+        return Err(WsError("no_sfu", "this node has no audio server".into()));
+    };
+    if state.core.call_mode(&room) != CallMode::Sfu {
+        return Err(WsError("not_on_sfu", "this call is not on the audio server".into()));
+    }
+    match sfu.connect((user.clone(), session), room, true, sdp).await {
+        Ok(answer) => Ok(Some(encode(&json!({"type": "sfu_answer", "group": room.0, "room": room.1, "sdp": answer})))),
+        Err(SfuError::BadOffer(m)) => Err(WsError("bad_offer", m)),
+        Err(e) => Err(WsError("sfu_unavailable", e.to_string())),
+    }
+}
+
+/// Tells a socket what the SFU says about its connection.
+pub fn sfu_event(core: &Core, e: SfuEvent) {
+    match e {
+        SfuEvent::Slots { seat, room, slots } => {
+            let slots: Vec<_> = slots.into_iter().map(|s| s.map(|(user, session)| json!({"user": user, "session": session}))).collect();
+            let msg = encode(&json!({"type": "sfu_slots", "group": room.0, "room": room.1, "slots": slots}));
+            core.hub().send_session(&seat.0, &seat.1, &msg);
+        }
+        SfuEvent::Lost { seat, room } => {
+            let msg = encode(&json!({"type": "sfu_lost", "group": room.0, "room": room.1}));
+            core.hub().send_session(&seat.0, &seat.1, &msg);
+        }
     }
 }
 

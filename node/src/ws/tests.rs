@@ -23,7 +23,7 @@ fn state(dir: &std::path::Path) -> AppState {
     let store = Store::open(dir).unwrap();
     let me = NodeName::new("alpha").unwrap();
     let core = Arc::new(Core::new(store, me.clone(), Signer::new([1; 32]), None));
-    AppState::new(core, Settings::new(me, "http://localhost:3001"), None, None)
+    AppState::new(core, Settings::new(me, "http://localhost:3001"), None, None, None)
 }
 
 fn connect(state: &AppState, user: &str) -> Harness {

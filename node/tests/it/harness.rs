@@ -204,6 +204,11 @@ impl Node {
             let ip = self.listen.rsplit_once(':').map_or("127.0.0.1", |(ip, _)| ip);
             cmd.args(["--turn-listen", &format!("{ip}:0")]);
         }
+        // The same for the SFU's UDP port.
+        if !self.args.iter().any(|a| a == "--sfu" || a == "--sfu-listen") {
+            let ip = self.listen.rsplit_once(':').map_or("127.0.0.1", |(ip, _)| ip);
+            cmd.args(["--sfu-listen", &format!("{ip}:0")]);
+        }
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())

@@ -1,0 +1,497 @@
+//! The SFU's I/O: one UDP socket for every participant, one str0m `Rtc` per connection
+//! (ICE-lite, DTLS-SRTP, RTP mode: Opus is forwarded as it came, never decoded).
+//!
+//! A datagram goes to its connection by remote address, or, for the first STUN binding
+//! from a new address, by the ICE username fragment it names (two map lookups, no scan);
+//! str0m checks the STUN credentials before the address is bound. The forwarder decides
+//! where each audio packet goes; timers live in a heap, so only due connections are polled.
+//! The rest of the node talks to it through a cheap `Sfu` handle over a bounded channel.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::change::SdpOffer;
+use str0m::config::DtlsCert;
+use str0m::format::Codec;
+use str0m::ice::StunMessage;
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use super::forward::{AudioIn, Forward, Forwarder, PeerId, SourceId};
+use crate::rooms::{RoomKey, SeatKey};
+
+/// Largest datagram read (a full Ethernet frame; audio is far smaller).
+const MAX_DATAGRAM: usize = 2048;
+/// Datagrams read in one go before commands and timers get a turn.
+const READ_BATCH: usize = 256;
+/// The socket's receive and send buffers (a burst of hundreds of listeners' packets).
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// What went wrong with a connection request.
+#[derive(Debug, thiserror::Error)]
+pub enum SfuError {
+    /// The offer is not SDP str0m can answer (no audio, no Opus…).
+    #[error("the offer was refused: {0}")]
+    BadOffer(String),
+    /// At the connection cap.
+    #[error("the audio server is full ({0} connections)")]
+    Full(usize),
+    /// The SFU stopped (the node is shutting down).
+    #[error("the audio server is not running")]
+    Closed,
+}
+
+/// What the SFU tells the rest of the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SfuEvent {
+    /// `seat`'s slots now carry these people's audio, in slot order.
+    Slots {
+        /// Whose page to tell.
+        seat: SeatKey,
+        /// The room of the call.
+        room: RoomKey,
+        /// Who each slot carries.
+        slots: Vec<Option<SeatKey>>,
+    },
+    /// `seat`'s connection ended by itself (ICE timed out, DTLS failed).
+    Lost {
+        /// Whose connection.
+        seat: SeatKey,
+        /// The room of the call.
+        room: RoomKey,
+    },
+}
+
+enum Command {
+    Connect { seat: SeatKey, room: RoomKey, may_speak: bool, offer: String, reply: oneshot::Sender<Result<String, SfuError>> },
+    Disconnect { seat: SeatKey },
+    MaySpeak { seat: SeatKey, may: bool },
+    Stats { reply: oneshot::Sender<SfuStats> },
+}
+
+/// Counters, for metrics and the load scenario.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SfuStats {
+    /// Connections now.
+    pub peers: usize,
+    /// Audio packets received from publishers.
+    pub received: u64,
+    /// Packets written to subscribers.
+    pub forwarded: u64,
+    /// Packets of people who may not speak, dropped.
+    pub refused: u64,
+}
+
+/// Settings of the SFU.
+#[derive(Debug, Clone)]
+pub struct SfuSettings {
+    /// Where the UDP socket binds.
+    pub listen: SocketAddr,
+    /// The address browsers are told to send to (the listen address unless it is 0.0.0.0,
+    /// or the node is behind 1:1 NAT).
+    pub announce: Option<std::net::IpAddr>,
+    /// How many speakers each listener gets at once (the loudest).
+    pub speakers: usize,
+    /// At most this many connections.
+    pub max_peers: usize,
+}
+
+/// A handle on the running SFU; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Sfu {
+    tx: mpsc::Sender<Command>,
+    addr: SocketAddr,
+}
+
+impl Sfu {
+    /// Binds the socket and starts the SFU task; `events` is called from it.
+    pub async fn start(settings: SfuSettings, events: Arc<dyn Fn(SfuEvent) + Send + Sync>) -> std::io::Result<Self> {
+        let socket = UdpSocket::bind(settings.listen).await?;
+        let sock = socket2::SockRef::from(&socket);
+        let _ = sock.set_recv_buffer_size(SOCKET_BUFFER).and_then(|()| sock.set_send_buffer_size(SOCKET_BUFFER));
+        let bound = socket.local_addr()?;
+        let ip = settings.announce.unwrap_or(bound.ip());
+        let addr = SocketAddr::new(ip, bound.port());
+        str0m::crypto::from_feature_flags().install_process_default();
+        let cert = str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+            .ok_or_else(|| std::io::Error::other("no DTLS certificate could be made"))?;
+        let (tx, rx) = mpsc::channel(256);
+        let driver = Driver::new(socket, addr, cert, settings, events);
+        tokio::spawn(driver.run(rx));
+        Ok(Self { tx, addr })
+    }
+
+    /// The address browsers send audio to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Answers `seat`'s SDP offer (one sendonly audio m-line to publish, a few recvonly
+    /// ones to listen on); a connection `seat` had before is dropped.
+    pub async fn connect(&self, seat: SeatKey, room: RoomKey, may_speak: bool, offer: String) -> Result<String, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Connect { seat, room, may_speak, offer, reply }).await.map_err(|_| SfuError::Closed)?;
+        rx.await.map_err(|_| SfuError::Closed)?
+    }
+
+    /// Drops `seat`'s connection, if any.
+    pub fn disconnect(&self, seat: SeatKey) {
+        self.command(Command::Disconnect { seat });
+    }
+
+    /// Whether `seat` may be heard (a stage: on stage or not).
+    pub fn set_may_speak(&self, seat: SeatKey, may: bool) {
+        self.command(Command::MaySpeak { seat, may });
+    }
+
+    /// The counters now.
+    pub async fn stats(&self) -> Result<SfuStats, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Stats { reply }).await.map_err(|_| SfuError::Closed)?;
+        rx.await.map_err(|_| SfuError::Closed)
+    }
+
+    fn command(&self, c: Command) {
+        // Commands that change who hears whom must not be lost: wait for room if need be.
+        let tx = self.tx.clone();
+        if let Err(mpsc::error::TrySendError::Full(c)) = tx.try_send(c) {
+            tokio::spawn(async move { tx.send(c).await.ok() });
+        }
+    }
+}
+
+struct Peer {
+    rtc: Rtc,
+    seat: SeatKey,
+    room: RoomKey,
+    ufrag: String,
+    addrs: Vec<SocketAddr>,
+    /// The m-lines we send on (the subscriber's slots), in order.
+    slots: Vec<Mid>,
+    pt: Option<Pt>,
+    /// The deadline str0m asked for last.
+    timeout: Instant,
+}
+
+struct Driver {
+    socket: UdpSocket,
+    addr: SocketAddr,
+    cert: DtlsCert,
+    settings: SfuSettings,
+    events: Arc<dyn Fn(SfuEvent) + Send + Sync>,
+    fwd: Forwarder,
+    peers: HashMap<PeerId, Peer>,
+    by_seat: HashMap<SeatKey, PeerId>,
+    by_ufrag: HashMap<String, PeerId>,
+    by_addr: HashMap<SocketAddr, PeerId>,
+    timers: BinaryHeap<Reverse<(Instant, PeerId)>>,
+    next_id: u64,
+    stats: SfuStats,
+    /// Audio packets received while polling, forwarded after.
+    inbox: Vec<(PeerId, RtpPacket)>,
+    out: Vec<Forward>,
+}
+
+impl Driver {
+    fn new(socket: UdpSocket, addr: SocketAddr, cert: DtlsCert, settings: SfuSettings, events: Arc<dyn Fn(SfuEvent) + Send + Sync>) -> Self {
+        Self {
+            socket,
+            addr,
+            cert,
+            fwd: Forwarder::new(settings.speakers),
+            settings,
+            events,
+            peers: HashMap::new(),
+            by_seat: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            timers: BinaryHeap::new(),
+            next_id: 1,
+            stats: SfuStats::default(),
+            inbox: Vec::new(),
+            out: Vec::new(),
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(c) => self.command(c),
+                    None => break,
+                },
+                r = self.socket.recv_from(&mut buf) => {
+                    if let Ok((n, from)) = r {
+                        self.datagram(&buf[..n], from);
+                    }
+                    for _ in 0..READ_BATCH {
+                        match self.socket.try_recv_from(&mut buf) {
+                            Ok((n, from)) => self.datagram(&buf[..n], from),
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                            Err(_) => break,
+                        }
+                    }
+                    self.forward_inbox();
+                },
+                () = sleep_until(wake) => {},
+            }
+            self.timeouts(Instant::now());
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let peer = self.timers.peek().map(|Reverse((t, _))| *t);
+        match (peer, self.fwd.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Connect { seat, room, may_speak, offer, reply } => {
+                let _ = reply.send(self.connect(seat, room, may_speak, &offer));
+            }
+            Command::Disconnect { seat } => {
+                if let Some(id) = self.by_seat.get(&seat).copied() {
+                    self.remove(id, false);
+                }
+            }
+            Command::MaySpeak { seat, may } => {
+                if let Some(id) = self.by_seat.get(&seat).copied() {
+                    self.fwd.set_may_speak(id, may);
+                    self.tell_slots();
+                }
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(SfuStats { peers: self.peers.len(), ..self.stats });
+            }
+        }
+    }
+
+    fn connect(&mut self, seat: SeatKey, room: RoomKey, may_speak: bool, offer: &str) -> Result<String, SfuError> {
+        if let Some(old) = self.by_seat.get(&seat).copied() {
+            self.remove(old, false);
+        }
+        if self.peers.len() >= self.settings.max_peers {
+            return Err(SfuError::Full(self.settings.max_peers));
+        }
+        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadOffer(e.to_string()))?;
+        let now = Instant::now();
+        let creds = IceCreds::new();
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .set_local_ice_credentials(creds.clone())
+            .set_dtls_cert(self.cert.clone())
+            .build(now);
+        let candidate = Candidate::host(self.addr, "udp").map_err(|e| SfuError::BadOffer(e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+        let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| SfuError::BadOffer(e.to_string()))?;
+        let id = PeerId(self.next_id);
+        self.next_id += 1;
+        let mut peer = Peer { rtc, seat: seat.clone(), room, ufrag: creds.ufrag.clone(), addrs: Vec::new(), slots: Vec::new(), pt: None, timeout: now };
+        // The m-lines of the offer arrive as events right away.
+        let mut publishes = false;
+        while let Ok(out) = peer.rtc.poll_output() {
+            match out {
+                Output::Event(Event::MediaAdded(m)) if m.kind == MediaKind::Audio => {
+                    if matches!(m.direction, Direction::SendOnly | Direction::SendRecv) {
+                        peer.slots.push(m.mid);
+                    }
+                    publishes |= matches!(m.direction, Direction::RecvOnly | Direction::SendRecv);
+                }
+                Output::Timeout(t) => {
+                    peer.timeout = t;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        if peer.slots.is_empty() && !publishes {
+            return Err(SfuError::BadOffer("no audio to send or receive".into()));
+        }
+        peer.pt = peer.rtc.codec_config().find(|c| c.spec().codec == Codec::Opus).map(|c| c.pt());
+        if peer.pt.is_none() {
+            return Err(SfuError::BadOffer("Opus was not offered".into()));
+        }
+        self.fwd.add_peer(id, room, may_speak, peer.slots.len());
+        self.timers.push(Reverse((peer.timeout, id)));
+        self.by_ufrag.insert(creds.ufrag, id);
+        self.by_seat.insert(seat, id);
+        self.peers.insert(id, peer);
+        self.tell_slots();
+        Ok(answer.to_sdp_string())
+    }
+
+    fn remove(&mut self, id: PeerId, lost: bool) {
+        let Some(p) = self.peers.remove(&id) else { return };
+        self.by_ufrag.remove(&p.ufrag);
+        for a in &p.addrs {
+            self.by_addr.remove(a);
+        }
+        if self.by_seat.get(&p.seat) == Some(&id) {
+            self.by_seat.remove(&p.seat);
+        }
+        self.fwd.remove_peer(id);
+        self.tell_slots();
+        if lost {
+            (self.events)(SfuEvent::Lost { seat: p.seat, room: p.room });
+        }
+    }
+
+    fn datagram(&mut self, data: &[u8], from: SocketAddr) {
+        let id = match self.by_addr.get(&from) {
+            Some(id) => *id,
+            None => {
+                let Some(id) = StunMessage::parse(data)
+                    .ok()
+                    .and_then(|m| m.split_username().and_then(|(ours, _)| self.by_ufrag.get(ours).copied()))
+                else {
+                    return; // not for anyone we know
+                };
+                id
+            }
+        };
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let Ok(contents) = data.try_into() else { return };
+        let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source: from, destination: self.addr, contents });
+        if !peer.rtc.accepts(&input) {
+            return;
+        }
+        if let std::collections::hash_map::Entry::Vacant(e) = self.by_addr.entry(from) {
+            e.insert(id);
+            peer.addrs.push(from);
+        }
+        if peer.rtc.handle_input(input).is_err() {
+            peer.rtc.disconnect();
+        }
+        self.drain(id);
+    }
+
+    /// Polls `id` until it waits: sends what it transmits, keeps its audio for forwarding.
+    fn drain(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let mut dead = false;
+        loop {
+            match peer.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    if t != peer.timeout {
+                        peer.timeout = t;
+                        self.timers.push(Reverse((t, id)));
+                    }
+                    break;
+                }
+                Ok(Output::Transmit(t)) => {
+                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(e)) => match e {
+                    Event::RtpPacket(p) => self.inbox.push((id, p)),
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                        peer.rtc.disconnect();
+                    }
+                    _ => {}
+                },
+                Err(e) => {
+                    tracing::debug!(seat = ?peer.seat, error = %e, "SFU connection failed");
+                    dead = true;
+                    break;
+                }
+            }
+        }
+        if dead || !peer.rtc.is_alive() {
+            self.remove(id, true);
+        }
+    }
+
+    fn forward_inbox(&mut self) {
+        let now = Instant::now();
+        let inbox = std::mem::take(&mut self.inbox);
+        for (from, pkt) in &inbox {
+            self.stats.received += 1;
+            let source = SourceId { peer: *from, track: *pkt.header.ssrc };
+            let level = pkt.header.ext_vals.audio_level.map(|l| l.unsigned_abs().min(127));
+            let audio = AudioIn { source, seq: *pkt.seq_no, rtp_time: pkt.header.timestamp, level };
+            let mut out = std::mem::take(&mut self.out);
+            if let Err(super::Dropped::NotSpeaker) = self.fwd.on_audio(now, audio, &mut out) {
+                self.stats.refused += 1;
+            }
+            let ext = ExtensionValues { audio_level: pkt.header.ext_vals.audio_level, voice_activity: pkt.header.ext_vals.voice_activity, ..Default::default() };
+            for f in &out {
+                let Some(sub) = self.peers.get_mut(&f.to) else { continue };
+                let (Some(mid), Some(pt)) = (sub.slots.get(f.slot).copied(), sub.pt) else { continue };
+                let mut api = sub.rtc.direct_api();
+                let Some(tx) = api.stream_tx_by_mid(mid, None) else { continue };
+                let write = RtpWrite::new(pt, f.out.seq.into(), f.out.rtp_time, pkt.timestamp, pkt.payload.clone())
+                    .marker(pkt.header.marker || f.out.marker)
+                    .ext_vals(ext.clone());
+                tx.write_rtp(write);
+                self.stats.forwarded += 1;
+                self.drain(f.to);
+            }
+            self.out = out;
+        }
+        self.inbox = inbox;
+        self.inbox.clear();
+        self.tell_slots();
+    }
+
+    fn timeouts(&mut self, now: Instant) {
+        while let Some(Reverse((t, id))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(peer) = self.peers.get_mut(&id) else { continue };
+            if peer.timeout != t {
+                continue; // superseded
+            }
+            if peer.rtc.handle_input(Input::Timeout(now)).is_err() {
+                peer.rtc.disconnect();
+            }
+            self.drain(id);
+        }
+        if !self.inbox.is_empty() {
+            self.forward_inbox();
+        }
+        self.fwd.handle_timeout(now);
+        self.tell_slots();
+    }
+
+    /// Tells each subscriber whose slots changed what they carry now.
+    fn tell_slots(&mut self) {
+        let changes = self.fwd.take_changes();
+        if changes.is_empty() {
+            return;
+        }
+        let mut told: Vec<PeerId> = changes.iter().map(|c| c.peer).collect();
+        told.sort();
+        told.dedup();
+        for id in told {
+            let Some(p) = self.peers.get(&id) else { continue };
+            let slots = self.fwd.slots_of(id).into_iter().map(|s| s.and_then(|s| self.peers.get(&s.peer)).map(|p| p.seat.clone())).collect();
+            (self.events)(SfuEvent::Slots { seat: p.seat.clone(), room: p.room, slots });
+        }
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
