@@ -110,6 +110,20 @@ enum Scenario {
         #[arg(long, default_value = "turnserver")]
         coturn: String,
     },
+    /// A lecture on one node's SFU: synthetic speakers and rising numbers of synthetic
+    /// listeners (WebRTC with str0m); forwarded packets/s, node CPU per 1,000 of them, RSS
+    /// per listener, listener loss, jitter and delay.
+    Lecture {
+        /// Listener counts, one step each.
+        #[arg(long, value_delimiter = ',', default_values_t = [100usize, 200, 500])]
+        listeners: Vec<usize>,
+        /// Synthetic speakers.
+        #[arg(long, default_value_t = 2)]
+        speakers: usize,
+        /// Measured seconds per step.
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+    },
     /// Cut a node off the federation, change both sides, heal; time to converge.
     Partition {
         #[arg(long, default_value_t = 5)]
@@ -247,6 +261,9 @@ async fn scenario(which: Scenario, args: NetArgs) -> anyhow::Result<Report> {
         Scenario::Turn { clients, secs, coturn } => {
             let coturn = (coturn != "none").then(|| PathBuf::from(coturn));
             scenarios::turn::run(&opts, &scenarios::turn::Params { steps: clients, secs, coturn }).await
+        }
+        Scenario::Lecture { listeners, speakers, secs } => {
+            scenarios::lecture::run(&opts, &scenarios::lecture::Params { steps: listeners, speakers, secs }).await
         }
         Scenario::Partition { changes, cut_secs } => {
             let p = scenarios::partition::Params { changes, cut_for: Duration::from_secs(cut_secs), ..Default::default() };

@@ -1,9 +1,9 @@
 //! Every scenario at a small size on real `voicechat` processes, asserting its correctness
-//! condition: convergence, relay, crash, load, partition and turn.
+//! condition: convergence, relay, crash, load, partition, turn and lecture.
 
 use std::path::PathBuf;
 
-use voicechat_testnet::scenarios::{convergence, crash, load, partition, relay, turn};
+use voicechat_testnet::scenarios::{convergence, crash, lecture, load, partition, relay, turn};
 use voicechat_testnet::{Options, raise_nofile};
 
 /// The node binary cargo built for this workspace.
@@ -73,6 +73,23 @@ async fn turn_relays_audio_without_loss() {
     assert_eq!(steps.len(), 2, "{}", r.table);
     for s in steps {
         assert!(s["relayed_rtt"]["count"].as_u64().unwrap() > 0, "no audio came back through the relay: {}", r.table);
+    }
+    r.check().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lecture_reaches_every_listener_through_the_sfu() {
+    let p = lecture::Params { steps: vec![10, 30], speakers: 2, secs: 2 };
+    let r = lecture::run(&opts(1), &p).await.unwrap();
+    println!("{}", r.table);
+    let steps = r.figures["steps"].as_array().expect("the steps");
+    assert_eq!(steps.len(), 2, "{}", r.table);
+    for s in steps {
+        // Two speakers at 50 packets/s to every listener (and to each other): the node
+        // forwarded at least most of that.
+        let listeners = s["listeners"].as_f64().unwrap();
+        assert!(s["forwarded_pkts_per_s"].as_f64().unwrap() > listeners * 2.0 * 50.0 * 0.9, "{}", r.table);
+        assert_eq!(s["listeners_missing_a_speaker"], 0, "{}", r.table);
     }
     r.check().unwrap();
 }

@@ -18,7 +18,7 @@ use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::ice::StunMessage;
-use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::media::{Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
@@ -305,23 +305,23 @@ impl Driver {
         let id = PeerId(self.next_id);
         self.next_id += 1;
         let mut peer = Peer { rtc, seat: seat.clone(), room, ufrag: creds.ufrag.clone(), addrs: Vec::new(), slots: Vec::new(), pt: None, timeout: now };
-        // The m-lines of the offer arrive as events right away.
+        // str0m reports m-lines as events only once DTLS is up: read them from the answer.
+        let answer = answer.to_sdp_string();
         let mut publishes = false;
-        while let Ok(out) = peer.rtc.poll_output() {
-            match out {
-                Output::Event(Event::MediaAdded(m)) if m.kind == MediaKind::Audio => {
-                    if matches!(m.direction, Direction::SendOnly | Direction::SendRecv) {
-                        peer.slots.push(m.mid);
-                    }
-                    publishes |= matches!(m.direction, Direction::RecvOnly | Direction::SendRecv);
-                }
-                Output::Timeout(t) => {
-                    peer.timeout = t;
-                    break;
-                }
-                _ => {}
+        for (mid, sends, receives) in audio_lines(&answer) {
+            let mid = Mid::from(mid.as_str());
+            if peer.rtc.media(mid).is_none() {
+                continue;
             }
+            if sends {
+                peer.slots.push(mid);
+            }
+            publishes |= receives;
         }
+        peer.timeout = match peer.rtc.poll_output() {
+            Ok(Output::Timeout(t)) => t,
+            _ => now,
+        };
         if peer.slots.is_empty() && !publishes {
             return Err(SfuError::BadOffer("no audio to send or receive".into()));
         }
@@ -334,8 +334,9 @@ impl Driver {
         self.by_ufrag.insert(creds.ufrag, id);
         self.by_seat.insert(seat, id);
         self.peers.insert(id, peer);
+        metrics::gauge!("voicechat_sfu_connections").set(self.peers.len() as f64);
         self.tell_slots();
-        Ok(answer.to_sdp_string())
+        Ok(answer)
     }
 
     fn remove(&mut self, id: PeerId, lost: bool) {
@@ -348,6 +349,7 @@ impl Driver {
             self.by_seat.remove(&p.seat);
         }
         self.fwd.remove_peer(id);
+        metrics::gauge!("voicechat_sfu_connections").set(self.peers.len() as f64);
         self.tell_slots();
         if lost {
             (self.events)(SfuEvent::Lost { seat: p.seat, room: p.room });
@@ -421,6 +423,7 @@ impl Driver {
     fn forward_inbox(&mut self) {
         let now = Instant::now();
         let inbox = std::mem::take(&mut self.inbox);
+        let before = self.stats;
         for (from, pkt) in &inbox {
             self.stats.received += 1;
             let source = SourceId { peer: *from, track: *pkt.header.ssrc };
@@ -447,6 +450,10 @@ impl Driver {
         }
         self.inbox = inbox;
         self.inbox.clear();
+        let after = self.stats;
+        metrics::counter!("voicechat_sfu_packets_total", "what" => "received").increment(after.received - before.received);
+        metrics::counter!("voicechat_sfu_packets_total", "what" => "forwarded").increment(after.forwarded - before.forwarded);
+        metrics::counter!("voicechat_sfu_packets_total", "what" => "refused").increment(after.refused - before.refused);
         self.tell_slots();
     }
 
@@ -489,9 +496,79 @@ impl Driver {
     }
 }
 
+/// The audio m-lines of an answer of ours, in order: (mid, we send on it, we receive on it).
+fn audio_lines(sdp: &str) -> Vec<(String, bool, bool)> {
+    let mut lines = Vec::new();
+    let mut current: Option<(Option<String>, bool, bool)> = None;
+    let mut flush = |c: Option<(Option<String>, bool, bool)>| {
+        if let Some((Some(mid), sends, receives)) = c {
+            lines.push((mid, sends, receives));
+        }
+    };
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if let Some(m) = line.strip_prefix("m=") {
+            flush(current.take());
+            current = m.starts_with("audio ").then_some((None, true, true));
+        } else if let Some(c) = current.as_mut() {
+            match line {
+                "a=sendonly" => (c.1, c.2) = (true, false),
+                "a=recvonly" => (c.1, c.2) = (false, true),
+                "a=inactive" => (c.1, c.2) = (false, false),
+                _ => {
+                    if let Some(mid) = line.strip_prefix("a=mid:") {
+                        c.0 = Some(mid.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    flush(current);
+    lines
+}
+
 async fn sleep_until(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use str0m::media::{Direction, MediaKind};
+    use voicechat_protocol::ids::{GroupId, RoomId, SessionId};
+
+    fn offer(slots: usize) -> String {
+        let mut rtc = Rtc::builder().set_rtp_mode(true).clear_codecs().enable_opus(true, false).build(Instant::now());
+        rtc.add_local_candidate(Candidate::host("127.0.0.1:40000".parse().unwrap(), "udp").unwrap());
+        let mut api = rtc.sdp_api();
+        api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        for _ in 0..slots {
+            api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        }
+        api.apply().unwrap().0.to_sdp_string()
+    }
+
+    #[tokio::test]
+    async fn an_offer_gets_an_answer_with_the_node_address_and_garbage_gets_words() {
+        let settings = SfuSettings { listen: "127.0.0.1:0".parse().unwrap(), announce: None, speakers: 3, max_peers: 1 };
+        let sfu = Sfu::start(settings, Arc::new(|_| {})).await.unwrap();
+        let seat: SeatKey = ("alice@alpha".parse().unwrap(), SessionId([1; 16]));
+        let room = (GroupId([1; 16]), RoomId([1; 16]));
+        let answer = sfu.connect(seat.clone(), room, true, offer(3)).await.unwrap();
+        assert!(answer.contains(&format!("{} {}", sfu.addr().ip(), sfu.addr().port())), "{answer}");
+        assert!(answer.contains("a=ice-lite"), "{answer}");
+        assert_eq!(sfu.stats().await.unwrap().peers, 1);
+        // At the cap, another seat is refused; the same seat again replaces its connection.
+        let bob: SeatKey = ("bob@alpha".parse().unwrap(), SessionId([2; 16]));
+        assert!(matches!(sfu.connect(bob, room, true, offer(3)).await, Err(SfuError::Full(1))));
+        sfu.connect(seat.clone(), room, true, offer(3)).await.unwrap();
+        assert_eq!(sfu.stats().await.unwrap().peers, 1);
+        sfu.disconnect(seat.clone());
+        assert_eq!(sfu.stats().await.unwrap().peers, 0);
+        let e = sfu.connect(seat, room, true, "v=0\r\nnonsense".into()).await.unwrap_err();
+        assert!(matches!(e, SfuError::BadOffer(_)), "{e}");
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod convergence;
 pub mod crash;
+pub mod lecture;
 pub mod load;
 pub mod partition;
 pub mod relay;

@@ -1,0 +1,243 @@
+//! Lecture: one node, one room on its SFU, a few synthetic speakers and a rising number of
+//! synthetic listeners. Every participant is a real socket session that joined the room,
+//! sent its offer over the socket and connects to the SFU with str0m from its own UDP
+//! socket; speakers send an 80-byte packet every 20 ms. Per step it prints what the SFU
+//! forwarded, the node's CPU per 1,000 forwarded packets/s, its RSS per listener, and the
+//! listeners' loss, jitter and one-way delay. The synthetic crowd runs on the same cores as
+//! the node (one thread of this process).
+//!
+//! Anchor: LiveKit's published audio benchmark, about 75,000 forwarded packets/s per vCPU.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::future::try_join_all;
+use serde_json::{Value, json};
+
+use super::Report;
+use crate::client::{Http, Ws};
+use crate::rtc::{Crowd, Joining, MemberStats};
+use crate::stats::{Summary, cpu_secs, r3};
+use crate::{Options, Testnet};
+
+/// Participants joining at once.
+const BATCH: usize = 25;
+/// Slots each participant listens on (the page's number).
+const SLOTS: usize = 3;
+/// Loss above this at any step fails the scenario.
+const MAX_LOSS: f64 = 0.01;
+
+#[derive(Clone, Debug)]
+pub struct Params {
+    /// Listener counts, one step each (listeners are added, never removed, between steps).
+    pub steps: Vec<usize>,
+    /// Synthetic speakers.
+    pub speakers: usize,
+    /// Measured seconds per step.
+    pub secs: u64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params { steps: vec![100, 200, 500], speakers: 2, secs: 5 }
+    }
+}
+
+/// One session in the room with its SFU connection.
+struct Seat {
+    _ws: Ws,
+    member: usize,
+}
+
+async fn sit(http: &Http, crowd: &Crowd, group: &str, room: &str) -> anyhow::Result<Seat> {
+    let mut ws = http.ws().await?;
+    ws.join(group, room).await?;
+    let member = connect(&mut ws, crowd).await?;
+    Ok(Seat { _ws: ws, member })
+}
+
+/// Offers over `ws` (already in a call on the SFU) and hands the answer to the crowd.
+async fn connect(ws: &mut Ws, crowd: &Crowd) -> anyhow::Result<usize> {
+    let (joining, offer) = Joining::new(IpAddr::V4(Ipv4Addr::LOCALHOST), SLOTS)?;
+    ws.send(&json!({"type": "sfu_offer", "sdp": offer})).await?;
+    let e = ws
+        .wait_for("sfu_answer", Duration::from_secs(20), |m| {
+            m["type"] == "sfu_answer" || (m["type"] == "error" && m["in_reply_to"] == "sfu_offer")
+        })
+        .await?;
+    if e.msg["type"] == "error" {
+        bail!("the SFU refused an offer: {}", e.msg);
+    }
+    let answer = e.msg["sdp"].as_str().context("sfu_answer without sdp")?.to_owned();
+    crowd.add(joining, answer)
+}
+
+struct Step {
+    listeners: usize,
+    connect: Summary,
+    fwd_rate: f64,
+    cpu: f64,
+    rss_per_listener_kib: f64,
+    loss: f64,
+    deaf: usize,
+    jitter_p50: f64,
+    jitter_max: f64,
+    delay: Summary,
+    crowd_cpu: f64,
+}
+
+impl Step {
+    fn per_core(&self) -> f64 {
+        if self.cpu <= 0.0 { 0.0 } else { self.fwd_rate / self.cpu }
+    }
+    fn cpu_per_1k(&self) -> f64 {
+        if self.fwd_rate <= 0.0 { 0.0 } else { self.cpu * 100.0 / (self.fwd_rate / 1000.0) }
+    }
+    fn row(&self) -> String {
+        format!(
+            "{:>9} {:>10.0} {:>9.3} {:>11.2}% {:>10.0} {:>9.1} {:>7.2}% {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.1}\n",
+            self.listeners,
+            self.fwd_rate,
+            self.cpu,
+            self.cpu_per_1k(),
+            self.per_core(),
+            self.rss_per_listener_kib,
+            self.loss * 100.0,
+            self.jitter_p50,
+            self.jitter_max,
+            self.delay.p50,
+            self.delay.p99,
+            self.connect.p50,
+        )
+    }
+    fn json(&self) -> Value {
+        json!({
+            "listeners": self.listeners, "forwarded_pkts_per_s": self.fwd_rate.round(), "node_cpu_cores": r3(self.cpu),
+            "node_cpu_pct_per_1k_pkts": r3(self.cpu_per_1k()), "pkts_per_core": self.per_core().round(),
+            "rss_kib_per_listener": r3(self.rss_per_listener_kib), "loss": r3(self.loss), "listeners_missing_a_speaker": self.deaf,
+            "jitter_ms_p50": r3(self.jitter_p50), "jitter_ms_max": r3(self.jitter_max), "one_way_delay_ms": self.delay.json(),
+            "connect_ms": self.connect.json(), "load_client_cpu_cores": r3(self.crowd_cpu),
+        })
+    }
+}
+
+pub async fn run(opts: &Options, p: &Params) -> anyhow::Result<Report> {
+    let max = p.steps.iter().copied().max().unwrap_or(0) + p.speakers;
+    crate::raise_nofile(max as u64 * 3 + 1024)?;
+    let mut opts = opts.clone();
+    opts.nodes = 1;
+    // Every call of this node is on the SFU as soon as two people are in it.
+    opts.node_args.extend(["--sfu-threshold".into(), "2".into()]);
+    let net = Testnet::start(&opts).await?;
+    let rid = net.create_room("lecture").await?;
+    let http = &net.clients[0];
+    let pid = net.nodes[0].pid().context("node pid")?;
+    let crowd = Crowd::start()?;
+
+    // Speakers: their sockets join first (the call moves to the SFU), then they connect.
+    let mut speaker_ws = Vec::new();
+    for _ in 0..p.speakers.max(2) {
+        let mut ws = http.ws().await?;
+        ws.join(&net.group, &rid).await?;
+        speaker_ws.push(ws);
+    }
+    let mut speakers = Vec::new();
+    for ws in speaker_ws.iter_mut().take(p.speakers) {
+        speakers.push(connect(ws, &crowd).await?);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss0 = net.nodes[0].rss_kib()? as f64;
+
+    let mut seats: Vec<Seat> = Vec::new();
+    let mut steps = Vec::new();
+    let mut failures = Vec::new();
+    for &n in &p.steps {
+        while seats.len() < n {
+            let k = BATCH.min(n - seats.len());
+            let batch = try_join_all((0..k).map(|_| sit(http, &crowd, &net.group, &rid))).await?;
+            seats.extend(batch);
+        }
+        // Everyone connected (DTLS up), within a bound.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let connected = loop {
+            let snap = crowd.snapshot()?;
+            let up: Vec<Duration> = seats.iter().filter_map(|s| snap[s.member].connected_after).collect();
+            if up.len() == seats.len() || Instant::now() > deadline {
+                break up;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        if connected.len() < seats.len() {
+            failures.push(format!("{} of {} listeners never connected", seats.len() - connected.len(), seats.len()));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss = net.nodes[0].rss_kib()? as f64;
+
+        crowd.reset()?;
+        let fwd0 = forwarded(http).await?;
+        let (cpu0, me0) = (cpu_secs(pid)?, cpu_secs(std::process::id())?);
+        let t0 = Instant::now();
+        for &s in &speakers {
+            crowd.talk(s, true)?;
+        }
+        tokio::time::sleep(Duration::from_secs(p.secs)).await;
+        for &s in &speakers {
+            crowd.talk(s, false)?;
+        }
+        let wall = t0.elapsed().as_secs_f64();
+        let (cpu1, me1) = (cpu_secs(pid)?, cpu_secs(std::process::id())?);
+        tokio::time::sleep(Duration::from_millis(500)).await; // the tail arrives
+        let fwd1 = forwarded(http).await?;
+        let snap = crowd.snapshot()?;
+
+        let listeners: Vec<&MemberStats> = seats.iter().map(|s| &snap[s.member]).collect();
+        let (received, expected) = listeners.iter().fold((0u64, 0u64), |(r, e), l| (r + l.received, e + l.expected));
+        let deaf = listeners.iter().filter(|l| speakers.iter().any(|s| l.from.get(&(*s as u32)).copied().unwrap_or(0) == 0)).count();
+        let mut jitter: Vec<f64> = listeners.iter().map(|l| l.jitter_ms).collect();
+        jitter.sort_by(f64::total_cmp);
+        let delays: Vec<Duration> = listeners.iter().flat_map(|l| l.delays.iter().copied()).collect();
+        let step = Step {
+            listeners: n,
+            connect: Summary::of(&connected),
+            fwd_rate: (fwd1 - fwd0) / wall,
+            cpu: (cpu1 - cpu0) / wall,
+            rss_per_listener_kib: (rss - rss0) / n as f64,
+            loss: if expected == 0 { 1.0 } else { 1.0 - (received as f64 / expected as f64).min(1.0) },
+            deaf,
+            jitter_p50: jitter.get(jitter.len() / 2).copied().unwrap_or(0.0),
+            jitter_max: jitter.last().copied().unwrap_or(0.0),
+            delay: Summary::of(&delays),
+            crowd_cpu: (me1 - me0) / wall,
+        };
+        if step.loss > MAX_LOSS {
+            failures.push(format!("{:.2}% loss at {n} listeners", step.loss * 100.0));
+        }
+        if deaf > 0 {
+            failures.push(format!("{deaf} of {n} listeners did not hear every speaker"));
+        }
+        steps.push(step);
+    }
+
+    let mut table = format!(
+        "{:>9} {:>10} {:>9} {:>12} {:>10} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+        "listeners", "fwd pkt/s", "cpu cores", "cpu/1k pkt/s", "pkt/s/core", "KiB/lis.", "loss", "jit p50", "jit max", "delay p50", "delay p99", "conn p50"
+    );
+    for s in &steps {
+        table.push_str(&s.row());
+    }
+    table.push_str(&format!(
+        "{} speakers at 50 packets/s; times in ms; cpu/1k pkt/s is % of one core; the synthetic crowd shares the \
+         machine's cores with the node (it used {:.2} cores in the last step); LiveKit's audio anchor: ~75,000 pkt/s per vCPU\n",
+        p.speakers,
+        steps.last().map_or(0.0, |s| s.crowd_cpu)
+    ));
+    let figures = json!({"speakers": p.speakers, "secs_per_step": p.secs, "steps": steps.iter().map(Step::json).collect::<Vec<_>>()});
+    Ok(Report { scenario: "lecture", ok: failures.is_empty(), failures, figures, table })
+}
+
+/// Packets the node's SFU has forwarded so far (its metrics).
+async fn forwarded(http: &Http) -> anyhow::Result<f64> {
+    let text = http.metrics().await?;
+    Ok(crate::stats::metric_sum(&text, "voicechat_sfu_packets_total", &[("what", &["forwarded"])]))
+}
