@@ -101,6 +101,17 @@ impl AppState {
     /// Carries out an operation's effects: sockets told now, other nodes told through
     /// federation.
     pub async fn commit(&self, fx: Effects) {
+        if let Some(sfu) = &self.sfu {
+            for (seat, may) in &fx.media {
+                sfu.set_may_speak(seat.clone(), *may);
+            }
+            // Whoever was taken out of a call loses their connection to its audio.
+            for n in &fx.notify {
+                if let crate::core::Notice::Left { user, session, .. } = n {
+                    sfu.disconnect((user.clone(), *session));
+                }
+            }
+        }
         self.core.commit(fx).await;
     }
 

@@ -136,8 +136,16 @@ pub struct RoomInfo {
     pub room: RoomId,
     /// The group the room belongs to.
     pub group: GroupId,
+    /// A stage (lectures, town halls): speakers and listeners. Absent on the wire when
+    /// false, so a conversation room encodes as before.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub stage: bool,
     /// True once the room was deleted (a tombstone).
     pub deleted: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Whether a session is in a room.

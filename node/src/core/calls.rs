@@ -6,7 +6,7 @@ use voicechat_protocol::ids::{GroupId, RoomId, SessionId, UserId};
 
 use super::{Announce, Core, CoreError, Effects, Notice};
 use crate::hub::{Outbound, encode};
-use crate::rooms::{CallMode, Participant, RoomKey, SeatKey};
+use crate::rooms::{CallMode, Participant, RoomKey, SeatKey, StageSeat};
 
 impl Core {
     /// Puts a socket into a room's call (leaving any other room).
@@ -18,11 +18,13 @@ impl Core {
         room: RoomId,
         muted: bool,
     ) -> Result<Effects, CoreError> {
-        self.membership(&group, user).map_err(|_| CoreError::not_found("room"))?;
-        if self.store.room(&group, &room)?.is_none() {
+        let (_, m) = self.membership(&group, user).map_err(|_| CoreError::not_found("room"))?;
+        let Some(r) = self.store.room(&group, &room)? else {
             return Err(CoreError::not_found("room"));
-        }
-        let p = Participant { user: user.clone(), session, muted };
+        };
+        // On a stage, moderators start as speakers and everyone else listens.
+        let stage = r.stage.then(|| StageSeat { speaker: super::stage::is_moderator(&m), ..StageSeat::default() });
+        let p = Participant { user: user.clone(), session, muted, stage };
         let (changed, modes) = {
             let mut rooms = self.rooms();
             (rooms.join(p.clone(), (group, room)), rooms.take_mode_changes())
@@ -66,10 +68,16 @@ impl Core {
         };
         let mut fx = Effects::default();
         if let Some((room, p)) = changed {
+            fx.media.push((seat, super::stage::may_speak(&p)));
             fx.announce.push(Announce::Presence { room, participant: p, joined: true });
             fx.notice(Notice::Participants(room));
         }
         fx
+    }
+
+    /// Whether a seat may be heard now (none: not in a call).
+    pub fn may_speak(&self, seat: &SeatKey) -> Option<bool> {
+        self.rooms().find(seat).map(|(_, p)| super::stage::may_speak(&p))
     }
 
     /// How this node's participants of `room` reach each other now.

@@ -26,7 +26,7 @@ impl Core {
 
     pub(super) fn sign_room(&self, r: &RoomRecord, deleted: bool) -> Vec<u8> {
         self.signer
-            .seal(|seq| Record::RoomInfo(RoomInfo { seq, name: r.name.clone(), room: r.id, group: r.group, deleted }))
+            .seal(|seq| Record::RoomInfo(RoomInfo { seq, name: r.name.clone(), room: r.id, group: r.group, stage: r.stage, deleted }))
     }
 
     pub(super) fn sign_member(&self, group: &GroupId, user: &UserId, role: Option<Role>) -> Vec<u8> {
@@ -90,11 +90,12 @@ impl Core {
     }
 
     /// Creates a room (admins, on the group's home).
-    pub async fn create_room(&self, actor: &UserId, group: &GroupId, name: &str) -> Result<(RoomView, Effects), CoreError> {
+    pub async fn create_room(&self, actor: &UserId, group: &GroupId, name: &str, stage: bool) -> Result<(RoomView, Effects), CoreError> {
         let (g, m) = self.membership(group, actor)?;
         require(&m, Role::Admin, "create rooms")?;
         self.require_home(&g)?;
-        let r = RoomRecord { id: RoomId::from_bytes(random_16()), group: g.id, name: clean_name(name)?, created_at: unix_now() };
+        let id = RoomId::from_bytes(random_16());
+        let r = RoomRecord { id, group: g.id, name: clean_name(name)?, created_at: unix_now(), stage };
         self.put_room(r).await
     }
 

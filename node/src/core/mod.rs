@@ -10,6 +10,7 @@ mod calls;
 mod groups;
 mod members;
 mod remote;
+pub mod stage;
 pub mod signer;
 mod views;
 
@@ -19,7 +20,7 @@ use tokio::sync::mpsc;
 use voicechat_protocol::ids::{GroupId, NodeName, SessionId, UserId};
 
 use crate::hub::Hub;
-use crate::rooms::{Participant, RoomKey, Rooms};
+use crate::rooms::{Participant, RoomKey, Rooms, SeatKey};
 use crate::store::{GroupRecord, MemberRecord, MemberStatus, Store, StoreError};
 
 pub use members::{GroupPreview, InvitePreview};
@@ -89,6 +90,8 @@ pub struct Effects {
     pub notify: Vec<Notice>,
     /// Other nodes to tell.
     pub announce: Vec<Announce>,
+    /// Who may now be heard through the SFU, or not (stage roles, moderator mutes).
+    pub media: Vec<(SeatKey, bool)>,
 }
 
 impl Effects {
@@ -96,6 +99,7 @@ impl Effects {
     pub fn merge(&mut self, other: Effects) {
         self.notify.extend(other.notify);
         self.announce.extend(other.announce);
+        self.media.extend(other.media);
     }
 
     fn notice(&mut self, n: Notice) {

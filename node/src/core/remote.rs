@@ -50,6 +50,8 @@ pub enum Change {
         room: RoomId,
         /// Display name.
         name: String,
+        /// A stage room.
+        stage: bool,
         /// A tombstone.
         deleted: bool,
         /// The `room_info` envelope.
@@ -197,7 +199,7 @@ impl Core {
                     }
                     fx.notice(Notice::Group(group));
                 }
-                Change::Room { group, room, name, deleted, envelope } => {
+                Change::Room { group, room, name, stage, deleted, envelope } => {
                     b.put_record(&RecordKey::Room(group, room), &envelope);
                     if deleted {
                         b.remove_room(&group, &room);
@@ -206,7 +208,7 @@ impl Core {
                         fx.dropped(&dropped);
                     } else {
                         let created_at = self.store.room(&group, &room)?.map_or_else(unix_now, |r| r.created_at);
-                        b.put_room(&RoomRecord { id: room, group, name, created_at });
+                        b.put_room(&RoomRecord { id: room, group, name, created_at, stage });
                     }
                     fx.notice(Notice::Group(group));
                 }

@@ -152,14 +152,14 @@ async fn calls_announce_presence_and_remote_sessions_get_their_own_seats() {
     let t = core("alpha");
     let alice = uid("alice@alpha");
     let (g, _) = t.core.create_group(&alice, "Club").await.unwrap();
-    let (room, _) = t.core.create_room(&alice, &g.id, "Lounge").await.unwrap();
+    let (room, _) = t.core.create_room(&alice, &g.id, "Lounge", false).await.unwrap();
     let key = (g.id, room.id);
     let s = SessionId([7; 16]);
     let fx = t.core.join(&alice, s, g.id, room.id, false).unwrap();
     assert!(fx.notify.contains(&Notice::Participants(key)));
     assert!(matches!(&fx.announce[..], [Announce::Presence { joined: true, .. }]));
     // A remote session with alice's session id: a seat of its own.
-    let mallory = crate::rooms::Participant { user: uid("mallory@beta"), session: s, muted: true };
+    let mallory = crate::rooms::Participant { user: uid("mallory@beta"), session: s, muted: true, stage: None };
     let _ = t.core.apply_remote(vec![Change::Presence { room: key, participant: mallory.clone(), joined: false }]).await.unwrap();
     assert!(t.core.is_in(&key, &alice, &s), "alice is still in the call");
     let _ = t.core.apply_remote(vec![Change::Presence { room: key, participant: mallory, joined: true }]).await.unwrap();
@@ -204,4 +204,53 @@ async fn ownership_goes_only_to_an_active_local_member() {
     let err = t.core.set_role(&alice, &g.id, &uid("carol@beta"), Role::Owner).await.unwrap_err();
     assert!(matches!(err, CoreError::BadRequest(_)), "{err}");
     assert_eq!(t.core.group_detail(&g.id, &alice).unwrap().role, Role::Owner, "alice still owns it");
+}
+
+#[tokio::test]
+async fn a_stage_hears_only_speakers_and_only_moderators_change_who_speaks() {
+    let t = core("alpha");
+    let (alice, bob, carol) = (uid("alice@alpha"), uid("bob@alpha"), uid("carol@alpha"));
+    let (g, _) = t.core.create_group(&alice, "Lectures").await.unwrap();
+    for u in [&bob, &carol] {
+        let _ = t.core.add_member(&alice, &g.id, u.clone(), Role::Member).await.unwrap();
+    }
+    let (room, _) = t.core.create_room(&alice, &g.id, "Hall", true).await.unwrap();
+    assert!(room.stage);
+    let (sa, sb, sc) = (SessionId([1; 16]), SessionId([2; 16]), SessionId([3; 16]));
+    for (u, s) in [(&alice, sa), (&bob, sb), (&carol, sc)] {
+        let _ = t.core.join(u, s, g.id, room.id, false).unwrap();
+    }
+    let bob_seat = (bob.clone(), sb);
+    // The owner moderates and starts on stage; members listen.
+    assert_eq!(t.core.may_speak(&(alice.clone(), sa)), Some(true));
+    assert_eq!(t.core.may_speak(&bob_seat), Some(false));
+    // Bob raises his hand; carol (not a moderator) cannot invite him.
+    let fx = t.core.raise_hand(&bob, sb, true).unwrap();
+    assert_eq!(fx.media, vec![(bob_seat.clone(), false)]);
+    assert!(fx.notify.contains(&Notice::Participants((g.id, room.id))));
+    let e = t.core.moderate(&carol, sc, &bob_seat, stage::Moderation::Invite).unwrap_err();
+    assert!(matches!(e, CoreError::Forbidden(_)), "{e}");
+    // Alice invites him: nothing is heard until he says yes.
+    let fx = t.core.moderate(&alice, sa, &bob_seat, stage::Moderation::Invite).unwrap();
+    assert_eq!(fx.media, vec![(bob_seat.clone(), false)]);
+    let view = t.core.room_view(t.core.store.room(&g.id, &room.id).unwrap().unwrap());
+    let b = view.participants.iter().find(|p| p.user == bob).unwrap().stage.unwrap();
+    assert!(b.invited && b.hand && !b.speaker, "{b:?}");
+    let fx = t.core.answer_stage_invitation(&bob, sb, true).unwrap();
+    assert_eq!(fx.media, vec![(bob_seat.clone(), true)]);
+    assert_eq!(t.core.may_speak(&bob_seat), Some(true));
+    // A stale second answer changes nothing.
+    assert!(t.core.answer_stage_invitation(&bob, sb, false).unwrap().media.is_empty());
+    // Muted by the moderator: not heard; back to the audience; then out of the call.
+    let fx = t.core.moderate(&alice, sa, &bob_seat, stage::Moderation::Mute).unwrap();
+    assert_eq!(fx.media, vec![(bob_seat.clone(), false)]);
+    let _ = t.core.mute(&bob, sb, false);
+    let fx = t.core.moderate(&alice, sa, &bob_seat, stage::Moderation::ToAudience).unwrap();
+    assert_eq!(fx.media, vec![(bob_seat.clone(), false)]);
+    let fx = t.core.moderate(&alice, sa, &bob_seat, stage::Moderation::Remove).unwrap();
+    assert!(fx.notify.contains(&Notice::Left { room: (g.id, room.id), user: bob.clone(), session: sb }));
+    assert_eq!(t.core.may_speak(&bob_seat), None, "bob is out of the call");
+    // Someone who is not in the moderator's call is not found.
+    let e = t.core.moderate(&alice, sa, &bob_seat, stage::Moderation::Mute).unwrap_err();
+    assert!(matches!(e, CoreError::NotFound(_)), "{e}");
 }

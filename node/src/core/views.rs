@@ -33,6 +33,8 @@ pub struct RoomView {
     pub group: GroupId,
     /// Display name.
     pub name: String,
+    /// A stage (speakers and listeners) rather than a conversation.
+    pub stage: bool,
     /// Sessions in the call now.
     pub participants: Vec<Participant>,
 }
@@ -86,7 +88,7 @@ impl Core {
     /// A room's view with its live participants.
     pub fn room_view(&self, r: RoomRecord) -> RoomView {
         let participants = self.rooms().participants(&(r.group, r.id));
-        RoomView { id: r.id, group: r.group, name: r.name, participants }
+        RoomView { id: r.id, group: r.group, name: r.name, stage: r.stage, participants }
     }
 
     fn detail_with(&self, g: &GroupRecord, role: Role, members: &[MemberRecord]) -> Result<GroupDetail, CoreError> {

@@ -74,14 +74,23 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A new room: its name, and whether it is a stage.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRoom {
+    name: String,
+    #[serde(default)]
+    stage: bool,
+}
+
 /// `POST /api/groups/{gid}/rooms` (admins).
 pub async fn create_room(
     State(state): State<AppState>,
     auth: Auth,
     Path(gid): Path<String>,
-    Body(b): Body<NameBody>,
+    Body(b): Body<NewRoom>,
 ) -> Result<(StatusCode, Json<RoomView>), AppError> {
-    let (room, fx) = state.core.create_room(&auth.id, &parse_group(&gid)?, &b.name).await?;
+    let (room, fx) = state.core.create_room(&auth.id, &parse_group(&gid)?, &b.name, b.stage).await?;
     state.commit(fx).await;
     Ok((StatusCode::CREATED, Json(room)))
 }

@@ -27,6 +27,21 @@ pub struct Participant {
     pub session: SessionId,
     /// Whether they muted themselves.
     pub muted: bool,
+    /// In a stage room of this node: their place (none in a conversation, or for people
+    /// of other nodes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<StageSeat>,
+}
+
+/// Where someone is in a stage room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct StageSeat {
+    /// On stage: heard by everyone. Listeners are not forwarded.
+    pub speaker: bool,
+    /// A listener's raised hand.
+    pub hand: bool,
+    /// A moderator asked this listener to speak; they have not answered yet.
+    pub invited: bool,
 }
 
 impl Participant {
@@ -71,7 +86,14 @@ impl Rooms {
             Some(old) if old == room && self.rooms.get(&room).and_then(|r| r.get(&seat)) == Some(&p) => {
                 return changed;
             }
-            Some(old) if old == room => {}
+            Some(old) if old == room => {
+                // Joining again keeps one's place on the stage.
+                let mut p = p;
+                p.stage = self.rooms.get(&room).and_then(|r| r.get(&seat)).and_then(|q| q.stage).or(p.stage);
+                self.rooms.entry(room).or_default().insert(seat, p);
+                changed.push(room);
+                return changed;
+            }
             Some(old) => {
                 self.remove(&seat);
                 changed.push(old);
@@ -102,15 +124,19 @@ impl Rooms {
         changed.into_iter().map(|r| (r, self.mode(&r))).collect()
     }
 
-    /// A call moves to the SFU when enough of this node's people are in it, and stays
-    /// there until it empties: moving back and forth would cut the audio twice.
+    /// A call moves to the SFU when enough of this node's people are in it (a stage at
+    /// once), and stays there until it empties: moving back and forth would cut the audio
+    /// twice.
     fn settle_mode(&mut self, room: RoomKey) {
         let Some((threshold, me)) = &self.sfu_rule else { return };
         if self.on_sfu.contains(&room) {
             return;
         }
-        let local = self.rooms.get(&room).map_or(0, |r| r.keys().filter(|(u, _)| &u.node == me).count());
-        if local >= *threshold {
+        let Some(r) = self.rooms.get(&room) else { return };
+        let local = r.keys().filter(|(u, _)| &u.node == me).count();
+        // A stage is on the SFU from its first person: only the SFU can keep listeners quiet.
+        let stage = r.values().any(|p| p.stage.is_some());
+        if local >= *threshold || (stage && local > 0) {
             self.on_sfu.insert(room);
             self.mode_changed.push(room);
         }
@@ -130,6 +156,21 @@ impl Rooms {
         }
         p.muted = muted;
         Some(room)
+    }
+
+    /// Changes a seat's place on its stage with `f`; returns the room and the new entry
+    /// if anything changed (nothing for a seat not on a stage).
+    pub fn set_stage(&mut self, seat: &SeatKey, f: impl FnOnce(&mut StageSeat)) -> Option<(RoomKey, Participant)> {
+        let room = *self.seats.get(seat)?;
+        let p = self.rooms.get_mut(&room)?.get_mut(seat)?;
+        let before = p.stage?;
+        let mut after = before;
+        f(&mut after);
+        if after == before {
+            return None;
+        }
+        p.stage = Some(after);
+        Some((room, p.clone()))
     }
 
     /// A seat's room and participant entry.
@@ -209,7 +250,7 @@ mod tests {
         format!("{n}@alpha").parse().unwrap()
     }
     fn p(n: &str, s: u8) -> Participant {
-        Participant { user: user(n), session: SessionId([s; 16]), muted: false }
+        Participant { user: user(n), session: SessionId([s; 16]), muted: false, stage: None }
     }
     fn seat(n: &str, s: u8) -> SeatKey {
         (user(n), SessionId([s; 16]))
@@ -222,7 +263,7 @@ mod tests {
     fn a_call_moves_to_the_sfu_at_the_threshold_of_local_people_and_stays_until_empty() {
         let mut rooms = Rooms::default();
         rooms.set_sfu_rule(Some((3, "alpha".parse().unwrap())));
-        let remote = |n: &str, s: u8| Participant { user: format!("{n}@beta").parse().unwrap(), session: SessionId([s; 16]), muted: false };
+        let remote = |n: &str, s: u8| Participant { user: format!("{n}@beta").parse().unwrap(), session: SessionId([s; 16]), muted: false, stage: None };
         rooms.join(p("alice", 1), R1);
         rooms.join(p("bob", 2), R1);
         rooms.join(remote("rita", 3), R1);
@@ -273,7 +314,7 @@ mod tests {
         let mut rooms = Rooms::default();
         rooms.join(p("alice", 1), R1);
         // Another node's user arrives with alice's session id: a separate seat.
-        let mallory = Participant { user: "mallory@rogue".parse().unwrap(), session: SessionId([1; 16]), muted: true };
+        let mallory = Participant { user: "mallory@rogue".parse().unwrap(), session: SessionId([1; 16]), muted: true, stage: None };
         assert_eq!(rooms.join(mallory.clone(), R2), vec![R2]);
         assert_eq!(rooms.participants(&R1), vec![p("alice", 1)], "alice is where she was");
         assert_eq!(rooms.leave(&mallory.seat()), Some(R2));

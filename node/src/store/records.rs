@@ -90,6 +90,9 @@ pub struct RoomRecord {
     pub name: String,
     /// Unix seconds.
     pub created_at: u64,
+    /// A stage: speakers and listeners (rooms stored before stages existed are not).
+    #[serde(default)]
+    pub stage: bool,
 }
 
 /// An invite link into a group.

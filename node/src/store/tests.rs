@@ -31,7 +31,7 @@ async fn a_batch_keeps_indexes_and_records_together_and_a_delete_takes_them_all(
     let mut b = Batch::new();
     b.put_member(&g.id, &member("bob", Role::Member));
     b.put_record(&RecordKey::Member(g.id, user("bob")), b"bob-envelope");
-    let room = RoomRecord { id: RoomId([9; 16]), group: g.id, name: "r".into(), created_at: 2 };
+    let room = RoomRecord { id: RoomId([9; 16]), group: g.id, name: "r".into(), created_at: 2, stage: false };
     b.put_room(&room);
     b.put_record(&RecordKey::Room(g.id, room.id), b"room-envelope");
     store.commit(b).await.unwrap();

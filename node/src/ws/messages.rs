@@ -67,6 +67,43 @@ pub enum ClientMsg {
         /// The offer.
         sdp: String,
     },
+    /// On a stage: raise or lower one's hand.
+    Hand {
+        /// Raised.
+        up: bool,
+    },
+    /// On a stage: answer a moderator's invitation to speak.
+    #[serde(rename = "stage_answer")]
+    StageAnswer {
+        /// Yes: onto the stage.
+        accept: bool,
+    },
+    /// On a stage: step down to the audience.
+    #[serde(rename = "stage_leave")]
+    StageLeave,
+    /// A moderator acts on someone in their call.
+    Moderate {
+        /// `invite`, `to_audience`, `mute` or `remove`.
+        action: ModerateAction,
+        /// Whom.
+        user: UserId,
+        /// Their socket.
+        session: SessionId,
+    },
+}
+
+/// What a moderator does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModerateAction {
+    /// Ask a listener onto the stage.
+    Invite,
+    /// Send a speaker back to the audience.
+    ToAudience,
+    /// Mute them.
+    Mute,
+    /// Take them out of the call.
+    Remove,
 }
 
 impl ClientMsg {
@@ -79,11 +116,15 @@ impl ClientMsg {
             Self::Mute { .. } => "mute",
             Self::Signal { .. } => "signal",
             Self::SfuOffer { .. } => "sfu_offer",
+            Self::Hand { .. } => "hand",
+            Self::StageAnswer { .. } => "stage_answer",
+            Self::StageLeave => "stage_leave",
+            Self::Moderate { .. } => "moderate",
         }
     }
 }
 
-const TYPES: &[&str] = &["ping", "join", "leave", "mute", "signal", "sfu_offer"];
+const TYPES: &[&str] = &["ping", "join", "leave", "mute", "signal", "sfu_offer", "hand", "stage_answer", "stage_leave", "moderate"];
 
 /// Why a message was refused before it was acted on.
 #[derive(Debug, PartialEq, Eq)]

@@ -27,7 +27,8 @@ use crate::hub::{Outbound, encode};
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::time::random_16;
-use messages::{ClientMsg, MAX_MESSAGE, Refusal, SignalKind};
+use crate::core::stage::Moderation;
+use messages::{ClientMsg, MAX_MESSAGE, ModerateAction, Refusal, SignalKind};
 
 /// Messages a browser may send per second, sustained; bursts up to [`BURST`].
 const RATE: u32 = 50;
@@ -204,10 +205,36 @@ async fn handle(state: &AppState, user: &UserId, session: SessionId, text: &str)
             }
         }
         ClientMsg::SfuOffer { sdp } => sfu_offer(state, user, session, sdp).await,
+        ClientMsg::Hand { up } => core_op(state, state.core.raise_hand(user, session, up)).await,
+        ClientMsg::StageAnswer { accept } => core_op(state, state.core.answer_stage_invitation(user, session, accept)).await,
+        ClientMsg::StageLeave => core_op(state, state.core.leave_stage(user, session)).await,
+        ClientMsg::Moderate { action, user: target, session: target_session } => {
+            let what = match action {
+                ModerateAction::Invite => Moderation::Invite,
+                ModerateAction::ToAudience => Moderation::ToAudience,
+                ModerateAction::Mute => Moderation::Mute,
+                ModerateAction::Remove => Moderation::Remove,
+            };
+            core_op(state, state.core.moderate(user, session, &(target, target_session), what)).await
+        }
     };
     match result {
         Ok(reply) => reply,
         Err(WsError(code, message)) => Some(refusal(code, message, Some(ty.into()))),
+    }
+}
+
+/// Commits a core operation's effects, or turns its refusal into an `error` reply.
+async fn core_op(state: &AppState, r: Result<crate::core::Effects, CoreError>) -> Result<Option<Outbound>, WsError> {
+    match r {
+        Ok(fx) => {
+            state.commit(fx).await;
+            Ok(None)
+        }
+        Err(CoreError::Store(e)) => Err(WsError::from(e)),
+        Err(CoreError::Forbidden(m)) => Err(WsError("forbidden", m)),
+        Err(CoreError::NotFound(m)) => Err(WsError("not_found", m)),
+        Err(e) => Err(WsError("bad_request", e.to_string())),
     }
 }
 
@@ -222,7 +249,9 @@ async fn sfu_offer(state: &AppState, user: &UserId, session: SessionId, sdp: Str
     if state.core.call_mode(&room) != CallMode::Sfu {
         return Err(WsError("not_on_sfu", "this call is not on the audio server".into()));
     }
-    match sfu.connect((user.clone(), session), room, true, sdp).await {
+    let seat = (user.clone(), session);
+    let may_speak = state.core.may_speak(&seat).unwrap_or(false);
+    match sfu.connect(seat, room, may_speak, sdp).await {
         Ok(answer) => Ok(Some(encode(&json!({"type": "sfu_answer", "group": room.0, "room": room.1, "sdp": answer})))),
         Err(SfuError::BadOffer(m)) => Err(WsError("bad_offer", m)),
         Err(e) => Err(WsError("sfu_unavailable", e.to_string())),

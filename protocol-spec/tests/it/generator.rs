@@ -343,6 +343,20 @@ pub fn vectors() -> Vec<(String, Value)> {
                 name: "Lobby".into(),
                 room: ROOM,
                 group: GROUP,
+                stage: false,
+                deleted: false,
+            }),
+        ),
+        Vector::honest(
+            "room_info_stage_valid",
+            "a stage room (speakers and listeners): `stage` is present only when true",
+            ALPHA,
+            Record::RoomInfo(RoomInfo {
+                seq: 5,
+                name: "Town hall".into(),
+                room: ROOM,
+                group: GROUP,
+                stage: true,
                 deleted: false,
             }),
         ),
@@ -445,6 +459,7 @@ pub fn vectors() -> Vec<(String, Value)> {
                 name: "Lobby".into(),
                 room: ROOM,
                 group: OTHER_GROUP,
+                stage: false,
                 deleted: false,
             }),
         )

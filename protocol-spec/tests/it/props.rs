@@ -78,12 +78,13 @@ fn record() -> impl Strategy<Value = Record> {
                 user,
                 group: GroupId(g)
             })),
-        (any::<u64>(), display_name(), id16(), id16(), any::<bool>()).prop_map(
-            |(seq, name, r, g, deleted)| Record::RoomInfo(RoomInfo {
+        (any::<u64>(), display_name(), id16(), id16(), any::<bool>(), any::<bool>()).prop_map(
+            |(seq, name, r, g, stage, deleted)| Record::RoomInfo(RoomInfo {
                 seq,
                 name,
                 room: RoomId(r),
                 group: GroupId(g),
+                stage,
                 deleted
             })
         ),

@@ -1,10 +1,14 @@
-//! Lecture: one node, one room on its SFU, a few synthetic speakers and a rising number of
-//! synthetic listeners. Every participant is a real socket session that joined the room,
-//! sent its offer over the socket and connects to the SFU with str0m from its own UDP
-//! socket; speakers send an 80-byte packet every 20 ms. Per step it prints what the SFU
-//! forwarded, the node's CPU per 1,000 forwarded packets/s, its RSS per listener, and the
-//! listeners' loss, jitter and one-way delay. The synthetic crowd runs on the same cores as
-//! the node (one thread of this process).
+//! Lecture: one node, a stage room (on its SFU from the first person), a few synthetic
+//! speakers (sessions of the group's owner, a moderator, so on stage) and a rising number
+//! of synthetic listeners (sessions of a member). Every participant is a real socket
+//! session that joined the room, sent its offer over the socket and connects to the SFU
+//! with str0m from its own UDP socket; speakers send an 80-byte packet every 20 ms. Per
+//! step it prints what the SFU forwarded, the node's CPU per 1,000 forwarded packets/s, its
+//! RSS per listener, and the listeners' loss, jitter and one-way delay. The synthetic
+//! crowd runs on the same cores as the node (one thread of this process).
+//!
+//! First, the stage is checked: a listener who was not invited sends and nobody hears it;
+//! the moderator invites them, they accept, and everyone does.
 //!
 //! Anchor: LiveKit's published audio benchmark, about 75,000 forwarded packets/s per vCPU.
 
@@ -130,15 +134,20 @@ pub async fn run(opts: &Options, p: &Params) -> anyhow::Result<Report> {
     // Every call of this node is on the SFU as soon as two people are in it.
     opts.node_args.extend(["--sfu-threshold".into(), "2".into()]);
     let net = Testnet::start(&opts).await?;
-    let rid = net.create_room("lecture").await?;
-    let http = &net.clients[0];
+    let owner = &net.clients[0];
+    let path = format!("/api/groups/{}/rooms", net.group);
+    let room = owner.expect(reqwest::Method::POST, &path, Some(json!({"name": "Lecture hall", "stage": true})), 201).await?;
+    let rid = room["id"].as_str().context("room id")?.to_owned();
+    // Listeners are sessions of a plain member: they start in the audience.
+    let http = &Http::register(&owner.origin, "listener", "listener-password").await?;
+    crate::net::add_member(owner, &net.group, http.user.clone()).await?;
     let pid = net.nodes[0].pid().context("node pid")?;
     let crowd = Crowd::start()?;
 
     // Speakers: their sockets join first (the call moves to the SFU), then they connect.
     let mut speaker_ws = Vec::new();
-    for _ in 0..p.speakers.max(2) {
-        let mut ws = http.ws().await?;
+    for _ in 0..p.speakers.max(1) {
+        let mut ws = owner.ws().await?;
         ws.join(&net.group, &rid).await?;
         speaker_ws.push(ws);
     }
@@ -148,6 +157,7 @@ pub async fn run(opts: &Options, p: &Params) -> anyhow::Result<Report> {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss0 = net.nodes[0].rss_kib()? as f64;
+    let stage = stage_check(http, &crowd, &net.group, &rid, &mut speaker_ws[0], &speakers).await?;
 
     let mut seats: Vec<Seat> = Vec::new();
     let mut steps = Vec::new();
@@ -232,12 +242,73 @@ pub async fn run(opts: &Options, p: &Params) -> anyhow::Result<Report> {
         p.speakers,
         steps.last().map_or(0.0, |s| s.crowd_cpu)
     ));
-    let figures = json!({"speakers": p.speakers, "secs_per_step": p.secs, "steps": steps.iter().map(Step::json).collect::<Vec<_>>()});
+    table.push_str(&format!(
+        "stage: an uninvited listener's {} packets reached nobody ({} refused by the SFU); invited and on stage, {} of its packets reached the others\n",
+        stage.sent_before, stage.refused, stage.heard_after
+    ));
+    if stage.heard_before > 0 {
+        failures.push(format!("an uninvited listener was heard {} times", stage.heard_before));
+    }
+    if stage.heard_after == 0 {
+        failures.push("the invited listener was not heard".into());
+    }
+    let figures = json!({
+        "speakers": p.speakers, "secs_per_step": p.secs, "steps": steps.iter().map(Step::json).collect::<Vec<_>>(),
+        "stage": {"uninvited_sent": stage.sent_before, "uninvited_heard": stage.heard_before, "refused": stage.refused, "invited_heard": stage.heard_after},
+    });
     Ok(Report { scenario: "lecture", ok: failures.is_empty(), failures, figures, table })
 }
 
-/// Packets the node's SFU has forwarded so far (its metrics).
-async fn forwarded(http: &Http) -> anyhow::Result<f64> {
+/// Packets of the node's SFU so far, by `what` (its metrics).
+async fn sfu_packets(http: &Http, what: &str) -> anyhow::Result<f64> {
     let text = http.metrics().await?;
-    Ok(crate::stats::metric_sum(&text, "voicechat_sfu_packets_total", &[("what", &["forwarded"])]))
+    Ok(crate::stats::metric_sum(&text, "voicechat_sfu_packets_total", &[("what", &[what])]))
+}
+
+async fn forwarded(http: &Http) -> anyhow::Result<f64> {
+    sfu_packets(http, "forwarded").await
+}
+
+struct StageCheck {
+    sent_before: u64,
+    heard_before: u64,
+    refused: f64,
+    heard_after: u64,
+}
+
+/// A listener talks uninvited (heard by nobody), then is invited by the moderator's
+/// socket `moderator`, accepts, and talks again (heard by the speakers). It stays a
+/// listener of the lecture afterwards, back in the audience.
+async fn stage_check(http: &Http, crowd: &Crowd, group: &str, room: &str, moderator: &mut Ws, speakers: &[usize]) -> anyhow::Result<StageCheck> {
+    let mut ws = http.ws().await?;
+    ws.join(group, room).await?;
+    let me = connect(&mut ws, crowd).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let heard = |snap: &[MemberStats]| speakers.iter().map(|s| snap[*s].from.get(&(me as u32)).copied().unwrap_or(0)).sum::<u64>();
+    crowd.reset()?;
+    let refused0 = sfu_packets(http, "refused").await?;
+    crowd.talk(me, true)?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    crowd.talk(me, false)?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let snap = crowd.snapshot()?;
+    let (sent_before, heard_before) = (snap[me].sent, heard(&snap));
+    let refused = sfu_packets(http, "refused").await? - refused0;
+
+    let session = ws.session.clone();
+    let mine = |m: &Value, flag: &str| {
+        m["participants"].as_array().is_some_and(|l| l.iter().any(|p| p["session"] == session.as_str() && p["stage"][flag] == true))
+    };
+    moderator.send(&json!({"type": "moderate", "action": "invite", "user": ws.user, "session": ws.session})).await?;
+    ws.wait_for("an invitation", Duration::from_secs(10), |m| mine(m, "invited")).await?;
+    ws.send(&json!({"type": "stage_answer", "accept": true})).await?;
+    ws.wait_for("being on stage", Duration::from_secs(10), |m| mine(m, "speaker")).await?;
+    crowd.reset()?;
+    crowd.talk(me, true)?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    crowd.talk(me, false)?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let heard_after = heard(&crowd.snapshot()?);
+    ws.send(&json!({"type": "stage_leave"})).await?;
+    Ok(StageCheck { sent_before, heard_before, refused, heard_after })
 }

@@ -74,7 +74,7 @@ impl Machine {
             .seats
             .iter()
             .filter(|(_, (room, _))| room.0 == group)
-            .map(|((u, s), (room, muted))| (*room, Participant { user: u.clone(), session: *s, muted: *muted }))
+            .map(|((u, s), (room, muted))| (*room, Participant { user: u.clone(), session: *s, muted: *muted, stage: None }))
             .collect();
         let Some(g) = self.groups.get_mut(&group) else { return };
         let expires_at = self.now / 1000 + self.cfg.presence_ttl;
@@ -100,7 +100,7 @@ impl Machine {
         let seats: Vec<_> = self
             .seats
             .iter()
-            .map(|((u, s), (room, muted))| (*room, Participant { user: u.clone(), session: *s, muted: *muted }))
+            .map(|((u, s), (room, muted))| (*room, Participant { user: u.clone(), session: *s, muted: *muted, stage: None }))
             .collect();
         for (room, p) in seats {
             self.announce_seat(room, &p, true);
@@ -117,7 +117,7 @@ impl Machine {
                 if user.node == me || p.expires_at >= now_s {
                     return true;
                 }
-                let participant = Participant { user: user.clone(), session: *session, muted: p.muted };
+                let participant = Participant { user: user.clone(), session: *session, muted: p.muted, stage: None };
                 changes.push(Change::Presence { room: (*gid, p.room), participant, joined: false });
                 false
             });

@@ -388,7 +388,14 @@ impl Machine {
                     }
                     self.seats.retain(|_, (room, _)| room != &(group, r.room));
                 }
-                cs.push(Change::Room { group, room: r.room, name: r.name.clone(), deleted: r.deleted, envelope: bytes.clone() });
+                cs.push(Change::Room {
+                    group,
+                    room: r.room,
+                    name: r.name.clone(),
+                    stage: r.stage,
+                    deleted: r.deleted,
+                    envelope: bytes.clone(),
+                });
                 self.hold(&record, bytes);
                 return Ok((Some(group), cs));
             }
@@ -427,7 +434,7 @@ impl Machine {
         {
             return Err(Dropped::NotWanted("a user with too many sessions in the group's calls"));
         }
-        let participant = Participant { user: p.user.clone(), session: p.session, muted: p.muted };
+        let participant = Participant { user: p.user.clone(), session: p.session, muted: p.muted, stage: None };
         let change = match p.state {
             PresenceState::Joined => {
                 g.presence.insert(key, Pres { room: p.room, muted: p.muted, expires_at: p.expires_at, envelope: bytes });

@@ -611,7 +611,7 @@ impl Sim {
 
     pub fn create_room(&mut self, i: usize, g: GroupId, name: &str) -> RoomId {
         let r = RoomId(self.rng.id16());
-        let rec = self.sign(i, |seq| Record::RoomInfo(RoomInfo { seq, name: name.into(), room: r, group: g, deleted: false }));
+        let rec = self.sign(i, |seq| Record::RoomInfo(RoomInfo { seq, name: name.into(), room: r, group: g, stage: false, deleted: false }));
         self.nodes[i].groups.get_mut(&g).unwrap().rooms.insert(r, name.into());
         self.announce(i, g, vec![rec]);
         r
@@ -619,7 +619,7 @@ impl Sim {
 
     pub fn delete_room(&mut self, i: usize, g: GroupId, r: RoomId) {
         let name = self.nodes[i].groups[&g].rooms[&r].clone();
-        let rec = self.sign(i, |seq| Record::RoomInfo(RoomInfo { seq, name, room: r, group: g, deleted: true }));
+        let rec = self.sign(i, |seq| Record::RoomInfo(RoomInfo { seq, name, room: r, group: g, stage: false, deleted: true }));
         self.nodes[i].groups.get_mut(&g).unwrap().rooms.remove(&r);
         self.nodes[i].seats.remove(&(g, r));
         self.announce(i, g, vec![rec]);
@@ -657,7 +657,7 @@ impl Sim {
             }
         }
         self.nodes[i].seats.entry(room).or_default().insert(seat, muted);
-        let participant = Participant { user: user.clone(), session, muted };
+        let participant = Participant { user: user.clone(), session, muted, stage: None };
         self.input(i, Input::Local(Announce::Presence { room, participant, joined: true }));
     }
 
@@ -665,7 +665,7 @@ impl Sim {
         if let Some(s) = self.nodes[i].seats.get_mut(&room) {
             s.remove(&(user.clone(), session));
         }
-        let participant = Participant { user: user.clone(), session, muted: false };
+        let participant = Participant { user: user.clone(), session, muted: false, stage: None };
         self.input(i, Input::Local(Announce::Presence { room, participant, joined: false }));
     }
 
@@ -703,7 +703,7 @@ impl Sim {
         let mut recs = vec![self.sign(home, |seq| {
             Record::GroupInfo(GroupInfo { seq, home: home_name.clone(), name: "g".into(), group: g, deleted: false })
         })];
-        recs.push(self.sign(home, |seq| Record::RoomInfo(RoomInfo { seq, name: "r".into(), room: r, group: g, deleted: false })));
+        recs.push(self.sign(home, |seq| Record::RoomInfo(RoomInfo { seq, name: "r".into(), room: r, group: g, stage: false, deleted: false })));
         for u in members {
             recs.push(self.sign(home, |seq| Record::Membership(Membership { seq, role: Some(Role::Member), user: u.clone(), group: g })));
         }

@@ -1,0 +1,127 @@
+//! Stage rooms: speakers and listeners. Listeners raise a hand; moderators (the group's
+//! admins and owner, who are also the only ones who create rooms) invite a listener to
+//! speak, move a speaker back to the audience, mute anyone or take anyone out of the call.
+//! An invited listener says yes or no: nobody's microphone goes live without them.
+//!
+//! What may be heard is enforced by the SFU: each operation's effects say whose packets
+//! may now be forwarded (`Effects::media`). Places are kept by this node for its own
+//! participants.
+
+use serde_json::json;
+use voicechat_protocol::ids::{SessionId, UserId};
+use voicechat_protocol::ids::Role;
+
+use super::{Announce, Core, CoreError, Effects, Notice};
+use crate::hub::encode;
+use crate::rooms::{Participant, RoomKey, SeatKey};
+use crate::store::MemberRecord;
+
+/// Whether this member moderates the group's stages.
+pub(super) fn is_moderator(m: &MemberRecord) -> bool {
+    m.role >= Role::Admin
+}
+
+/// Whether a participant may be heard: on a stage only speakers, and nobody muted.
+pub fn may_speak(p: &Participant) -> bool {
+    !p.muted && p.stage.is_none_or(|s| s.speaker)
+}
+
+/// What a moderator does to someone in the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moderation {
+    /// Ask a listener onto the stage.
+    Invite,
+    /// Send a speaker back to the audience.
+    ToAudience,
+    /// Mute them (they may unmute themselves once the moderator is done with them).
+    Mute,
+    /// Take them out of the call.
+    Remove,
+}
+
+impl Core {
+    /// A listener raises or lowers their hand.
+    pub fn raise_hand(&self, user: &UserId, session: SessionId, up: bool) -> Result<Effects, CoreError> {
+        let seat: SeatKey = (user.clone(), session);
+        let changed = self.rooms().set_stage(&seat, |s| s.hand = up && !s.speaker);
+        Ok(self.stage_changed(changed, &seat))
+    }
+
+    /// An invited listener answers: yes puts them on the stage.
+    pub fn answer_stage_invitation(&self, user: &UserId, session: SessionId, accept: bool) -> Result<Effects, CoreError> {
+        let seat: SeatKey = (user.clone(), session);
+        let changed = self.rooms().set_stage(&seat, |s| {
+            if s.invited {
+                s.invited = false;
+                s.speaker = accept;
+                s.hand = false;
+            }
+        });
+        Ok(self.stage_changed(changed, &seat))
+    }
+
+    /// A speaker steps down by themselves.
+    pub fn leave_stage(&self, user: &UserId, session: SessionId) -> Result<Effects, CoreError> {
+        let seat: SeatKey = (user.clone(), session);
+        let changed = self.rooms().set_stage(&seat, |s| s.speaker = false);
+        Ok(self.stage_changed(changed, &seat))
+    }
+
+    /// A moderator acts on `target` in the call the moderator is in.
+    pub fn moderate(&self, actor: &UserId, actor_session: SessionId, target: &SeatKey, what: Moderation) -> Result<Effects, CoreError> {
+        let room = self.seat(actor, actor_session).ok_or_else(|| CoreError::not_found("call"))?;
+        let (_, m) = self.membership(&room.0, actor)?;
+        if !is_moderator(&m) {
+            return Err(CoreError::Forbidden("only the group's admins moderate a call".into()));
+        }
+        let found = self.rooms().find(target);
+        let Some((target_room, p)) = found.filter(|(r, _)| *r == room) else {
+            return Err(CoreError::not_found("participant"));
+        };
+        let mut fx = Effects::default();
+        match what {
+            Moderation::Invite | Moderation::ToAudience => {
+                if p.stage.is_none() {
+                    return Err(CoreError::BadRequest("this call has no stage".into()));
+                }
+                let invite = what == Moderation::Invite;
+                let changed = self.rooms().set_stage(target, |s| {
+                    if invite {
+                        s.invited = !s.speaker;
+                    } else {
+                        s.speaker = false;
+                        s.invited = false;
+                    }
+                });
+                fx.merge(self.stage_changed(changed, target));
+            }
+            Moderation::Mute => {
+                fx.merge(self.mute(&target.0, target.1, true));
+                self.hub.send_session(&target.0, &target.1, &moderated(&room, "mute", actor));
+            }
+            Moderation::Remove => {
+                let (_, left) = self.leave(&target.0, target.1);
+                fx.merge(left);
+                fx.notice(Notice::Left { room: target_room, user: target.0.clone(), session: target.1 });
+                self.hub.send_session(&target.0, &target.1, &moderated(&room, "remove", actor));
+            }
+        }
+        Ok(fx)
+    }
+
+    /// Effects of a changed place: the room's list, and who may be heard.
+    fn stage_changed(&self, changed: Option<(RoomKey, Participant)>, seat: &SeatKey) -> Effects {
+        let mut fx = Effects::default();
+        if let Some((room, p)) = changed {
+            fx.media.push((seat.clone(), may_speak(&p)));
+            fx.announce.push(Announce::Presence { room, participant: p, joined: true });
+            fx.notice(Notice::Participants(room));
+        }
+        fx
+    }
+}
+
+/// The message that tells someone a moderator acted on them.
+fn moderated(room: &RoomKey, action: &str, by: &UserId) -> crate::hub::Outbound {
+    encode(&json!({"type": "moderated", "group": room.0, "room": room.1, "action": action, "by": by}))
+}
