@@ -408,7 +408,7 @@ mountCallbar(document.getElementById('callbar'), ctx, (fn) => listeners.add(fn))
 
 Object.defineProperty(window, '__voicechat', {
   value: Object.freeze({
-    /** Map "user/session" → RTCPeerConnection of the current call. */
+    /** Map "user/session" → RTCPeerConnection of the current call (and "sfu" → the audio server's). */
     peers: () => call.peerConnections(),
     /** The local microphone MediaStream of the current (or last) call, or null. */
     localStream: () => call.localStream,
@@ -420,6 +420,8 @@ Object.defineProperty(window, '__voicechat', {
      * (`protocol`: the local candidate's relayProtocol when our end is relayed).
      */
     connections: () => call.connections(),
+    /** The node's audio server: `{state, slots: [user id|null], mode: "mesh"|"sfu"|null}`. */
+    sfu: () => call.sfuInfo(),
     /** The ICE servers of the call, without credentials: `{urls: [...], expiresAt, fetchedAt}`. */
     ice: () => ({ urls: call.iceServers.flatMap((s) => [].concat(s.urls || [])), expiresAt: call.iceExpiresAt, fetchedAt: call.iceFetchedAt }),
   }),

@@ -1,5 +1,6 @@
-//! Audio around the call: one unmuted <audio> element per remote session (its volume is the
-//! per-person volume, remembered per user id in localStorage), and levels for the speaking
+//! Audio around the call: one unmuted <audio> element per remote session, or per slot of the
+//! node's audio server (its volume is the per-person volume of whoever it carries now,
+//! remembered per user id in localStorage), and levels for the speaking
 //! indicators — remote ones from getStats() inbound-rtp audioLevel, the local one from an
 //! AnalyserNode on the microphone.
 
@@ -34,6 +35,7 @@ export class Speakers {
     this.blocked = false;
   }
 
+  /** Play `stream` as `user` (null: nobody yet) under `session` (or a slot's key). */
   attach(session, user, stream) {
     let entry = this.elements.get(session);
     if (!entry) {
@@ -44,11 +46,20 @@ export class Speakers {
       entry = { user, el };
       this.elements.set(session, entry);
     }
-    entry.el.volume = loadVolume(user);
+    entry.user = user;
+    entry.el.volume = user ? loadVolume(user) : 1;
     if (entry.el.srcObject !== stream) entry.el.srcObject = stream;
     entry.el.play().catch(() => {
       this.blocked = true; // autoplay refused; resumeAll() on the next click
     });
+  }
+
+  /** A slot of the node's audio server now carries `user` (null: nobody): their volume. */
+  setUser(session, user) {
+    const entry = this.elements.get(session);
+    if (!entry || entry.user === user) return;
+    entry.user = user;
+    entry.el.volume = user ? loadVolume(user) : 1;
   }
 
   detach(session) {

@@ -3,11 +3,15 @@
 //! ICE servers come from the node per call (its TURN credentials expire: they are fetched
 //! again past half their lifetime), the path of each connection (direct or relayed) is
 //! polled from getStats, and a network change restarts ICE without leaving the room.
+//! When the node moves the call to its audio server (mode "sfu"), people of this node are
+//! heard through it (sfu.js) and people of other nodes still through the mesh; the switch
+//! makes before it breaks (see settleSwitch).
 //! Views read its fields and subscribe to changes; they never touch RTCPeerConnections.
 
 import { api, ApiError } from './api.js';
 import { Mesh, selectedPath } from './mesh.js';
 import { Speakers, LocalMeter, inboundLevel } from './audio.js';
+import { SfuConnection, SLOTS } from './sfu.js';
 
 const LEVEL_POLL_MS = 200;
 const PATH_POLL_MS = 2000;
@@ -15,6 +19,12 @@ const PATH_POLL_MS = 2000;
 const ICE_REFETCH_MIN_MS = 30_000;
 /** Network events come in bursts (offline, online, a connection change): act once. */
 const NETWORK_SETTLE_MS = 1000;
+/**
+ * On the switch to the audio server, a mesh connection to someone of this node closes once
+ * our server connection is up and a slot carries them (so they are on it too), or at the
+ * latest this long after ours came up (someone silent may never get a slot).
+ */
+const SWITCH_GRACE_MS = 5000;
 const DEVICE_KEY = 'voicechat.microphone';
 const PTT_KEY = 'voicechat.pushToTalk';
 
@@ -54,6 +64,10 @@ export class Call {
     this.group = null;
     this.room = null;
     this.mySession = null;
+    this.myNode = null; // the node part of our user id (from hello)
+    this.mode = 'mesh'; // mesh | sfu: how people of this node reach each other in this call
+    this.sfu = null; // SfuConnection while the call is on the node's audio server
+    this.switchTimer = null;
     this.formerSessions = new Set(); // this tab's earlier sessions (may linger on the node a while)
     this.localStream = null;
     this.mesh = null;
@@ -85,11 +99,27 @@ export class Call {
     });
     socket.on('signal', (m) => {
       if (this.inRoom(m.group, m.room) && this.mesh && this.mySession) {
+        // On the audio server nobody of this node gets a new mesh connection (one that is
+        // there goes on, and may renegotiate, until the switch closes it).
+        if (this.mode === 'sfu' && m.kind !== 'bye' && this.sameNode(m.from) && !this.mesh.peers.has(m.from_session)) return;
         if (this.iceStale()) this.refreshIce(); // applied to the new connection when it lands
         this.mesh.handleSignal(m);
       }
     });
+    socket.on('call_mode', (m) => {
+      if (this.status === 'joined' && this.inRoom(m.group, m.room)) this.setMode(m.mode);
+    });
+    socket.on('sfu_answer', (m) => {
+      if (this.sfu && this.inRoom(m.group, m.room)) this.sfu.answer(m.sdp);
+    });
+    socket.on('sfu_slots', (m) => {
+      if (this.sfu && this.inRoom(m.group, m.room)) this.sfu.setSlots(m.slots);
+    });
+    socket.on('sfu_lost', (m) => {
+      if (this.sfu && this.inRoom(m.group, m.room)) this.sfu.lost();
+    });
     socket.on('error', (m) => {
+      if (m.in_reply_to === 'sfu_offer' && this.sfu) this.sfu.refused(m);
       if (m.in_reply_to === 'join' && this.status === 'joining') {
         this.stop();
         this.notify(`Could not join the call: ${m.message || m.code}`);
@@ -116,6 +146,8 @@ export class Call {
     // While the socket is down nothing can be signalled; the reconnect does it all.
     if (this.status !== 'joined' || !this.mesh || !this.socket.connected) return;
     this.mesh.restartAll(`network: ${why}`);
+    // The node is ICE-lite (no ICE restart): a connection that is not up is made anew.
+    if (this.sfu && this.sfu.state !== 'connected') this.sfu.retry(`network: ${why}`);
   }
 
   subscribe(fn) {
@@ -192,6 +224,7 @@ export class Call {
           if (!this.inRoom(group, room)) return;
           this.takeIce(ice);
           if (this.mesh) this.mesh.setIceServers(this.iceServers);
+          if (this.sfu) this.sfu.setIceServers(this.iceServers);
         })
         .catch((err) => console.warn('could not refresh the ICE servers', err))
         .finally(() => {
@@ -238,7 +271,107 @@ export class Call {
       await this.refreshIce();
       current = null;
     }
-    if (this.status === 'joined' && this.mesh) this.mesh.sync(current || this.getParticipants(this.group, this.room) || []);
+    if (this.status !== 'joined' || !this.mesh) return;
+    let people = current || this.getParticipants(this.group, this.room) || [];
+    if (this.mode === 'sfu') people = people.filter((p) => !this.sameNode(p.user) || this.mesh.peers.has(p.session));
+    this.mesh.sync(people);
+  }
+
+  /** Whether `user` (a full id, `name@node`) is of this node: the audio server carries them. */
+  sameNode(user) {
+    return !!this.myNode && typeof user === 'string' && user.slice(user.lastIndexOf('@') + 1) === this.myNode;
+  }
+
+  /** The node says how people of this node reach each other in this call. */
+  setMode(mode) {
+    const next = mode === 'sfu' ? 'sfu' : 'mesh';
+    if (next === this.mode && (next === 'mesh' || this.sfu)) return;
+    this.mode = next;
+    if (next === 'sfu') this.startSfu();
+    else {
+      this.stopSfu();
+      this.syncMesh(); // a call that starts over as a mesh: everyone again
+    }
+    this.changed('mode');
+  }
+
+  startSfu() {
+    if (this.sfu || !this.localStream) return;
+    const sfu = new SfuConnection({
+      iceServers: this.iceServers,
+      localStream: this.localStream,
+      hooks: {
+        send: (msg) => this.socket.send(msg),
+        onTrack: (slot, stream) => {
+          const who = this.sfu === sfu ? sfu.slots[slot] : null;
+          this.speakers.attach(`sfu-${slot}`, who && who.user, stream);
+        },
+        onState: (state) => {
+          if (this.sfu !== sfu) return;
+          if (state === 'connected') this.settleSwitch();
+          this.changed('peers');
+        },
+        onSlots: () => {
+          if (this.sfu !== sfu) return;
+          sfu.slots.forEach((who, i) => this.speakers.setUser(`sfu-${i}`, who && who.user));
+          this.settleSwitch();
+          this.changed('peers');
+        },
+        onGiveUp: (message) => this.notify(message),
+        onStuck: () => this.notify("Can't reach this node's audio server: the network may block it. Still trying."),
+        beforeConnect: () => this.refreshIce(),
+      },
+    });
+    this.sfu = sfu;
+    sfu.connect();
+  }
+
+  stopSfu() {
+    clearTimeout(this.switchTimer);
+    if (!this.sfu) return;
+    this.sfu.close();
+    this.sfu = null;
+    for (let i = 0; i < SLOTS; i++) this.speakers.detach(`sfu-${i}`);
+  }
+
+  /**
+   * Make before break: a mesh connection to someone of this node closes (with a bye, so they
+   * close theirs) once our connection to the audio server is up and one of its slots carries
+   * them — they are on it too, so each hears the other through it — or, for someone never
+   * given a slot (silent, or not among the loudest), SWITCH_GRACE_MS after ours came up.
+   */
+  settleSwitch() {
+    clearTimeout(this.switchTimer);
+    const sfu = this.sfu;
+    if (this.mode !== 'sfu' || !this.mesh || !sfu || sfu.state !== 'connected') return;
+    const carried = new Set(sfu.slots.filter(Boolean).map((s) => s.session));
+    const waited = performance.now() - sfu.connectedAt;
+    let waiting = false;
+    for (const peer of [...this.mesh.peers.values()]) {
+      if (!this.sameNode(peer.user)) continue;
+      if (carried.has(peer.session) || waited >= SWITCH_GRACE_MS || !peer.connected) this.mesh.bye(peer.session);
+      else waiting = true;
+    }
+    if (waiting) this.switchTimer = setTimeout(() => this.settleSwitch(), SWITCH_GRACE_MS - waited);
+  }
+
+  /** Mesh state of `session`, else (carried by the audio server) that connection's state. */
+  peerInfo(session, user) {
+    const mesh = this.peerStates.get(session);
+    if (mesh || !this.viaSfu(user)) return mesh;
+    const { state: s } = this.sfu;
+    const state = s === 'connected' ? 'connected' : s === 'failed' || this.sfu.stuck ? 'unreachable' : 'connecting';
+    return { user, state, unreachable: false };
+  }
+
+  /** The path of `session`'s audio: the mesh's, else "node" when the audio server carries it. */
+  pathOf(session, user) {
+    if (this.paths.has(session)) return this.paths.get(session);
+    return this.viaSfu(user) && this.sfu.state === 'connected' && !this.mesh.peers.has(session) ? { path: 'node' } : null;
+  }
+
+  viaSfu(user) {
+    return this.mode === 'sfu' && !!this.sfu && !!this.mesh && this.sameNode(user);
   }
 
   async openMic(deviceId) {
@@ -293,9 +426,12 @@ export class Call {
   onHello(msg) {
     if (this.mySession && this.mySession !== msg.session) this.formerSessions.add(this.mySession);
     this.mySession = msg.session;
+    if (typeof msg.user === 'string') this.myNode = msg.user.slice(msg.user.lastIndexOf('@') + 1);
     if (this.status !== 'idle' && this.localStream) {
-      // A new socket is a new session: rebuild the mesh under it and join again.
+      // A new socket is a new session: rebuild the mesh (and the audio server connection,
+      // once `joined` says the call is there) under it and join again.
       this.status = 'joining';
+      this.stopSfu();
       this.startMesh();
       this.sendJoin();
       this.changed('status');
@@ -306,6 +442,9 @@ export class Call {
     if (!this.inRoom(msg.group, msg.room)) return;
     this.status = 'joined';
     if (msg.session) this.mySession = msg.session;
+    this.mode = msg.mode === 'sfu' ? 'sfu' : 'mesh';
+    if (this.mode === 'sfu') this.startSfu();
+    else this.stopSfu();
     if (this.mesh) {
       this.mesh.mySession = this.mySession;
       this.syncMesh();
@@ -328,6 +467,8 @@ export class Call {
   }
 
   stop() {
+    this.stopSfu();
+    this.mode = 'mesh';
     if (this.mesh) this.mesh.closeAll();
     this.mesh = null;
     this.stopMic();
@@ -420,6 +561,10 @@ export class Call {
       this.mesh.localStream = stream;
       this.mesh.replaceTrack(track);
     }
+    if (this.sfu) {
+      this.sfu.localStream = stream;
+      this.sfu.replaceTrack(track);
+    }
     if (this.meter) this.meter.close();
     this.meter = new LocalMeter(stream);
     for (const t of old.getTracks()) t.stop();
@@ -431,12 +576,23 @@ export class Call {
     clearInterval(this.levelTimer);
     this.levelTimer = setInterval(async () => {
       if (!this.mesh) return;
-      this.levels.set('local', this.meter && !this.effectiveMuted ? this.meter.level() * 4 : 0);
-      await Promise.all(
-        [...this.mesh.peers.values()].map(async (peer) => {
-          this.levels.set(peer.session, await inboundLevel(peer.pc));
+      const levels = new Map([['local', this.meter && !this.effectiveMuted ? this.meter.level() * 4 : 0]]);
+      const sfu = this.sfu;
+      await Promise.all([
+        ...[...this.mesh.peers.values()].map(async (peer) => {
+          levels.set(peer.session, await inboundLevel(peer.pc));
         }),
-      );
+        // Through the audio server a person's level is that of the slot carrying them.
+        (async () => {
+          if (!sfu) return;
+          const slotLevels = await sfu.slotLevels();
+          sfu.slots.forEach((who, i) => {
+            if (who) levels.set(who.session, Math.max(levels.get(who.session) || 0, slotLevels[i]));
+          });
+        })(),
+      ]);
+      if (!this.mesh) return;
+      this.levels = levels;
       this.changed('levels');
     }, LEVEL_POLL_MS);
     clearInterval(this.pathTimer);
@@ -482,10 +638,20 @@ export class Call {
     return out;
   }
 
-  /** user/session → RTCPeerConnection, for the test/diagnostics hook. */
+  /** user/session → RTCPeerConnection (and "sfu" → the audio server's), for the test hook. */
   peerConnections() {
     const map = new Map();
     if (this.mesh) for (const p of this.mesh.peers.values()) map.set(`${p.user}/${p.session}`, p.pc);
+    if (this.sfu && this.sfu.pc) map.set('sfu', this.sfu.pc);
     return map;
+  }
+
+  /** The audio server connection, for the test hook: `{state, slots: [user|null], mode}`. */
+  sfuInfo() {
+    return {
+      state: this.sfu ? this.sfu.state : null,
+      slots: this.sfu ? this.sfu.slots.map((s) => (s ? s.user : null)) : [],
+      mode: this.status === 'idle' ? null : this.mode,
+    };
   }
 }

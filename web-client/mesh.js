@@ -39,7 +39,7 @@ const UNREACHABLE_RETRY_MS = 30_000;
 const ICE_REFRESH_WAIT_MS = 3000;
 
 /** Put Opus first in the codec list of an audio transceiver (Chromium already prefers it). */
-function preferOpus(transceiver) {
+export function preferOpus(transceiver) {
   if (!transceiver.setCodecPreferences || !window.RTCRtpReceiver?.getCapabilities) return;
   const caps = RTCRtpReceiver.getCapabilities('audio');
   if (!caps) return;
@@ -376,6 +376,14 @@ export class Mesh {
     } catch (err) {
       console.warn(`signal ${msg.kind} from ${msg.from} failed`, err);
     }
+  }
+
+  /** Tell one peer we are going (its audio now comes another way), then close it. */
+  bye(session) {
+    const peer = this.peers.get(session);
+    if (!peer) return;
+    peer.signal('bye', {});
+    this.drop(session);
   }
 
   drop(session) {
