@@ -1,6 +1,7 @@
 //! The room view: start/join/leave the call, mute, push-to-talk, microphone choice, and the
 //! participants with a live speaking indicator, connection state, the path their audio takes
-//! (direct or relayed), words when the network keeps someone out, and per-person volume.
+//! (direct, relayed, or through the node's audio server), words when the network keeps
+//! someone out, per-person volume, and a line saying honestly how the audio travels.
 
 import { h, link, replaceChildren, uid } from '../dom.js';
 import { notFound } from './notfound.js';
@@ -19,6 +20,13 @@ const STATE_LABEL = {
 const PATH_TITLE = {
   direct: 'The audio goes straight between your browsers.',
   relayed: 'The audio goes through a relay (TURN server): the network allows no direct path.',
+  node: "The audio goes through this node's audio server.",
+};
+const PATH_TEXT = { node: 'via node' };
+
+const TRANSPORT = {
+  sfu: 'Audio goes through this node: encrypted between you and the node, not end to end.',
+  mesh: 'Audio goes straight between browsers (encrypted in transit).',
 };
 
 export function mount(root, ctx, { gid, rid }) {
@@ -60,6 +68,7 @@ export function mount(root, ctx, { gid, rid }) {
     h('label', { for: pttId }, 'Push to talk'),
     h('p', { class: 'hint', id: `${pttId}-hint` }, 'Hold Space to talk; the microphone is muted otherwise.'),
   );
+  const transport = h('p', { class: 'hint transport', testid: 'call-transport' });
   const localMeter = h('span', { class: 'meter', role: 'meter', 'aria-label': 'Your microphone level', 'aria-valuemin': '0', 'aria-valuemax': '100', 'aria-valuenow': '0' }, h('span', { class: 'meter-fill' }));
 
   const group = () => ctx.state.groups.get(gid);
@@ -107,10 +116,21 @@ export function mount(root, ctx, { gid, rid }) {
       return;
     }
     if (!controls.contains(muteBtn)) {
-      replaceChildren(controls, h('div', { class: 'button-row' }, muteBtn, leaveBtn, localMeter), micField, pttField);
+      replaceChildren(controls, h('div', { class: 'button-row' }, muteBtn, leaveBtn, localMeter), transport, micField, pttField);
       fillMics();
     }
     renderMute();
+    renderTransport();
+  }
+
+  /** How the audio travels: through the node (not end to end), or between browsers. */
+  function renderTransport() {
+    let text = TRANSPORT[call.mode] || TRANSPORT.mesh;
+    if (call.mode === 'sfu' && listed().some((p) => p.session !== call.mySession && !call.sameNode(p.user))) {
+      text += ' With people of other nodes it goes straight between browsers.';
+    }
+    if (transport.textContent !== text) transport.textContent = text;
+    transport.dataset.mode = call.mode;
   }
 
   function renderMute() {
@@ -197,7 +217,7 @@ export function mount(root, ctx, { gid, rid }) {
   function renderPeers() {
     for (const [session, row] of rows) {
       if (row.self || !row.state) continue;
-      const info = call.peerStates.get(session);
+      const info = call.peerInfo(session, row.li.dataset.user);
       const here = call.inRoom(gid, rid);
       const unreachable = here && !!info && call.unreachable(session);
       const state = here ? (unreachable ? 'unreachable' : info ? info.state : 'new') : null;
@@ -218,12 +238,12 @@ export function mount(root, ctx, { gid, rid }) {
   function renderPaths() {
     for (const [session, row] of rows) {
       if (row.self || !row.path) continue;
-      const info = call.inRoom(gid, rid) ? call.paths.get(session) : null;
-      const text = info ? info.path : '';
+      const info = call.inRoom(gid, rid) ? call.pathOf(session, row.li.dataset.user) : null;
+      const text = info ? PATH_TEXT[info.path] || info.path : '';
       row.path.hidden = !info;
       if (row.path.textContent !== text) {
         row.path.textContent = text;
-        row.path.dataset.path = text;
+        row.path.dataset.path = info ? info.path : '';
         const how = info && info.path === 'relayed' && info.protocol ? ` (${info.protocol.toUpperCase()})` : '';
         row.path.title = info ? `${PATH_TITLE[info.path]}${how}` : '';
       }
