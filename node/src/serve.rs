@@ -109,6 +109,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
 
+    let sfu = match &config.sfu {
+        None => None,
+        Some(sc) => Some(start_sfu(sc, &url, &core).await?),
+    };
+    // The SFU's port stays reachable through relays (for browsers that only get out over TCP).
+    let sfu_ports: Vec<u16> = sfu.iter().map(|s| s.addr().port()).collect();
     // STUN/TURN, with the same certificate for turns: (swapped with it on SIGHUP).
     let turn_tls: Option<crate::turn::TlsSlot> = tls_config.map(|c| Arc::new(std::sync::RwLock::new(c)));
     let turn = match &config.turn {
@@ -116,15 +122,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(tc) => {
             let secret = crate::turn::Secret::load_or_create(&config.data_dir)
                 .with_context(|| format!("cannot read or create {}", config.data_dir.join("turn.secret").display()))?;
-            let turn = crate::turn::Turn::start(tc, config.name.as_str(), tls::origin_host(&url), secret, turn_tls.clone())
+            let turn = crate::turn::Turn::start(tc, config.name.as_str(), tls::origin_host(&url), secret, turn_tls.clone(), &sfu_ports)
                 .await
                 .context("cannot start STUN/TURN (choose another address with --turn-listen, or --turn off)")?;
             Some(turn)
         }
-    };
-    let sfu = match &config.sfu {
-        None => None,
-        Some(sc) => Some(start_sfu(sc, &url, &core).await?),
     };
     core.set_sfu_threshold(config.sfu.as_ref().map(|s| s.threshold));
     let state = AppState::new(core, settings, Some(fed), turn, sfu);

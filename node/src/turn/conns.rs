@@ -120,13 +120,22 @@ pub struct PeerFilter {
     allow: Arc<Vec<Cidr>>,
     own_ips: Arc<Vec<IpAddr>>,
     relay_ports: (u16, u16),
+    /// Other ports of the node's own addresses browsers may reach through a relay: the
+    /// SFU's (a browser whose network lets only TCP out reaches it through TURN/TCP).
+    open_ports: Arc<Vec<u16>>,
 }
 
 impl PeerFilter {
     /// A filter for a node whose own addresses are `own_ips` and relays use `relay_ports`.
     pub fn new(allow: &[Cidr], own_ips: Vec<IpAddr>, relay_ports: (u16, u16)) -> Self {
         let own_ips = own_ips.into_iter().map(canonical).collect();
-        PeerFilter { allow: Arc::new(allow.to_vec()), own_ips: Arc::new(own_ips), relay_ports }
+        PeerFilter { allow: Arc::new(allow.to_vec()), own_ips: Arc::new(own_ips), relay_ports, open_ports: Arc::default() }
+    }
+
+    /// Also lets relays reach these ports of the node's own addresses.
+    pub fn with_open_ports(mut self, ports: &[u16]) -> Self {
+        self.open_ports = Arc::new(ports.to_vec());
+        self
     }
 
     /// Whether a relay may send to or take from `peer`.
@@ -137,7 +146,7 @@ impl PeerFilter {
         }
         let own = self.own_ips.contains(&ip);
         if own {
-            return (self.relay_ports.0..=self.relay_ports.1).contains(&peer.port());
+            return (self.relay_ports.0..=self.relay_ports.1).contains(&peer.port()) || self.open_ports.contains(&peer.port());
         }
         !match ip {
             IpAddr::V4(v4) => {
@@ -463,6 +472,9 @@ mod tests {
         assert!(!f.permits(p("203.0.113.1:3478")), "the node's TURN port");
         assert!(!f.permits(p("203.0.113.1:443")), "the node's web port");
         assert!(f.permits(p("203.0.113.1:50000")), "another of its relays: two relayed browsers");
+        let sfu = PeerFilter::new(&[], vec![own], (49152, 65535)).with_open_ports(&[3479]);
+        assert!(sfu.permits(p("203.0.113.1:3479")), "the node's SFU, for browsers that only get out over TCP");
+        assert!(!sfu.permits(p("203.0.113.1:3478")));
         let allowed = PeerFilter::new(&["127.0.0.0/8".parse().unwrap()], vec![own], (49152, 65535));
         assert!(allowed.permits(p("127.0.0.1:5000")), "the operator allowed it");
     }

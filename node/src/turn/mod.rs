@@ -158,6 +158,7 @@ impl Turn {
         public_url_host: Option<&str>,
         secret: Secret,
         tls: Option<TlsSlot>,
+        open_ports: &[u16],
     ) -> Result<Turn, TurnError> {
         let bind = |addr: SocketAddr| move |error| TurnError::Bind { addr, error };
         let (udp, tcp) = bind_pair(settings.listen).await?;
@@ -187,7 +188,7 @@ impl Turn {
         });
         let mut own = vec![relay_ip, settings.listen.ip()];
         own.extend(crate::tls::lan_ip());
-        let filter = PeerFilter::new(&settings.allow_peers, own, settings.relay_ports);
+        let filter = PeerFilter::new(&settings.allow_peers, own, settings.relay_ports).with_open_ports(open_ports);
         let relays = |filter: PeerFilter| RangeRelays {
             bind_ip: settings.listen.ip(),
             announce_ip: relay_ip,
