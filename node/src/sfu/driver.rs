@@ -88,6 +88,9 @@ pub struct SfuStats {
     pub forwarded: u64,
     /// Packets of people who may not speak, dropped.
     pub refused: u64,
+    /// Datagrams for nobody (an unknown address without a STUN binding naming one of our
+    /// connections, or one str0m refused): dropped without a trace.
+    pub unrouted: u64,
 }
 
 /// Settings of the SFU.
@@ -364,15 +367,20 @@ impl Driver {
                     .ok()
                     .and_then(|m| m.split_username().and_then(|(ours, _)| self.by_ufrag.get(ours).copied()))
                 else {
-                    return; // not for anyone we know
+                    self.stats.unrouted += 1; // not for anyone we know
+                    return;
                 };
                 id
             }
         };
         let Some(peer) = self.peers.get_mut(&id) else { return };
-        let Ok(contents) = data.try_into() else { return };
+        let Ok(contents) = data.try_into() else {
+            self.stats.unrouted += 1;
+            return;
+        };
         let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source: from, destination: self.addr, contents });
         if !peer.rtc.accepts(&input) {
+            self.stats.unrouted += 1;
             return;
         }
         if let std::collections::hash_map::Entry::Vacant(e) = self.by_addr.entry(from) {
@@ -570,5 +578,54 @@ mod tests {
         assert_eq!(sfu.stats().await.unwrap().peers, 0);
         let e = sfu.connect(seat, room, true, "v=0\r\nnonsense".into()).await.unwrap_err();
         assert!(matches!(e, SfuError::BadOffer(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn datagrams_for_nobody_are_dropped_and_bind_nothing() {
+        let settings = SfuSettings { listen: "127.0.0.1:0".parse().unwrap(), announce: None, speakers: 3, max_peers: 10 };
+        let sfu = Sfu::start(settings, Arc::new(|_| {})).await.unwrap();
+        let seat: SeatKey = ("alice@alpha".parse().unwrap(), SessionId([1; 16]));
+        let answer = sfu.connect(seat, (GroupId([1; 16]), RoomId([1; 16])), true, offer(3)).await.unwrap();
+        let ufrag = answer.lines().find_map(|l| l.strip_prefix("a=ice-ufrag:")).unwrap().trim().to_owned();
+        let stranger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Noise, a STUN binding for an unknown ufrag, and one naming our ufrag with a
+        // made-up integrity: none is anyone's.
+        stranger.send_to(b"hello there", sfu.addr()).unwrap();
+        for user in [format!("nobody:{ufrag}"), format!("{ufrag}:them")] {
+            let mut m = stun_binding(&user);
+            stranger.send_to(&m, sfu.addr()).unwrap();
+            m.truncate(10);
+            stranger.send_to(&m, sfu.addr()).unwrap();
+        }
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let stats = loop {
+            let s = sfu.stats().await.unwrap();
+            if s.unrouted >= 5 || Instant::now() > deadline {
+                break s;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert_eq!(stats.unrouted, 5, "{stats:?}");
+        assert_eq!((stats.peers, stats.received), (1, 0));
+    }
+
+    /// A STUN binding request with USERNAME `user` and a zeroed MESSAGE-INTEGRITY.
+    fn stun_binding(user: &str) -> Vec<u8> {
+        let mut attrs = Vec::new();
+        let u = user.as_bytes();
+        attrs.extend_from_slice(&0x0006u16.to_be_bytes());
+        attrs.extend_from_slice(&(u.len() as u16).to_be_bytes());
+        attrs.extend_from_slice(u);
+        attrs.resize(attrs.len().div_ceil(4) * 4, 0);
+        attrs.extend_from_slice(&0x0008u16.to_be_bytes());
+        attrs.extend_from_slice(&20u16.to_be_bytes());
+        attrs.extend_from_slice(&[0; 20]);
+        let mut m = Vec::new();
+        m.extend_from_slice(&0x0001u16.to_be_bytes());
+        m.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+        m.extend_from_slice(&0x2112_A442u32.to_be_bytes());
+        m.extend_from_slice(&[7; 12]);
+        m.extend_from_slice(&attrs);
+        m
     }
 }
