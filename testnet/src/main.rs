@@ -58,6 +58,30 @@ enum Cmd {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
+    /// Synthetic WebRTC participants in a room of a running node, for browser tests: log in
+    /// as USER, join the room's call on LISTENERS sockets, connect each to the node's SFU,
+    /// listen (the first SPEAKERS of them also send) for SECS, then print one JSON object
+    /// of what each heard.
+    Crowd {
+        /// The node's origin, e.g. http://127.0.0.1:3001.
+        #[arg(long)]
+        url: String,
+        /// An existing account that is a member of the group.
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        password: String,
+        #[arg(long)]
+        group: String,
+        #[arg(long)]
+        room: String,
+        #[arg(long, default_value_t = 100)]
+        listeners: usize,
+        #[arg(long, default_value_t = 0)]
+        speakers: usize,
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+    },
     /// Run a scenario on a fresh network and print its figures.
     Scenario {
         #[command(subcommand)]
@@ -282,6 +306,12 @@ fn main() -> ExitCode {
         match cli.command {
             Cmd::Up { net, detach } => up(net, detach).await.map(|()| true),
             Cmd::Down { dir } => down(&dir).map(|()| true),
+            Cmd::Crowd { url, user, password, group, room, listeners, speakers, secs } => {
+                let p = voicechat_testnet::rtc::CrowdRun { url, user, password, group, room, listeners, speakers, secs };
+                let out = voicechat_testnet::rtc::crowd_run(&p).await?;
+                println!("{out}");
+                Ok(true)
+            }
             Cmd::Scenario { which, net, json } => {
                 let r = scenario(which, net).await?;
                 if json {

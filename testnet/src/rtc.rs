@@ -92,6 +92,8 @@ pub struct MemberStats {
     pub delays: Vec<Duration>,
     /// Packets this member sent.
     pub sent: u64,
+    /// Streams (one per slot carrying someone) it received packets on.
+    pub streams: usize,
 }
 
 impl MemberStats {
@@ -342,5 +344,76 @@ fn snapshot(m: &Member) -> MemberStats {
     let mut s = m.stats.clone();
     s.expected = m.streams.values().map(|st| st.last - st.first + 1).sum();
     s.jitter_ms = m.streams.values().map(|st| st.jitter / 48.0).fold(0.0, f64::max);
+    s.streams = m.streams.len();
     s
+}
+
+/// What `testnet crowd` does.
+pub struct CrowdRun {
+    pub url: String,
+    pub user: String,
+    pub password: String,
+    pub group: String,
+    pub room: String,
+    pub listeners: usize,
+    pub speakers: usize,
+    pub secs: u64,
+}
+
+/// Joins `listeners` sessions to the room and its SFU, listens (the first `speakers` also
+/// send) for `secs`, and returns what each heard as JSON: per listener the packets,
+/// streams, loss and jitter, and the totals.
+pub async fn crowd_run(p: &CrowdRun) -> anyhow::Result<serde_json::Value> {
+    use serde_json::json;
+    crate::raise_nofile(p.listeners as u64 * 3 + 256)?;
+    let http = crate::client::Http::login(&p.url, &p.user, &p.password).await?;
+    let crowd = Crowd::start()?;
+    // Our sockets on the address we reach the node at (loopback in tests).
+    let host = reqwest::Url::parse(&p.url)?.host_str().unwrap_or("127.0.0.1").trim_matches(['[', ']']).to_owned();
+    let bind: std::net::IpAddr = host.parse().unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let mut seats = Vec::new();
+    for chunk in (0..p.listeners).collect::<Vec<_>>().chunks(20) {
+        let joined = futures_util::future::try_join_all(chunk.iter().map(|_| async {
+            let mut ws = http.ws().await?;
+            ws.join(&p.group, &p.room).await?;
+            let (joining, offer) = Joining::new(bind, 3)?;
+            ws.send(&json!({"type": "sfu_offer", "sdp": offer})).await?;
+            let e = ws
+                .wait_for("sfu_answer", Duration::from_secs(20), |m| m["type"] == "sfu_answer" || (m["type"] == "error" && m["in_reply_to"] == "sfu_offer"))
+                .await?;
+            let answer = e.msg["sdp"].as_str().with_context(|| format!("no answer: {}", e.msg))?.to_owned();
+            anyhow::Ok((ws, answer, joining))
+        }))
+        .await?;
+        for (ws, answer, joining) in joined {
+            seats.push((ws, crowd.add(joining, answer)?));
+        }
+    }
+    crowd.reset()?;
+    for (_, m) in seats.iter().take(p.speakers) {
+        crowd.talk(*m, true)?;
+    }
+    tokio::time::sleep(Duration::from_secs(p.secs)).await;
+    for (_, m) in seats.iter().take(p.speakers) {
+        crowd.talk(*m, false)?;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let snap = crowd.snapshot()?;
+    let each: Vec<serde_json::Value> = seats
+        .iter()
+        .map(|(_, m)| {
+            let s = &snap[*m];
+            json!({"connected": s.connected_after.is_some(), "received": s.received, "expected": s.expected,
+                   "streams": s.streams, "loss": s.loss(), "jitter_ms": s.jitter_ms, "sent": s.sent})
+        })
+        .collect();
+    let (received, expected) = seats.iter().fold((0, 0), |(r, e), (_, m)| (r + snap[*m].received, e + snap[*m].expected));
+    Ok(json!({
+        "listeners": seats.len(),
+        "connected": each.iter().filter(|e| e["connected"] == true).count(),
+        "received": received, "expected": expected,
+        "loss": if expected == 0 { 1.0 } else { 1.0 - received as f64 / expected as f64 },
+        "min_streams": snap.iter().map(|s| s.streams).min().unwrap_or(0),
+        "each": each,
+    }))
 }
