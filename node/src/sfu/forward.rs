@@ -124,6 +124,12 @@ impl Forwarder {
             r.subscribers.push(peer);
         }
         self.peers.insert(peer, Peer { room, may_speak, slots: vec![Slot::default(); slots] });
+        // Whoever is already selected goes onto the newcomer's slots now: a listener (who
+        // never speaks, so never changes the selection) would otherwise wait for the next
+        // change of speaker to hear anything.
+        if slots > 0 {
+            self.assign(&room);
+        }
     }
 
     /// A peer leaves; its sources stop at once.

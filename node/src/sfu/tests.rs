@@ -131,6 +131,26 @@ fn a_lecture_reaches_every_listener_and_a_listener_is_not_heard_until_invited() 
 }
 
 #[test]
+fn a_listener_who_arrives_mid_lecture_hears_the_speakers_at_once() {
+    let mut sim = Sim::new(3);
+    for p in [1, 2] {
+        sim.fwd.add_peer(PeerId(p), ROOM, true, 3);
+    }
+    sim.talk(&[(1, 30), (2, 45)], 1000);
+    sim.clear();
+    // A listener never speaks, so it never changes the selection: it is given it on arrival.
+    sim.fwd.add_peer(PeerId(10), ROOM, false, 3);
+    let mut got: Vec<_> = sim.fwd.take_changes().into_iter().filter(|c| c.peer == PeerId(10)).filter_map(|c| c.source).collect();
+    got.sort();
+    assert_eq!(got, vec![src(1), src(2)]);
+    sim.talk(&[(1, 30), (2, 45)], 200);
+    assert_eq!((sim.received(10, 1), sim.received(10, 2)), (10, 10));
+    // Someone who only publishes gets no slots and no changes.
+    sim.fwd.add_peer(PeerId(50), ROOM, true, 0);
+    assert!(sim.fwd.take_changes().is_empty());
+}
+
+#[test]
 fn in_a_crowded_room_each_listener_gets_only_the_loudest_few() {
     let mut sim = Sim::new(3);
     for p in 1..=10 {
