@@ -93,6 +93,10 @@ impl Core {
                         s.invited = false;
                     }
                 });
+                // The invited person's page asks them, naming who asks.
+                if invite && changed.as_ref().is_some_and(|(_, p)| p.stage.is_some_and(|s| s.invited)) {
+                    self.hub.send_session(&target.0, &target.1, &moderated(&room, "invite", actor));
+                }
                 fx.merge(self.stage_changed(changed, target));
             }
             Moderation::Mute => {

@@ -230,9 +230,12 @@ async fn a_stage_hears_only_speakers_and_only_moderators_change_who_speaks() {
     assert!(fx.notify.contains(&Notice::Participants((g.id, room.id))));
     let e = t.core.moderate(&carol, sc, &bob_seat, stage::Moderation::Invite).unwrap_err();
     assert!(matches!(e, CoreError::Forbidden(_)), "{e}");
-    // Alice invites him: nothing is heard until he says yes.
+    // Alice invites him: nothing is heard until he says yes; his page is told who asks.
+    let mut bob_socket = t.core.hub.register(&bob, sb);
     let fx = t.core.moderate(&alice, sa, &bob_seat, stage::Moderation::Invite).unwrap();
     assert_eq!(fx.media, vec![(bob_seat.clone(), false)]);
+    let told: serde_json::Value = serde_json::from_str(&bob_socket.try_recv().unwrap()).unwrap();
+    assert_eq!((told["type"].as_str(), told["action"].as_str(), told["by"].as_str()), (Some("moderated"), Some("invite"), Some("alice@alpha")));
     let view = t.core.room_view(t.core.store.room(&g.id, &room.id).unwrap().unwrap());
     let b = view.participants.iter().find(|p| p.user == bob).unwrap().stage.unwrap();
     assert!(b.invited && b.hand && !b.speaker, "{b:?}");
