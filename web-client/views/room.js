@@ -55,12 +55,12 @@ export function mount(root, ctx, { gid, rid }) {
 
   const micId = uid('mic');
   const micSelect = h('select', { id: micId, testid: 'mic-select' });
-  micSelect.addEventListener('change', () => call.selectMicrophone(micSelect.value));
+  micSelect.addEventListener('change', () => call.voice.selectMicrophone(micSelect.value));
   const micField = h('div', { class: 'field' }, h('label', { for: micId }, 'Microphone'), micSelect);
 
   const pttId = uid('ptt');
   const pttBox = h('input', { id: pttId, type: 'checkbox', testid: 'ptt-toggle', checked: call.pushToTalk, 'aria-describedby': `${pttId}-hint` });
-  pttBox.addEventListener('change', () => call.setPushToTalk(pttBox.checked));
+  pttBox.addEventListener('change', () => call.voice.setPushToTalk(pttBox.checked));
   const pttField = h(
     'div',
     { class: 'field check' },
@@ -144,9 +144,9 @@ export function mount(root, ctx, { gid, rid }) {
   }
 
   async function fillMics() {
-    const mics = await call.microphones();
+    const mics = await call.voice.microphones();
     const track = call.localStream && call.localStream.getAudioTracks()[0];
-    const current = track && track.getSettings ? track.getSettings().deviceId : call.deviceId;
+    const current = track && track.getSettings ? track.getSettings().deviceId : call.voice.deviceId;
     replaceChildren(
       micSelect,
       mics.length
