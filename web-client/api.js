@@ -139,7 +139,8 @@ export const api = {
   /** Refuse a node's invitations: its pending ones are declined, later ones declined silently. */
   blockNode: (node) => post('/api/blocks', { node }),
   unblockNode: (node) => del(`/api/blocks/${seg(node)}`),
-  createRoom: (gid, name) => post(`/api/groups/${seg(gid)}/rooms`, { name }),
+  /** A room; `stage`: speakers and listeners (moderators invite people to speak). */
+  createRoom: (gid, name, stage = false) => post(`/api/groups/${seg(gid)}/rooms`, stage ? { name, stage: true } : { name }),
   renameRoom: (gid, rid, name) => patch(`/api/groups/${seg(gid)}/rooms/${seg(rid)}`, { name }),
   deleteRoom: (gid, rid) => del(`/api/groups/${seg(gid)}/rooms/${seg(rid)}`),
   /**

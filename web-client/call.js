@@ -3,7 +3,8 @@
 //! to its audio server (mode "sfu"), the connection to it for people of this node
 //! (callsfu.js); people of other nodes are still reached through the mesh. Around it: what
 //! this tab sends (voice.js: microphone, mute, push-to-talk), the ICE servers per call
-//! (ice.js), network changes (network.js) and getStats readings (callstats.js).
+//! (ice.js), network changes (network.js), getStats readings (callstats.js) and, in a
+//! stage room, this tab's seat (stage.js), which the microphone follows.
 //! Views read its fields and subscribe to changes; they never touch RTCPeerConnections.
 
 import { api, ApiError } from './api.js';
@@ -14,6 +15,7 @@ import { Voice } from './voice.js';
 import { watchNetwork } from './network.js';
 import { createMesh, reachedElsewhere } from './callmesh.js';
 import { SfuLeg } from './callsfu.js';
+import { Stage } from './stage.js';
 import { LEVEL_POLL_MS, PATH_POLL_MS, readLevels, readPaths, describeConnections } from './callstats.js';
 
 export class Call {
@@ -39,6 +41,7 @@ export class Call {
     this.ice = new IceServers();
     this.mesh = null;
     this.sfuLeg = new SfuLeg(this); // the node's audio server, while the call is on it
+    this.stage = new Stage(this);
     this.peerStates = new Map(); // session → {user, state, unreachable}
     this.paths = new Map(); // session → {path, localCandidateType, remoteCandidateType, protocol}
     this.levels = new Map(); // session or 'local' → 0..1
@@ -53,6 +56,8 @@ export class Call {
     socket.on('left', (m) => this.onLeft(m));
     socket.on('participants', (m) => {
       if (this.status === 'joined' && this.inRoom(m.group, m.room) && this.mesh) this.syncMesh(m.participants || []);
+      // Our seat is read from the app's list, which it stores after this handler.
+      if (this.inRoom(m.group, m.room)) queueMicrotask(() => this.stage.refresh());
     });
     socket.on('signal', (m) => {
       if (this.inRoom(m.group, m.room) && this.mesh && this.mySession) {
@@ -145,28 +150,32 @@ export class Call {
     return this.status !== 'idle' && this.group === group && this.room === room;
   }
 
-  /** Open the microphone and join `room` (leaving any other call of this tab). */
-  async join(group, room) {
+  /**
+   * Join `room` (leaving any other call of this tab), with the microphone open; on a stage
+   * (`stage`: the room is one) it opens only once we are on stage.
+   */
+  async join(group, room, { stage = false } = {}) {
     if (this.inRoom(group, room)) return;
     if (this.status !== 'idle') this.leave();
     this.status = 'joining';
     this.group = group;
     this.room = room;
+    this.stage.begin(stage);
     this.changed('status');
     let ice = null;
     let stream = null;
     try {
-      [stream, ice] = await Promise.all([this.voice.mic.request(), api.ice(group, room)]);
+      [stream, ice] = await Promise.all([stage ? null : this.voice.mic.request(), api.ice(group, room)]);
     } catch (err) {
       this.stop();
       this.notify(err instanceof ApiError ? `Could not join the call: ${err.message}` : micError(err));
       return;
     }
     if (this.status !== 'joining' || this.room !== room) {
-      for (const t of stream.getTracks()) t.stop();
+      if (stream) for (const t of stream.getTracks()) t.stop();
       return;
     }
-    this.voice.mic.take(stream);
+    if (stream) this.voice.mic.take(stream);
     this.ice.take(ice);
     this.voice.apply();
     this.mesh = createMesh(this);
@@ -283,6 +292,7 @@ export class Call {
       this.mesh.mySession = this.mySession;
       this.syncMesh();
     }
+    this.stage.refresh();
     this.changed('status');
   }
 
@@ -306,6 +316,7 @@ export class Call {
     if (this.mesh) this.mesh.closeAll();
     this.mesh = null;
     this.voice.stop();
+    this.stage.seat = null;
     this.speakers.clear();
     clearInterval(this.levelTimer);
     this.levelTimer = null;

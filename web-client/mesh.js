@@ -394,8 +394,12 @@ export class Mesh {
     this.hooks.onClose(peer);
   }
 
+  /** Send `track` from now on; a connection that had none to send (a stage listener's) gets it added. */
   replaceTrack(track) {
-    for (const peer of this.peers.values()) peer.replaceTrack(track);
+    for (const peer of this.peers.values()) {
+      if (peer.trackAdded) peer.replaceTrack(track);
+      else if (track && peer.pc.remoteDescription) peer.addLocalTrack();
+    }
   }
 
   /** New ICE servers (fresh TURN credentials): for new connections and every later gathering. */

@@ -1,6 +1,9 @@
 //! What this tab sends in a call: the microphone (mic.js) on every connection, mute and
 //! push-to-talk (a disabled track sends silence, and the node is told), and switching
-//! microphones mid-call without renegotiating (replaceTrack).
+//! microphones mid-call without renegotiating (replaceTrack). On a stage the microphone
+//! is open only while we are on stage: a listener's is never opened (their connection to
+//! the audio server has a sendonly m-line without a track), it opens when they accept an
+//! invitation to speak and is released when they go back to the audience.
 
 import { Microphone, micError } from './mic.js';
 
@@ -15,6 +18,7 @@ export class Voice {
     this.pushToTalk = localStorage.getItem(PTT_KEY) === 'true';
     this.talkHeld = false;
     this.sentMuted = null; // the muted flag the node has from us
+    this.opening = null; // the microphone being opened for the stage
   }
 
   get effectiveMuted() {
@@ -39,7 +43,7 @@ export class Voice {
   }
 
   setTalking(held) {
-    if (!this.pushToTalk || this.talkHeld === held) return;
+    if (!this.pushToTalk || this.talkHeld === held || (held && !this.call.stage.mayTalk)) return;
     this.talkHeld = held;
     this.apply();
   }
@@ -104,6 +108,42 @@ export class Voice {
       call.sfu.localStream = stream;
       call.sfu.replaceTrack(track);
     }
+  }
+
+  /**
+   * On a stage, open the microphone when our seat is on stage and release it when it is
+   * not (in a conversation it is opened on join and stays open).
+   */
+  async follow() {
+    const call = this.call;
+    if (call.status === 'idle' || !call.stage.active) return;
+    const want = call.stage.mayTalk;
+    if (!want && this.mic.live) {
+      this.send(null);
+      call.changed('device');
+    }
+    if (!want || this.mic.live || this.opening) return;
+    const { group, room } = call;
+    let stream = null;
+    this.opening = this.mic.request();
+    try {
+      stream = await this.opening;
+    } catch (err) {
+      if (call.inRoom(group, room)) {
+        call.notify(`${micError(err)} You are back in the audience.`);
+        call.stage.leaveStage();
+      }
+    } finally {
+      this.opening = null;
+    }
+    if (!stream) return;
+    if (!call.inRoom(group, room) || !call.stage.mayTalk) {
+      for (const t of stream.getTracks()) t.stop();
+      return;
+    }
+    this.send(stream);
+    this.apply();
+    call.changed('device');
   }
 
   /** The call is over: release the microphone. */

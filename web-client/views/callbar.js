@@ -1,4 +1,5 @@
-//! The header strip shown while this tab is in a call (on any page): where, mute, leave.
+//! The header strip shown while this tab is in a call (on any page): where, mute (not for a
+//! stage's listener), leave.
 
 import { h, link, replaceChildren } from '../dom.js';
 
@@ -18,7 +19,10 @@ export function mountCallbar(el, ctx, subscribe) {
       el,
       h('span', { class: 'live-dot', 'aria-hidden': 'true' }),
       link(`/g/${call.group}/r/${call.room}`, { class: 'callbar-room', testid: 'callbar-room' }, call.status === 'joining' ? `Connecting to ${where}…` : `In call: ${where}`),
-      h('button', { class: 'btn btn-quiet btn-small', type: 'button', 'aria-pressed': String(call.muted), onclick: () => call.setMuted(!call.muted), disabled: call.pushToTalk }, call.muted ? 'Unmute' : 'Mute'),
+      // A stage's listener sends nothing: there is nothing to mute.
+      call.stage.mayTalk
+        ? h('button', { class: 'btn btn-quiet btn-small', type: 'button', testid: 'callbar-mute', 'aria-pressed': String(call.muted), onclick: () => call.setMuted(!call.muted), disabled: call.pushToTalk }, call.muted ? 'Unmute' : 'Mute')
+        : null,
       h('button', { class: 'btn btn-danger btn-small', type: 'button', onclick: () => call.leave() }, 'Leave'),
     );
   }

@@ -34,17 +34,24 @@ export function mount(root, ctx, { gid }) {
   const roomNameId = uid('room-name');
   const roomInput = h('input', { id: roomNameId, required: true, maxlength: 64, placeholder: 'e.g. Lobby', testid: 'room-create-name', autocomplete: 'off' });
   const roomSubmit = h('button', { class: 'btn btn-primary', type: 'submit', testid: 'room-create-submit' }, 'Create room');
-  const roomForm = h('form', { class: 'inline-form', 'aria-label': 'Create a room' }, h('label', { for: roomNameId, class: 'sr-only' }, 'New room name'), roomInput, roomSubmit);
+  const stageId = uid('room-stage');
+  const stageBox = h('input', { id: stageId, type: 'checkbox', testid: 'room-create-stage', 'aria-describedby': `${stageId}-hint` });
+  const roomForm = h('form', { class: 'stack', 'aria-label': 'Create a room' },
+    h('div', { class: 'inline-form' }, h('label', { for: roomNameId, class: 'sr-only' }, 'New room name'), roomInput, roomSubmit),
+    h('div', { class: 'field check' }, stageBox, h('label', { for: stageId }, 'Stage (speakers and listeners)'),
+      h('p', { class: 'hint', id: `${stageId}-hint` }, 'For talks and lectures: people join in the audience with their microphone off; admins invite them to speak.')));
   roomForm.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     const name = roomInput.value.trim();
     if (!name) return ctx.notify('Give the room a name.');
+    const stage = stageBox.checked;
     roomSubmit.disabled = true;
     try {
-      await ctx.api.createRoom(gid, name);
+      await ctx.api.createRoom(gid, name, stage);
       roomInput.value = '';
+      stageBox.checked = false;
       await ctx.loadGroup(gid);
-      ctx.notify(`Room “${name}” created.`, 'info');
+      ctx.notify(`${stage ? 'Stage' : 'Room'} “${name}” created.`, 'info');
     } catch (err) {
       ctx.showError(err);
     } finally {
@@ -175,6 +182,7 @@ export function mount(root, ctx, { gid }) {
               { class: 'row', dataset: { room: room.id } },
               link(`/g/${gid}/r/${room.id}`, { class: 'row-main', testid: `room-link-${room.name}` },
                 h('span', { class: 'row-title' }, room.name),
+                room.stage ? h('span', { class: 'badge stage-badge', testid: `room-stage-${room.name}`, title: 'A stage: speakers and listeners' }, 'Stage') : null,
                 h('span', { class: 'row-sub muted', testid: `room-count-${room.name}` },
                   people.length ? `${people.length} in call: ${[...new Set(people.map((p) => ctx.show(p.user)))].join(', ')}` : 'Nobody in call'),
               ),

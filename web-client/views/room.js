@@ -2,10 +2,13 @@
 //! participants with a live speaking indicator, connection state, the path their audio takes
 //! (direct, relayed, or through the node's audio server), words when the network keeps
 //! someone out, per-person volume, and a line saying honestly how the audio travels.
+//! A stage room lists who is on stage apart from the audience, with the stage controls
+//! (views/stage.js); mute, push-to-talk and the microphone are offered only on stage.
 
 import { h, link, replaceChildren, uid } from '../dom.js';
 import { notFound } from './notfound.js';
 import { loadVolume, SPEAKING_LEVEL } from '../audio.js';
+import { isModerator, splitStage, fillActions, audienceList, stageControls } from './stage.js';
 
 const STATE_LABEL = {
   new: 'Connecting',
@@ -44,7 +47,7 @@ export function mount(root, ctx, { gid, rid }) {
   const rows = new Map(); // session → {li, state, level, slider}
 
   const joinBtn = h('button', { class: 'btn btn-primary btn-big', type: 'button', testid: 'call-join' }, 'Start call');
-  joinBtn.addEventListener('click', () => call.join(gid, rid));
+  joinBtn.addEventListener('click', () => call.join(gid, rid, { stage: isStage() }));
   const leaveBtn = h('button', { class: 'btn btn-danger btn-big', type: 'button', testid: 'call-leave' }, 'Leave');
   leaveBtn.addEventListener('click', () => {
     call.leave();
@@ -75,15 +78,23 @@ export function mount(root, ctx, { gid, rid }) {
   // An earlier session of this tab (before a reconnect) stays listed until the node times it out.
   const listed = () => ctx.participants(gid, rid).filter((p) => !call.formerSessions.has(p.session));
   const room = () => (group() && group().rooms ? group().rooms.find((r) => r.id === rid) : null);
+  const isStage = () => !!(room() && room().stage);
+  const audience = audienceList(ctx, call);
+  const stageBox = stageControls(ctx, call, { gid, rid });
+  const stageHint = h('p', { class: 'hint', testid: 'stage-hint' });
+  const stageCount = h('span', { testid: 'speaker-count' }, '0');
 
   function build() {
     built = true;
+    const peopleCard = isStage()
+      ? h('div', { class: 'card' },
+          h('div', { class: 'stage-section', testid: 'stage-speakers' }, h('h2', { class: 'card-title stage-title' }, 'On stage (', stageCount, ')'), people),
+          audience.el)
+      : h('div', { class: 'card' }, h('h2', { class: 'card-title' }, 'In the call'), people);
     replaceChildren(
       page,
-      h('div', { class: 'page-head' }, crumbs, h('div', { class: 'title-row' }, title), summary),
-      h('div', { class: 'columns room-columns' },
-        h('div', { class: 'card' }, h('h2', { class: 'card-title' }, 'Call'), controls),
-        h('div', { class: 'card' }, h('h2', { class: 'card-title' }, 'In the call'), people)),
+      h('div', { class: 'page-head' }, crumbs, h('div', { class: 'title-row' }, title, isStage() ? h('span', { class: 'badge stage-badge', testid: 'room-stage' }, 'Stage') : null), summary),
+      h('div', { class: 'columns room-columns' }, h('div', { class: 'card' }, h('h2', { class: 'card-title' }, 'Call'), controls), peopleCard),
     );
   }
 
@@ -95,32 +106,47 @@ export function mount(root, ctx, { gid, rid }) {
     document.title = `${r.name} · ${g.name} · VoiceChat`;
   }
 
+  /** Which set of controls the Call card shows (rebuilt only when it changes). */
+  function layoutOf(here) {
+    if (!here) return 'out';
+    if (call.status === 'joining') return 'joining';
+    if (!call.stage.active) return 'talk';
+    return call.stage.mayTalk ? 'speaker' : 'listener';
+  }
+
   function renderControls() {
     const list = listed();
     const here = call.inRoom(gid, rid);
     const others = list.filter((p) => p.session !== call.mySession);
-    summary.textContent = list.length
-      ? `${list.length} ${list.length === 1 ? 'person' : 'people'} in the call`
-      : 'Nobody is in the call yet';
-    if (!here) {
+    if (!list.length) summary.textContent = 'Nobody is in the call yet';
+    else if (isStage()) {
+      const { speakers, audience: listeners } = splitStage(list);
+      summary.textContent = `${speakers.length} on stage, ${listeners.length} listening`;
+    } else summary.textContent = `${list.length} ${list.length === 1 ? 'person' : 'people'} in the call`;
+    const layout = layoutOf(here);
+    const fresh = controls.dataset.layout !== layout || layout === 'out';
+    controls.dataset.layout = layout;
+    if (layout === 'out') {
       joinBtn.textContent = others.length ? 'Join' : 'Start call';
       joinBtn.disabled = false;
       const elsewhere = call.status !== 'idle' ? h('p', { class: 'hint' }, 'Joining leaves the call you are in now.') : null;
-      replaceChildren(controls, h('div', { class: 'button-row' }, joinBtn), elsewhere, pttField);
-      return;
-    }
-    if (call.status === 'joining') {
+      stageHint.textContent = isModerator(group()) ? 'A stage: you moderate it, and join on stage.' : 'A stage: you join in the audience, with your microphone off. Raise your hand to ask to speak.';
+      replaceChildren(controls, h('div', { class: 'button-row' }, joinBtn), elsewhere, isStage() ? [stageHint, stageBox.el] : pttField);
+    } else if (layout === 'joining') {
       joinBtn.textContent = 'Connecting…';
       joinBtn.disabled = true;
       replaceChildren(controls, h('div', { class: 'button-row' }, joinBtn, leaveBtn));
-      return;
-    }
-    if (!controls.contains(muteBtn)) {
-      replaceChildren(controls, h('div', { class: 'button-row' }, muteBtn, leaveBtn, localMeter), transport, micField, pttField);
+    } else if (fresh && layout === 'listener') {
+      replaceChildren(controls, h('div', { class: 'button-row' }, leaveBtn), stageBox.el, transport);
+    } else if (fresh) {
+      replaceChildren(controls, h('div', { class: 'button-row' }, muteBtn, leaveBtn, localMeter), layout === 'speaker' ? stageBox.el : null, transport, micField, pttField);
       fillMics();
     }
-    renderMute();
-    renderTransport();
+    stageBox.render();
+    if (here && layout !== 'joining') {
+      renderMute();
+      renderTransport();
+    }
   }
 
   /** How the audio travels: through the node (not end to end), or between browsers. */
@@ -156,12 +182,21 @@ export function mount(root, ctx, { gid, rid }) {
   }
 
   function renderPeople() {
-    const list = listed();
+    let list = listed();
     const seen = new Set();
+    // On a stage, moderators act on others, from inside the call (the node acts on their call).
+    const moderate = isStage() && isModerator(group()) && call.inRoom(gid, rid) && call.status === 'joined';
+    if (isStage()) {
+      const split = splitStage(list);
+      audience.render(split.audience, moderate);
+      stageCount.textContent = String(split.speakers.length);
+      list = split.speakers;
+    }
     if (!list.length) {
       for (const row of rows.values()) row.li.remove();
       rows.clear();
-      if (!people.querySelector('.empty-row')) replaceChildren(people, h('li', { class: 'empty-row muted' }, 'Nobody is here. Start the call and others can join.'));
+      const words = isStage() ? 'Nobody is on stage.' : 'Nobody is here. Start the call and others can join.';
+      if (!people.querySelector('.empty-row')) replaceChildren(people, h('li', { class: 'empty-row muted' }, words));
       return;
     }
     const empty = people.querySelector('.empty-row');
@@ -177,6 +212,7 @@ export function mount(root, ctx, { gid, rid }) {
       people.append(row.li); // keeps server order
       row.muted.hidden = !p.muted;
       row.li.classList.toggle('is-muted', !!p.muted);
+      if (isStage()) fillActions(row.actions, ctx, call, p, moderate && !self);
     }
     for (const [session, row] of [...rows]) {
       if (!seen.has(session)) {
@@ -196,6 +232,7 @@ export function mount(root, ctx, { gid, rid }) {
     const state = self ? null : h('span', { class: 'badge state', testid: `peer-state-${p.user}`, dataset: { state: 'new' } }, 'Waiting');
     const path = self ? null : h('span', { class: 'path', testid: `path-${p.user}`, hidden: true });
     const failed = self ? null : h('p', { class: 'peer-failed', testid: `peer-failed-${p.user}`, hidden: true });
+    const actions = h('span', { class: 'row-actions', hidden: true });
     let slider = null;
     let volume = null;
     if (!self) {
@@ -210,8 +247,9 @@ export function mount(root, ctx, { gid, rid }) {
       self ? null : h('span', { class: 'connection' }, state, path),
       volume,
       failed,
+      actions,
     );
-    return { li, avatar, speaking, muted, state, path, failed, slider, self };
+    return { li, avatar, speaking, muted, state, path, failed, slider, self, actions };
   }
 
   function renderPeers() {
@@ -305,7 +343,10 @@ export function mount(root, ctx, { gid, rid }) {
         if (data.what === 'levels') renderLevels();
         else if (data.what === 'peers') renderPeers();
         else if (data.what === 'paths') renderPaths();
-        else if (data.what === 'mute') renderMute();
+        else if (data.what === 'mute') {
+          renderMute();
+          stageBox.render();
+        }
         else {
           renderControls();
           renderPeople();
