@@ -287,3 +287,49 @@ export async function registerOn(page, url, username, password) {
   await byId('register-submit').click();
   await byId('group-list').waitFor();
 }
+
+/**
+ * Per slot of the page's connection to the node's audio server: whom it carries (the
+ * page's `sfu_slots`) and its inbound audio (`packetsReceived`, `totalAudioEnergy`,
+ * `audioLevel`). Slot i is the (i+1)-th transceiver: the first is the microphone's.
+ */
+export function sfuSlots(page) {
+  return page.evaluate(async () => {
+    const pc = window.__voicechat.peers().get('sfu');
+    const users = window.__voicechat.sfu().slots;
+    if (!pc) return [];
+    const stats = await pc.getStats();
+    return pc
+      .getTransceivers()
+      .slice(1)
+      .map((t, i) => {
+        const out = { user: users[i] || null, packetsReceived: 0, totalAudioEnergy: 0, audioLevel: 0 };
+        stats.forEach((s) => {
+          if (s.type !== 'inbound-rtp' || s.kind !== 'audio' || (s.mid !== t.mid && s.trackIdentifier !== t.receiver.track.id)) return;
+          out.packetsReceived = s.packetsReceived || 0;
+          out.totalAudioEnergy = s.totalAudioEnergy || 0;
+          out.audioLevel = s.audioLevel || 0;
+        });
+        return out;
+      });
+  });
+}
+
+/** Inbound audio of the slot of the page's audio-server connection that carries `user` (null while none does). */
+export async function slotOf(page, user) {
+  return (await sfuSlots(page)).find((s) => s.user === user) || null;
+}
+
+/** Make every getUserMedia call of the pages of `context` counted in `window.__gum` (from the next navigation). */
+export function countGetUserMedia(context) {
+  return context.addInitScript(() => {
+    window.__gum = 0;
+    const md = navigator.mediaDevices;
+    if (!md || !md.getUserMedia) return;
+    const real = md.getUserMedia.bind(md);
+    md.getUserMedia = (constraints) => {
+      window.__gum += 1;
+      return real(constraints);
+    };
+  });
+}
