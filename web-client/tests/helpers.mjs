@@ -191,27 +191,31 @@ export async function startPeeredPair(first = 'alpha', second = 'beta') {
  * `executablePath`: another program to start (e.g. a wrapper that runs Chromium in a network
  * namespace); `args`: more flags; `loopback: false` leaves out --allow-loopback-in-peer-connection.
  */
+function chromiumArgs(wav, loopback, args) {
+  return [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--use-fake-ui-for-media-stream',
+    '--use-fake-device-for-media-stream',
+    `--use-file-for-fake-audio-capture=${wav}`,
+    ...(loopback ? ['--allow-loopback-in-peer-connection'] : []),
+    '--autoplay-policy=no-user-gesture-required',
+    ...args,
+  ];
+}
+
 export async function launchBrowser(wav, { viewport = { width: 1280, height: 800 }, executablePath = CHROMIUM, args = [], loopback = true } = {}) {
   const userDataDir = tempDir('chromium');
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath,
     headless: true,
     viewport,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--use-fake-ui-for-media-stream',
-      '--use-fake-device-for-media-stream',
-      `--use-file-for-fake-audio-capture=${wav}`,
-      ...(loopback ? ['--allow-loopback-in-peer-connection'] : []),
-      '--autoplay-policy=no-user-gesture-required',
-      ...args,
-    ],
+    args: chromiumArgs(wav, loopback, args),
   });
   const page = context.pages()[0] || (await context.newPage());
   const consoleLines = [];
@@ -228,6 +232,32 @@ export async function launchBrowser(wav, { viewport = { width: 1280, height: 800
       if (process.env.VOICECHAT_DEBUG) console.log(consoleLines.join('\n'));
       await context.close().catch(() => {});
       fs.rmSync(userDataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * One Chromium process with `n` pages, each in its own context (its own cookies: another
+ * user), to have several browser participants for the CPU of one. Resolves to
+ * `{pages: [{context, page, consoleLines}], close()}`.
+ */
+export async function launchSharedBrowser(wav, n, { viewport = { width: 1280, height: 800 }, args = [] } = {}) {
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: chromiumArgs(wav, true, args) });
+  const pages = [];
+  for (let i = 0; i < n; i++) {
+    const context = await browser.newContext({ viewport });
+    if (process.env.VOICECHAT_DEBUG) await context.addInitScript(() => localStorage.setItem('voicechat.debug', '1'));
+    const page = await context.newPage();
+    const consoleLines = [];
+    page.on('console', (m) => consoleLines.push(`[${m.type()}] ${m.text()}`));
+    page.on('pageerror', (e) => consoleLines.push(`[pageerror] ${e.message}`));
+    pages.push({ context, page, consoleLines });
+  }
+  return {
+    pages,
+    async close() {
+      if (process.env.VOICECHAT_DEBUG) for (const p of pages) console.log(p.consoleLines.join('\n'));
+      await browser.close().catch(() => {});
     },
   };
 }
@@ -332,4 +362,23 @@ export function countGetUserMedia(context) {
       return real(constraints);
     };
   });
+}
+
+/**
+ * Registers `username` over HTTP (no browser), like a page would: the CSRF cookie and
+ * header, the node's own Origin. Resolves to the user id.
+ */
+export async function registerOverHttp(url, username, password) {
+  const origin = new URL(url).origin;
+  const session = await fetch(new URL('/api/session', url));
+  const cookies = session.headers.getSetCookie().map((c) => c.split(';')[0]);
+  const csrf = (cookies.find((c) => c.startsWith('vc_csrf=')) || '').slice('vc_csrf='.length);
+  const res = await fetch(new URL('/api/register', url), {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Cookie: cookies.join('; '), Origin: origin, 'X-CSRF-Token': csrf },
+    body: JSON.stringify({ username, password }),
+  });
+  const body = await res.json().catch(() => ({}));
+  if (res.status !== 201) throw new Error(`registering ${username}: ${res.status} ${JSON.stringify(body)}`);
+  return body.user.id;
 }
