@@ -34,7 +34,8 @@ export class Call {
     this.group = null;
     this.room = null;
     this.mySession = null;
-    this.myNode = null; // the node part of our user id (from hello)
+    this.myUser = null; // our user id, `name@node` (from hello)
+    this.myNode = null; // its node part
     this.mode = 'mesh'; // mesh | sfu: how people of this node reach each other in this call
     this.formerSessions = new Set(); // this tab's earlier sessions (may linger on the node a while)
     this.voice = new Voice(this);
@@ -267,7 +268,10 @@ export class Call {
   onHello(msg) {
     if (this.mySession && this.mySession !== msg.session) this.formerSessions.add(this.mySession);
     this.mySession = msg.session;
-    if (typeof msg.user === 'string') this.myNode = msg.user.slice(msg.user.lastIndexOf('@') + 1);
+    if (typeof msg.user === 'string') {
+      this.myUser = msg.user;
+      this.myNode = msg.user.slice(msg.user.lastIndexOf('@') + 1);
+    }
     if (this.status !== 'idle' && this.mesh) {
       // A new socket is a new session: rebuild the mesh (and the audio server connection,
       // once `joined` says the call is there) under it and join again.

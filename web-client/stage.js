@@ -20,6 +20,7 @@ export class Stage {
     this.hint = false; // the room is a stage (the view says so on join, before the list does)
     this.seat = null;
     this.invitedBy = null; // who invited us to speak, while the invitation stands
+    this.comingBack = false; // a moderator in the audience asked to go back on stage
     /** The last thing a moderator did to us in this room: `{action, by, group, room}`. */
     this.moderation = null;
     call.socket.on('moderated', (m) => this.onModerated(m));
@@ -43,6 +44,7 @@ export class Stage {
     this.hint = !!isStage;
     this.seat = null;
     this.invitedBy = null;
+    this.comingBack = false;
     this.moderation = null;
   }
 
@@ -55,6 +57,8 @@ export class Stage {
     if (JSON.stringify(seat) === JSON.stringify(this.seat)) return;
     this.seat = seat;
     if (!seat || !seat.invited) this.invitedBy = null;
+    if (seat && seat.invited && this.comingBack) this.answer(true); // our own invitation: yes
+    if (!seat || seat.speaker) this.comingBack = false;
     call.voice.follow();
     call.changed('stage');
   }
@@ -74,6 +78,14 @@ export class Stage {
 
   leaveStage() {
     this.send({ type: 'stage_leave' });
+  }
+
+  /** As a moderator who stepped down: back on stage (we invite ourselves and say yes). */
+  backOnStage() {
+    const call = this.call;
+    if (!call.myUser || !call.mySession) return;
+    this.comingBack = true;
+    this.moderate('invite', { user: call.myUser, session: call.mySession });
   }
 
   /** As a moderator: `action` (`invite`, `to_audience`, `mute`, `remove`) on participant `p`. */

@@ -2,8 +2,9 @@
 //! B and C listen with their microphones never opened. B raises a hand and A sees it live;
 //! A invites B, B sees who asks and joins the stage, and C hears B through the node; A mutes
 //! B (B's page says so, C stops hearing B); A moves B back to the audience (B's microphone
-//! is released); A takes C out of the call (C's page says so, A sees C go). Screenshots at
-//! 360 px go to target/screenshots/stage-*.png. Run through tests/run.sh (private netns).
+//! is released); A takes C out of the call (C's page says so, A sees C go); A steps down
+//! and goes back on stage by itself. Screenshots at 360 px go to
+//! target/screenshots/stage-*.png. Run through tests/run.sh (private netns).
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -196,5 +197,16 @@ describe('a stage: a moderator, two listeners', { timeout: 240_000 }, () => {
     await byId(A.page, `participant-${CYD}`).waitFor({ state: 'detached' });
     await waitFor(async () => (await byId(A.page, 'audience-count').textContent()) === '1', { message: 'A counts one listener' });
     await screenshot(C.page, 'removed');
+  });
+
+  it('(f) A steps down from the stage (its microphone is released) and goes back on stage by itself', async () => {
+    await byId(A.page, 'stage-leave').click();
+    await waitFor(async () => (await byId(A.page, 'stage-role').getAttribute('data-place')) === 'audience', { message: 'A in the audience' });
+    await waitFor(async () => !(await micOf(A.page)).sending, { message: "A's microphone released" });
+    await byId(B.page, 'stage-audience').locator(`[data-testid="participant-${ADA}"]`).waitFor();
+    await byId(A.page, 'stage-back').click();
+    await waitFor(async () => (await byId(A.page, 'stage-role').getAttribute('data-place')) === 'speaker', { message: 'A back on stage' });
+    await waitFor(async () => (await micOf(A.page)).sending, { message: "A's microphone on its connection again" });
+    await waitFor(async () => ((await slotOf(B.page, ADA)) || {}).audioLevel > 0, { interval: 100, message: 'B hears A again' });
   });
 });

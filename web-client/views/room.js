@@ -80,7 +80,7 @@ export function mount(root, ctx, { gid, rid }) {
   const room = () => (group() && group().rooms ? group().rooms.find((r) => r.id === rid) : null);
   const isStage = () => !!(room() && room().stage);
   const audience = audienceList(ctx, call);
-  const stageBox = stageControls(ctx, call, { gid, rid });
+  const stageBox = stageControls(ctx, call, { gid, rid, moderator: () => isModerator(group()) });
   const stageHint = h('p', { class: 'hint', testid: 'stage-hint' });
   const stageCount = h('span', { testid: 'speaker-count' }, '0');
 

@@ -113,7 +113,7 @@ export function audienceList(ctx, call) {
  * a moderator's invitation with "Join the stage" / "Not now"; on stage "Leave the stage";
  * what a moderator did to us. `render()` redraws it from the call.
  */
-export function stageControls(ctx, call, { gid, rid }) {
+export function stageControls(ctx, call, { gid, rid, moderator }) {
   const el = h('div', { class: 'stage-controls', testid: 'stage-controls', 'aria-live': 'polite' });
   const stage = call.stage;
   // Built once: a redraw puts the same buttons back, so the one in focus keeps it.
@@ -121,16 +121,18 @@ export function stageControls(ctx, call, { gid, rid }) {
   const accept = h('button', { class: 'btn btn-primary', type: 'button', testid: 'stage-accept', onclick: () => stage.answer(true) }, 'Join the stage');
   const decline = h('button', { class: 'btn', type: 'button', testid: 'stage-decline', onclick: () => stage.answer(false) }, 'Not now');
   const leave = h('button', { class: 'btn', type: 'button', testid: 'stage-leave', onclick: () => stage.leaveStage() }, 'Leave the stage');
+  const back = h('button', { class: 'btn', type: 'button', testid: 'stage-back', onclick: () => stage.backOnStage() }, 'Back on stage');
   let shown = '';
 
   function render() {
     const here = call.inRoom(gid, rid);
     const seat = here && stage.active ? stage.seat : null;
-    const mod = stage.moderation && stage.moderation.group === gid && stage.moderation.room === rid ? stage.moderation : null;
+    const did = stage.moderation && stage.moderation.group === gid && stage.moderation.room === rid ? stage.moderation : null;
     // After a mute: until they unmute. After a removal: until they join again.
-    const said = mod && ((mod.action === 'mute' && here && call.muted) || (mod.action === 'remove' && !here)) ? moderationText(mod, ctx.show) : '';
+    const said = did && ((did.action === 'mute' && here && call.muted) || (did.action === 'remove' && !here)) ? moderationText(did, ctx.show) : '';
     const by = stage.invitedBy ? ctx.show(stage.invitedBy) : 'A moderator';
-    const key = JSON.stringify([seat, said, seat && seat.invited ? by : null]);
+    const mod = moderator();
+    const key = JSON.stringify([seat, said, seat && seat.invited ? by : null, mod, stage.comingBack]);
     if (key === shown) return;
     shown = key;
     const focused = el.contains(document.activeElement) ? document.activeElement : null;
@@ -139,6 +141,8 @@ export function stageControls(ctx, call, { gid, rid }) {
     if (!seat) replaceChildren(el, moderated);
     else if (seat.speaker) {
       replaceChildren(el, role('speaker', 'You are on stage: everyone in the call hears you.'), h('div', { class: 'button-row' }, leave), moderated);
+    } else if (seat.invited && stage.comingBack) {
+      replaceChildren(el, role('audience', 'Going back on stage…'), moderated);
     } else if (seat.invited) {
       replaceChildren(el, role('audience', 'You are in the audience: your microphone is off.'),
         h('div', { class: 'stage-invitation', testid: 'stage-invitation', role: 'group', 'aria-label': 'Invitation to speak' },
@@ -149,8 +153,9 @@ export function stageControls(ctx, call, { gid, rid }) {
     } else {
       hand.textContent = seat.hand ? 'Lower hand' : 'Raise hand';
       hand.setAttribute('aria-pressed', String(seat.hand));
-      replaceChildren(el, role('audience', 'You are in the audience: your microphone is off.'), h('div', { class: 'button-row' }, hand),
-        seat.hand ? h('p', { class: 'hint' }, 'Your hand is up: a moderator may invite you to speak.') : null, moderated);
+      // A moderator who stepped down goes back by themselves; others ask.
+      replaceChildren(el, role('audience', 'You are in the audience: your microphone is off.'), h('div', { class: 'button-row' }, mod ? back : hand),
+        seat.hand && !mod ? h('p', { class: 'hint' }, 'Your hand is up: a moderator may invite you to speak.') : null, moderated);
     }
     // Keep the focus in here: on the same button, else on the first one now shown.
     if (focused) (el.contains(focused) ? focused : el.querySelector('button') || el).focus();
