@@ -1,11 +1,14 @@
 #!/usr/bin/env node
-//! Measurements (not a test): prints figures for one two-browser call on the real node.
+//! Measurements (not a test): prints figures for a two-browser call on the real node, the
+//! same two Chromiums first in a mesh (browser to browser), then through the node's audio
+//! server (a second node with --sfu-threshold 2), and the difference.
 //!  - join → first audio: from clicking Join (the second person in) to the first inbound
 //!    audio packet seen by that browser's getStats();
 //!  - mouth-to-ear latency: the fake microphone plays a beep every second; the sender's own
-//!    AnalyserNode (on its microphone track) and the receiver's (on the received stream) time
-//!    each beep's onset with performance.timeOrigin + performance.now(), which share the
-//!    machine's clock across the two processes; latency = receiver onset − sender onset.
+//!    AnalyserNode (on its microphone track) and the receiver's (on the received stream: the
+//!    mesh peer's, or the audio server's slot carrying the sender) time each beep's onset
+//!    with performance.timeOrigin + performance.now(), which share the machine's clock
+//!    across the two processes; latency = receiver onset − sender onset.
 //! Run inside the private namespace: tests/run-measure.sh  (BEEPS=20 for more samples).
 import path from 'node:path';
 import fs from 'node:fs';
@@ -25,7 +28,10 @@ function pct(sorted, p) {
 function installDetector(page, name, which) {
   return page.evaluate(
     ({ name: n, which: w }) => {
-      const stream = w === 'local' ? window.__voicechat.localStream() : document.querySelector('.speakers audio').srcObject;
+      // The sender's audio: its mesh peer's <audio>, or the audio server's slot carrying it.
+      const slot = window.__voicechat.sfu().slots.indexOf('sender@alpha');
+      const el = document.querySelector(slot >= 0 ? `.speakers audio[data-session="sfu-${slot}"]` : '.speakers audio');
+      const stream = w === 'local' ? window.__voicechat.localStream() : el.srcObject;
       const ctx = new AudioContext();
       const src = ctx.createMediaStreamSource(stream);
       const an = ctx.createAnalyser();
@@ -57,84 +63,134 @@ function installDetector(page, name, which) {
   );
 }
 
+/** Register both on `node`, call from A to B, and time it; the call's mode must be `mode`. */
+async function measureOn(node, A, B, mode) {
+  for (const [b, u] of [[A, 'sender'], [B, 'listener']]) {
+    await b.page.goto(new URL('/register', node.url).href);
+    await byId(b.page, 'register-username').fill(u);
+    await byId(b.page, 'register-password').fill('measure-password');
+    await byId(b.page, 'register-submit').click();
+    await byId(b.page, 'group-list').waitFor();
+  }
+  await byId(A.page, 'group-create-name').fill('Measure');
+  await byId(A.page, 'group-create-submit').click();
+  await byId(A.page, 'group-title').waitFor();
+  await byId(A.page, 'room-create-name').fill('Lab');
+  await byId(A.page, 'room-create-submit').click();
+  await byId(A.page, 'room-link-Lab').waitFor();
+  await byId(A.page, 'member-add-input').fill('listener');
+  await byId(A.page, 'member-add-submit').click();
+  await byId(A.page, 'member-listener@alpha').waitFor();
+  await byId(A.page, 'room-link-Lab').click();
+  await byId(A.page, 'call-join').click();
+  await byId(A.page, 'call-leave').waitFor();
+
+  await byId(B.page, 'group-link-Measure').click();
+  await byId(B.page, 'room-link-Lab').click();
+  await waitFor(async () => (await byId(B.page, 'call-join').textContent()).trim() === 'Join', { message: 'Join button' });
+  // Watch getStats from inside the page so the first packet is timed to ~10 ms.
+  await B.page.evaluate(() => {
+    window.__firstPacket = null;
+    const poll = setInterval(async () => {
+      for (const pc of window.__voicechat.peers().values()) {
+        const stats = await pc.getStats();
+        stats.forEach((s) => {
+          if (!window.__firstPacket && s.type === 'inbound-rtp' && s.kind === 'audio' && s.packetsReceived > 0) {
+            window.__firstPacket = performance.timeOrigin + performance.now();
+            clearInterval(poll);
+          }
+        });
+      }
+    }, 10);
+  });
+  const clickedAt = await B.page.evaluate(() => {
+    const t = performance.timeOrigin + performance.now();
+    document.querySelector('[data-testid="call-join"]').click();
+    return t;
+  });
+  const firstPacket = await waitFor(() => B.page.evaluate(() => window.__firstPacket), { timeout: 30_000, interval: 50, message: 'first audio packet' });
+  const joinToAudio = firstPacket - clickedAt;
+
+  if (mode === 'sfu') {
+    // Heard through the node: its slot carries the sender, and no mesh connection is left.
+    await waitFor(async () => {
+      const s = await B.page.evaluate(() => ({ ...window.__voicechat.sfu(), mesh: window.__voicechat.connections().length }));
+      return s.mode === 'sfu' && s.state === 'connected' && s.slots.includes('sender@alpha') && s.mesh === 0;
+    }, { timeout: 30_000, message: "the listener hearing the sender through the node's audio server" });
+  }
+  const got = await B.page.evaluate(() => window.__voicechat.sfu().mode);
+  if (got !== mode) throw new Error(`the call is in mode ${got}, not ${mode}`);
+  await waitFor(() => B.page.evaluate(() => !!document.querySelector('.speakers audio')?.srcObject), { message: 'remote audio element' });
+  await installDetector(A.page, 'sent', 'local');
+  await installDetector(B.page, 'heard', 'remote');
+  await sleep((BEEPS + 1.5) * PERIOD_MS);
+  const sent = await A.page.evaluate(() => window.__onsets.sent);
+  const heard = await B.page.evaluate(() => window.__onsets.heard);
+  // Where the receiver's delay goes: its jitter buffer (the stream that carries the sender).
+  const buffer = await B.page.evaluate(async () => {
+    let best = null;
+    for (const pc of window.__voicechat.peers().values()) {
+      (await pc.getStats()).forEach((s) => {
+        if (s.type !== 'inbound-rtp' || s.kind !== 'audio' || !(s.jitterBufferEmittedCount > 0)) return;
+        if (best && best.packetsReceived >= s.packetsReceived) return;
+        best = s;
+      });
+    }
+    if (!best) return null;
+    const per = (x) => (x / best.jitterBufferEmittedCount) * 1000;
+    return { delay: per(best.jitterBufferDelay), target: per(best.jitterBufferTargetDelay || 0), jitter: (best.jitter || 0) * 1000 };
+  });
+  for (const b of [A, B]) await byId(b.page, 'call-leave').click();
+
+  const latencies = [];
+  for (const h of heard) {
+    const before = sent.filter((s) => s <= h && h - s < PERIOD_MS * 0.8);
+    if (before.length) latencies.push(h - before[before.length - 1]);
+  }
+  latencies.sort((x, y) => x - y);
+  return { mode, joinToAudio, sent: sent.length, heard: heard.length, latencies, median: pct(latencies, 50), p90: pct(latencies, 90), buffer };
+}
+
+function report(r) {
+  const l = r.latencies;
+  console.log(`[${r.mode}] join → first audio packet: ${r.joinToAudio.toFixed(0)} ms`);
+  console.log(`[${r.mode}] beeps sent ${r.sent}, heard ${r.heard}, matched ${l.length}`);
+  console.log(`[${r.mode}] mouth-to-ear latency: median ${r.median.toFixed(1)} ms, p90 ${r.p90.toFixed(1)} ms, min ${l[0]?.toFixed(1)} ms, max ${l.at(-1)?.toFixed(1)} ms (${l.length} beeps)`);
+  if (r.buffer) {
+    const b = r.buffer;
+    console.log(`[${r.mode}] receiver's jitter buffer: delay ${b.delay.toFixed(1)} ms (target ${b.target.toFixed(1)} ms), interarrival jitter ${b.jitter.toFixed(1)} ms`);
+  }
+}
+
 async function main() {
   assertPrivateNetns();
   const dir = tempDir('measure');
   const wav = writeBeepWav(path.join(dir, 'beeps.wav'), { seconds: 10, periodMs: PERIOD_MS, beepMs: 120, freqs: [1000] });
-  const node = await startNode();
   const A = await launchBrowser(wav);
   const B = await launchBrowser(wav);
+  const results = [];
   try {
-    for (const [b, u] of [[A, 'sender'], [B, 'listener']]) {
-      await b.page.goto(new URL('/register', node.url).href);
-      await byId(b.page, 'register-username').fill(u);
-      await byId(b.page, 'register-password').fill('measure-password');
-      await byId(b.page, 'register-submit').click();
-      await byId(b.page, 'group-list').waitFor();
+    // The same two browsers: first a mesh, then right after through the audio server of a
+    // node that puts every call of two people on it.
+    for (const [mode, args] of [['mesh', []], ['sfu', ['--sfu-threshold', '2']]]) {
+      const node = await startNode({ args });
+      try {
+        results.push(await measureOn(node, A, B, mode));
+      } finally {
+        await node.stop();
+      }
+      report(results.at(-1));
     }
-    await byId(A.page, 'group-create-name').fill('Measure');
-    await byId(A.page, 'group-create-submit').click();
-    await byId(A.page, 'group-title').waitFor();
-    await byId(A.page, 'room-create-name').fill('Lab');
-    await byId(A.page, 'room-create-submit').click();
-    await byId(A.page, 'room-link-Lab').waitFor();
-    await byId(A.page, 'member-add-input').fill('listener');
-    await byId(A.page, 'member-add-submit').click();
-    await byId(A.page, 'member-listener@alpha').waitFor();
-    await byId(A.page, 'room-link-Lab').click();
-    await byId(A.page, 'call-join').click();
-    await byId(A.page, 'call-leave').waitFor();
-
-    await byId(B.page, 'group-link-Measure').click();
-    await byId(B.page, 'room-link-Lab').click();
-    await waitFor(async () => (await byId(B.page, 'call-join').textContent()).trim() === 'Join', { message: 'Join button' });
-    // Watch getStats from inside the page so the first packet is timed to ~10 ms.
-    await B.page.evaluate(() => {
-      window.__firstPacket = null;
-      const poll = setInterval(async () => {
-        for (const pc of window.__voicechat.peers().values()) {
-          const stats = await pc.getStats();
-          stats.forEach((s) => {
-            if (!window.__firstPacket && s.type === 'inbound-rtp' && s.kind === 'audio' && s.packetsReceived > 0) {
-              window.__firstPacket = performance.timeOrigin + performance.now();
-              clearInterval(poll);
-            }
-          });
-        }
-      }, 10);
-    });
-    const clickedAt = await B.page.evaluate(() => {
-      const t = performance.timeOrigin + performance.now();
-      document.querySelector('[data-testid="call-join"]').click();
-      return t;
-    });
-    const firstPacket = await waitFor(() => B.page.evaluate(() => window.__firstPacket), { timeout: 30_000, interval: 50, message: 'first audio packet' });
-    const joinToAudio = firstPacket - clickedAt;
-
-    await waitFor(() => B.page.evaluate(() => !!document.querySelector('.speakers audio')?.srcObject), { message: 'remote audio element' });
-    await installDetector(A.page, 'sent', 'local');
-    await installDetector(B.page, 'heard', 'remote');
-    await sleep((BEEPS + 1.5) * PERIOD_MS);
-    const sent = await A.page.evaluate(() => window.__onsets.sent);
-    const heard = await B.page.evaluate(() => window.__onsets.heard);
-
-    const latencies = [];
-    for (const h of heard) {
-      const before = sent.filter((s) => s <= h && h - s < PERIOD_MS * 0.8);
-      if (before.length) latencies.push(h - before[before.length - 1]);
-    }
-    latencies.sort((x, y) => x - y);
-    console.log(`join → first audio packet: ${joinToAudio.toFixed(0)} ms`);
-    console.log(`beeps sent ${sent.length}, heard ${heard.length}, matched ${latencies.length}`);
-    console.log(`mouth-to-ear latency: median ${pct(latencies, 50).toFixed(1)} ms, p90 ${pct(latencies, 90).toFixed(1)} ms, min ${latencies[0]?.toFixed(1)} ms, max ${latencies.at(-1)?.toFixed(1)} ms`);
-    if (latencies.length < 10) {
-      console.log('fewer than 10 matched beeps: the figures are not reliable');
+    const [mesh, sfu] = results;
+    const sign = (x) => `${x >= 0 ? '+' : ''}${x.toFixed(1)}`;
+    console.log(`SFU − mesh: median ${sign(sfu.median - mesh.median)} ms, p90 ${sign(sfu.p90 - mesh.p90)} ms (mesh ${mesh.latencies.length} beeps, SFU ${sfu.latencies.length} beeps)`);
+    if (results.some((r) => r.latencies.length < 10)) {
+      console.log('fewer than 10 matched beeps in a run: the figures are not reliable');
       process.exitCode = 1;
     }
   } finally {
     await A.close();
     await B.close();
-    await node.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
