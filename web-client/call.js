@@ -80,9 +80,6 @@ export class Call {
     socket.on('hello', (m) => this.onHello(m));
     socket.on('joined', (m) => this.onJoined(m));
     socket.on('left', (m) => this.onLeft(m));
-    socket.on('participants', (m) => {
-      if (this.status === 'joined' && this.inRoom(m.group, m.room) && this.mesh) this.syncMesh(m.participants || []);
-    });
     socket.on('signal', (m) => {
       if (this.inRoom(m.group, m.room) && this.mesh && this.mySession) {
         if (this.iceStale()) this.refreshIce(); // applied to the new connection when it lands
@@ -95,6 +92,11 @@ export class Call {
         this.notify(`Could not join the call: ${m.message || m.code}`);
       }
     });
+  }
+
+  /** The app's list of a room changed (a snapshot or a delta from the node). */
+  presenceChanged(group, room) {
+    if (this.status === 'joined' && this.inRoom(group, room) && this.mesh) this.syncMesh();
   }
 
   /** A network change: a new address, back online. Restart ICE (the socket copes on its own). */

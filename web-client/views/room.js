@@ -90,11 +90,13 @@ export function mount(root, ctx, { gid, rid }) {
     const list = listed();
     const here = call.inRoom(gid, rid);
     const others = list.filter((p) => p.session !== call.mySession);
-    summary.textContent = list.length
-      ? `${list.length} ${list.length === 1 ? 'person' : 'people'} in the call`
+    // A big room whose call this tab is not in comes as a count only.
+    const count = ctx.participantsListed(gid, rid) ? list.length : ctx.participantCount(gid, rid);
+    summary.textContent = count
+      ? `${count} ${count === 1 ? 'person' : 'people'} in the call`
       : 'Nobody is in the call yet';
     if (!here) {
-      joinBtn.textContent = others.length ? 'Join' : 'Start call';
+      joinBtn.textContent = others.length || count > list.length ? 'Join' : 'Start call';
       joinBtn.disabled = false;
       const elsewhere = call.status !== 'idle' ? h('p', { class: 'hint' }, 'Joining leaves the call you are in now.') : null;
       replaceChildren(controls, h('div', { class: 'button-row' }, joinBtn), elsewhere, pttField);
@@ -141,7 +143,12 @@ export function mount(root, ctx, { gid, rid }) {
     if (!list.length) {
       for (const row of rows.values()) row.li.remove();
       rows.clear();
-      if (!people.querySelector('.empty-row')) replaceChildren(people, h('li', { class: 'empty-row muted' }, 'Nobody is here. Start the call and others can join.'));
+      const count = ctx.participantsListed(gid, rid) ? 0 : ctx.participantCount(gid, rid);
+      const text = count
+        ? `${count} ${count === 1 ? 'person is' : 'people are'} in this call: too many to list here. Join to see everyone.`
+        : 'Nobody is here. Start the call and others can join.';
+      const empty = people.querySelector('.empty-row');
+      if (!empty || empty.textContent !== text) replaceChildren(people, h('li', { class: 'empty-row muted' }, text));
       return;
     }
     const empty = people.querySelector('.empty-row');
