@@ -18,7 +18,8 @@ const state = {
   user: null, // User or null
   node: '',
   groups: new Map(), // id → GroupSummary, or GroupDetail once loaded (has .members)
-  participants: new Map(), // "gid/rid" → [Participant]
+  // "gid/rid" → {version, list: [Participant] or null (a big room: count only), count}
+  participants: new Map(),
   groupsLoaded: false,
   invitations: [], // [Invitation] (api.js), newest first: groups of other nodes waiting for an answer
   invitationsLoaded: false,
@@ -80,8 +81,13 @@ function key(gid, rid) {
 
 function storeGroup(detail) {
   state.groups.set(detail.id, detail);
+  // A group from the API carries each room's list at its version; the socket's `group`
+  // event carries none. A list older than the one held (kept from the socket) is skipped,
+  // and so is one of a room the socket shows only as a count (a big room).
   for (const room of detail.rooms || []) {
-    if (Array.isArray(room.participants)) state.participants.set(key(detail.id, room.id), room.participants);
+    if (!Array.isArray(room.participants) || typeof room.version !== 'number') continue;
+    const held = state.participants.get(key(detail.id, room.id));
+    if (!held || (held.list && room.version > held.version)) setRoom(detail.id, room.id, room.version, room.participants, room.participants.length);
   }
   emit('group', { group: detail.id });
 }
@@ -145,12 +151,74 @@ async function loadGroup(gid) {
   return detail;
 }
 
+// ---------- presence: who is in each room's call ----------
+//
+// The socket follows the group the page shows (`subscribe`) and the room of the call. A
+// snapshot (`presence` for a group, `participants` or `participant_count` for a room)
+// replaces what is held; a delta applies only on top of the version before it. A delta that
+// skips a version means one was lost: the room is asked for again (`resync`).
+
+let followed = null; // the group this socket follows
+
+function setRoom(gid, rid, version, list, count) {
+  state.participants.set(key(gid, rid), { version, list: Array.isArray(list) ? list : null, count });
+  resyncing.delete(key(gid, rid));
+}
+
+function roomChanged(gid, rid) {
+  emit('participants', { group: gid, room: rid });
+  call.presenceChanged(gid, rid);
+}
+
+/** Follow `gid`'s presence (null: none), telling the node when it changes. */
+function follow(gid) {
+  if (gid === followed) return;
+  followed = gid;
+  socket.send(gid ? { type: 'subscribe', group: gid } : { type: 'unsubscribe' });
+}
+
+const resyncing = new Set();
+function resync(gid, rid) {
+  if (resyncing.has(key(gid, rid))) return;
+  resyncing.add(key(gid, rid));
+  socket.send({ type: 'resync', group: gid, room: rid });
+}
+
+function applyDelta(m) {
+  const k = key(m.group, m.room);
+  const held = state.participants.get(k) || { version: 0, list: [], count: 0 };
+  if (typeof m.version !== 'number' || !m.participant || m.version <= held.version) return;
+  if (m.version !== held.version + 1 || !held.list) {
+    resync(m.group, m.room);
+    return;
+  }
+  const p = m.participant;
+  const list = held.list.filter((x) => x.session !== p.session || x.user !== p.user);
+  if (m.type !== 'participant_left') {
+    list.push(p);
+    list.sort(nodeOrder);
+  }
+  setRoom(m.group, m.room, m.version, list, list.length);
+  roomChanged(m.group, m.room);
+}
+
+/** The node's order of a list: by user name, then node, then session. */
+function nodeOrder(a, b) {
+  const [an, ad] = a.user.split('@');
+  const [bn, bd] = b.user.split('@');
+  return cmp(an, bn) || cmp(ad, bd) || cmp(a.session, b.session);
+}
+
+function cmp(a, b) {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
 // ---------- socket + call ----------
 
 const socket = new Socket();
 const call = new Call(
   socket,
-  (gid, rid) => state.participants.get(key(gid, rid)) || [],
+  (gid, rid) => listOf(gid, rid),
   (m) => notify(m),
   (userId) => displayUser(userId, state.node),
 );
@@ -174,11 +242,27 @@ socket.on('invitations', (m) => {
   if (fresh.length === 1) notify(`You are invited to “${fresh[0].name}” on ${fresh[0].home}.${here ? '' : ' Answer it on My groups.'}`, 'info');
   else if (fresh.length > 1) notify(`You have ${fresh.length} new invitations to groups of other nodes.${here ? '' : ' Answer them on My groups.'}`, 'info');
 });
-socket.on('participants', (m) => {
-  state.participants.set(key(m.group, m.room), m.participants || []);
-  emit('participants', { group: m.group, room: m.room });
+socket.on('presence', (m) => {
+  // Every room of the group: those left out have had nobody in them (version 0).
+  for (const k of [...state.participants.keys()]) if (k.startsWith(`${m.group}/`)) state.participants.set(k, { version: 0, list: [], count: 0 });
+  for (const r of m.rooms || []) setRoom(m.group, r.room, r.version, r.participants, r.count);
+  for (const k of [...state.participants.keys()]) if (k.startsWith(`${m.group}/`)) roomChanged(m.group, k.slice(m.group.length + 1));
 });
+socket.on('participants', (m) => {
+  setRoom(m.group, m.room, m.version, m.participants || [], (m.participants || []).length);
+  roomChanged(m.group, m.room);
+});
+socket.on('participant_count', (m) => {
+  setRoom(m.group, m.room, m.version, null, m.count);
+  roomChanged(m.group, m.room);
+});
+for (const type of ['participant_joined', 'participant_left', 'participant_changed']) socket.on(type, applyDelta);
 socket.on('hello', () => {
+  // A new socket follows nothing yet: follow the page's group again (its snapshot follows).
+  const wanted = followed;
+  followed = null;
+  resyncing.clear();
+  if (state.user) follow(wanted);
   // Events may have been missed while disconnected: catch up.
   if (state.user) refreshAfterReconnect();
 });
@@ -242,6 +326,7 @@ async function resetSession() {
   state.user = null;
   state.groups.clear();
   state.participants.clear();
+  followed = null;
   state.groupsLoaded = false;
   state.invitations = [];
   state.invitationsLoaded = false;
@@ -324,6 +409,7 @@ function render() {
   const view = match ? match.view : notFoundView;
   const params = match ? decodeParams(match.params) : {};
   route = { view, params, instance: null };
+  if (state.user) follow(params.gid || null);
   main.textContent = '';
   route.instance = view.mount(main, ctx, params) || {};
   main.focus({ preventScroll: true });
@@ -399,8 +485,18 @@ const ctx = {
   label: (userId) => userLabel(userId, state.node),
   /** The node a group is managed on, or null when that is this node. */
   remoteHome: (g) => (g && g.home && state.node && g.home !== state.node ? g.home : null),
-  participants: (gid, rid) => state.participants.get(key(gid, rid)) || [],
+  /** Who is in a room's call ([] when nobody is, or when only the count is known). */
+  participants: (gid, rid) => listOf(gid, rid),
+  /** How many are in a room's call (known also for big rooms shown as a count). */
+  participantCount: (gid, rid) => (state.participants.get(key(gid, rid)) || { count: 0 }).count,
+  /** False for a big room whose call this tab is not in: the node sends only its count. */
+  participantsListed: (gid, rid) => !state.participants.has(key(gid, rid)) || !!state.participants.get(key(gid, rid)).list,
 };
+
+function listOf(gid, rid) {
+  const held = state.participants.get(key(gid, rid));
+  return (held && held.list) || [];
+}
 
 mountCallbar(document.getElementById('callbar'), ctx, (fn) => listeners.add(fn));
 

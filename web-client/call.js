@@ -55,11 +55,6 @@ export class Call {
     socket.on('hello', (m) => this.onHello(m));
     socket.on('joined', (m) => this.onJoined(m));
     socket.on('left', (m) => this.onLeft(m));
-    socket.on('participants', (m) => {
-      if (this.status === 'joined' && this.inRoom(m.group, m.room) && this.mesh) this.syncMesh(m.participants || []);
-      // Our seat is read from the app's list, which it stores after this handler.
-      if (this.inRoom(m.group, m.room)) queueMicrotask(() => this.stage.refresh());
-    });
     socket.on('signal', (m) => {
       if (this.inRoom(m.group, m.room) && this.mesh && this.mySession) {
         // On the audio server nobody of this node gets a new mesh connection (one that is
@@ -85,6 +80,13 @@ export class Call {
         this.notify(`Could not join the call: ${m.message || m.code}`);
       }
     });
+  }
+
+  /** The app's list of a room changed (a snapshot or a delta from the node): connect to
+   *  whoever is in the call now, and read our own place on a stage from it. */
+  presenceChanged(group, room) {
+    if (this.status === 'joined' && this.inRoom(group, room) && this.mesh) this.syncMesh();
+    if (this.inRoom(group, room)) this.stage.refresh();
   }
 
   /** The microphone stream of the current (or last) call (its tracks end when it is released). */

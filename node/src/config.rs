@@ -147,6 +147,9 @@ pub struct FileConfig {
     pub ice_servers: Option<Vec<IceServerEntry>>,
     /// At most this many password hashes run at once (19 MiB each). Left out: 4.
     pub max_concurrent_hashes: Option<usize>,
+    /// Rooms with more sessions than this show only a count to the sockets of those who
+    /// follow the group but are not in the call; those in it always get the list. Left out: 50.
+    pub room_list_max: Option<usize>,
     /// TLS settings. Left out: no TLS, unless `HTTPS_CERT` and `HTTPS_KEY` are set.
     pub tls: Option<FileTls>,
     /// Federation settings. Left out: closed federation (pinned peers only).
@@ -338,6 +341,8 @@ pub struct Config {
     pub federation: FederationConfig,
     /// Password hash concurrency.
     pub max_concurrent_hashes: usize,
+    /// Rooms past this many sessions show a count to sockets outside their call.
+    pub room_list_max: usize,
     /// The node's STUN/TURN service; `None` when turned off.
     pub turn: Option<TurnConfig>,
     /// The audio forwarding unit; `None` when turned off.
@@ -771,6 +776,7 @@ impl Config {
                 .max_concurrent_hashes
                 .unwrap_or(DEFAULT_MAX_CONCURRENT_HASHES)
                 .max(1),
+            room_list_max: args.room_list_max.or(file.room_list_max).unwrap_or(crate::rooms::DEFAULT_LIST_MAX),
         })
     }
 
@@ -826,6 +832,16 @@ mod tests {
         let s = c.settings("127.0.0.1:3001".parse().unwrap(), None);
         assert_eq!(s.public_url, "http://localhost:3001");
         assert!(!s.secure_cookies);
+    }
+
+    #[test]
+    fn room_list_size_from_flag_or_file() {
+        let c = Config::resolve(&args(&[]), FileConfig::default()).unwrap();
+        assert_eq!(c.room_list_max, crate::rooms::DEFAULT_LIST_MAX);
+        let c = Config::resolve(&args(&[]), file("room_list_max = 20\n")).unwrap();
+        assert_eq!(c.room_list_max, 20);
+        let c = Config::resolve(&args(&["--room-list-max", "5"]), file("room_list_max = 20\n")).unwrap();
+        assert_eq!(c.room_list_max, 5, "the flag beats the file");
     }
 
     #[test]

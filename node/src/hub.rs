@@ -87,6 +87,21 @@ impl Hub {
         inner.cut_off(cut);
     }
 
+    /// Queues `msg` on each of these sockets that is open.
+    pub fn send_sessions(&self, sockets: &[(UserId, SessionId)], msg: &Outbound) {
+        let mut inner = self.inner.lock().expect("hub lock");
+        let mut cut = 0;
+        for (user, session) in sockets {
+            let Some(sessions) = inner.by_user.get_mut(user) else { continue };
+            let Some(tx) = sessions.get(session) else { continue };
+            if !push(tx, msg) {
+                sessions.remove(session);
+                cut += 1;
+            }
+        }
+        inner.cut_off(cut);
+    }
+
     /// Queues `msg` on one socket; false if that socket is not open (or was cut off).
     pub fn send_session(&self, user: &UserId, session: &SessionId, msg: &Outbound) -> bool {
         let mut inner = self.inner.lock().expect("hub lock");

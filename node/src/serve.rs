@@ -53,7 +53,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let handle: Handle<SocketAddr> = Handle::new();
     let signer = crate::core::Signer::new(key.to_bytes());
     let (announce_tx, announce_rx) = tokio::sync::mpsc::channel(crate::federation::ANNOUNCE_QUEUE);
-    let core = Arc::new(Core::new(store.clone(), config.name.clone(), signer, Some(announce_tx)));
+    let core = Arc::new(
+        Core::new(store.clone(), config.name.clone(), signer, Some(announce_tx)).with_room_list_max(config.room_list_max),
+    );
     let signed = core.sign_missing_records().await.context("cannot sign the records of this node's groups")?;
     if signed > 0 {
         info!(groups = signed, "signed the records of groups stored before records were kept");
@@ -131,6 +133,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     core.set_sfu_threshold(config.sfu.as_ref().map(|s| s.threshold));
     let state = AppState::new(core, settings, Some(fed), turn, sfu);
     tokio::spawn(sweep_sessions(store.clone()));
+    tokio::spawn(tick_counts(state.core.clone()));
     let app = crate::app(state.clone())
         .into_make_service_with_connect_info::<SocketAddr>();
 
@@ -196,6 +199,17 @@ async fn sweep_sessions(store: crate::store::Store) {
             Ok(n) => info!(n, "purged expired sessions"),
             Err(e) => warn!(%e, "could not purge expired sessions"),
         }
+    }
+}
+
+/// Sends the counts of big rooms to the sockets that see only counts, at most once per
+/// [`crate::rooms::COUNT_EVERY`] per room.
+async fn tick_counts(core: Arc<Core>) {
+    let mut tick = tokio::time::interval(crate::rooms::COUNT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        core.tick_counts();
     }
 }
 

@@ -18,6 +18,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::presence::{Gap, Lists};
+
 pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Messages a [`Ws`] buffers for the scenario; beyond it they are counted as dropped.
@@ -152,13 +154,17 @@ pub struct Event {
     pub msg: Value,
 }
 
-/// A browser tab's socket.
+/// A browser tab's socket, with its copy of the room lists it follows (kept from every
+/// message it reads; a gap is answered with `resync`, as the web client does).
 pub struct Ws {
     sink: SplitSink<WsStream, Message>,
     rx: mpsc::Receiver<Event>,
     dropped: Arc<AtomicU64>,
     pub user: String,
     pub session: String,
+    pub lists: Lists,
+    /// Gaps seen in room versions (each answered with `resync`).
+    pub gaps: u64,
 }
 
 impl Ws {
@@ -181,7 +187,7 @@ impl Ws {
                 }
             }
         });
-        let mut ws = Ws { sink, rx, dropped, user: String::new(), session: String::new() };
+        let mut ws = Ws { sink, rx, dropped, user: String::new(), session: String::new(), lists: Lists::default(), gaps: 0 };
         let hello = ws.recv(Duration::from_secs(10)).await?.msg;
         if hello["type"] != "hello" {
             bail!("first message is not hello: {hello}");
@@ -196,12 +202,48 @@ impl Ws {
         Ok(())
     }
 
-    /// The next message; `Err` on timeout or when the socket closed.
+    /// The next message (applied to [`Ws::lists`]); `Err` on timeout or when the socket closed.
     pub async fn recv(&mut self, t: Duration) -> anyhow::Result<Event> {
-        match tokio::time::timeout(t, self.rx.recv()).await {
-            Ok(Some(e)) => Ok(e),
+        let e = match tokio::time::timeout(t, self.rx.recv()).await {
+            Ok(Some(e)) => e,
             Ok(None) => bail!("socket of {} closed", self.user),
             Err(_) => bail!("nothing on the socket of {} within {t:?}", self.user),
+        };
+        if let Err(Gap { group, room }) = self.lists.apply(&e.msg) {
+            self.gaps += 1;
+            self.send(&json!({"type": "resync", "group": group, "room": room})).await?;
+        }
+        Ok(e)
+    }
+
+    /// Follows the presence in a group's rooms and waits for its snapshot. False when the
+    /// node predates subscriptions (it answers `unknown_type` and sends every list anyway).
+    pub async fn subscribe(&mut self, group: &str) -> anyhow::Result<bool> {
+        self.send(&json!({"type": "subscribe", "group": group})).await?;
+        let e = self
+            .wait_for("presence", Duration::from_secs(10), |m| m["type"] == "presence" || m["type"] == "error")
+            .await?;
+        match e.msg["code"].as_str() {
+            None => Ok(true),
+            Some("unknown_type") => Ok(false),
+            Some(_) => bail!("subscribe refused for {}: {}", self.user, e.msg),
+        }
+    }
+
+    /// Reads until this socket's list of `room` satisfies `pred`; returns the arrival time of
+    /// the message that made it so.
+    pub async fn wait_list(&mut self, what: &str, t: Duration, room: &str, pred: impl Fn(&[Value]) -> bool) -> anyhow::Result<Instant> {
+        if self.lists.list(room).is_some_and(&pred) {
+            return Ok(Instant::now());
+        }
+        let deadline = tokio::time::Instant::now() + t;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.recv(left).await {
+                Ok(e) if self.lists.list(room).is_some_and(&pred) => return Ok(e.at),
+                Ok(_) => {}
+                Err(e) => bail!("{} waiting for {what}: {e}; its list: {:?}", self.user, self.lists.rooms.get(room)),
+            }
         }
     }
 
@@ -239,11 +281,6 @@ impl Ws {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
-}
-
-/// Whether `m` is a `participants` event of `room` whose list satisfies `pred`.
-pub fn participants(m: &Value, room: &str, pred: impl Fn(&[Value]) -> bool) -> bool {
-    m["type"] == "participants" && m["room"] == room && m["participants"].as_array().is_some_and(|l| pred(l))
 }
 
 /// Whether the list has `session` with this muted flag.

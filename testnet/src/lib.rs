@@ -5,6 +5,7 @@ pub mod client;
 pub mod net;
 pub mod netns;
 pub mod nodes;
+pub mod presence;
 pub mod rtc;
 pub mod scenarios;
 pub mod stats;

@@ -176,6 +176,7 @@ export function mount(root, ctx, { gid }) {
       rooms.length
         ? rooms.map((room) => {
             const people = ctx.participants(gid, room.id);
+            const count = ctx.participantCount(gid, room.id);
             const inCall = ctx.call.inRoom(gid, room.id);
             return h(
               'li',
@@ -184,9 +185,11 @@ export function mount(root, ctx, { gid }) {
                 h('span', { class: 'row-title' }, room.name),
                 room.stage ? h('span', { class: 'badge stage-badge', testid: `room-stage-${room.name}`, title: 'A stage: speakers and listeners' }, 'Stage') : null,
                 h('span', { class: 'row-sub muted', testid: `room-count-${room.name}` },
-                  people.length ? `${people.length} in call: ${[...new Set(people.map((p) => ctx.show(p.user)))].join(', ')}` : 'Nobody in call'),
+                  people.length
+                    ? `${people.length} in call: ${[...new Set(people.map((p) => ctx.show(p.user)))].join(', ')}`
+                    : count ? `${count} in call` : 'Nobody in call'),
               ),
-              inCall ? h('span', { class: 'badge live' }, 'You are here') : people.length ? h('span', { class: 'badge live' }, 'Live') : null,
+              inCall ? h('span', { class: 'badge live' }, 'You are here') : count ? h('span', { class: 'badge live' }, 'Live') : null,
               canAdmin(g)
                 ? h('span', { class: 'row-actions' },
                     renameControl({ label: `room ${room.name}`, current: room.name, testid: `room-rename-${room.name}`, onError: ctx.showError, save: async (name) => {

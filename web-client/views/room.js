@@ -118,16 +118,18 @@ export function mount(root, ctx, { gid, rid }) {
     const list = listed();
     const here = call.inRoom(gid, rid);
     const others = list.filter((p) => p.session !== call.mySession);
-    if (!list.length) summary.textContent = 'Nobody is in the call yet';
-    else if (isStage()) {
+    // A big room whose call this tab is not in comes as a count only.
+    const count = ctx.participantsListed(gid, rid) ? list.length : ctx.participantCount(gid, rid);
+    if (!count) summary.textContent = 'Nobody is in the call yet';
+    else if (isStage() && ctx.participantsListed(gid, rid)) {
       const { speakers, audience: listeners } = splitStage(list);
       summary.textContent = `${speakers.length} on stage, ${listeners.length} listening`;
-    } else summary.textContent = `${list.length} ${list.length === 1 ? 'person' : 'people'} in the call`;
+    } else summary.textContent = `${count} ${count === 1 ? 'person' : 'people'} in the call`;
     const layout = layoutOf(here);
     const fresh = controls.dataset.layout !== layout || layout === 'out';
     controls.dataset.layout = layout;
     if (layout === 'out') {
-      joinBtn.textContent = others.length ? 'Join' : 'Start call';
+      joinBtn.textContent = others.length || count > list.length ? 'Join' : 'Start call';
       joinBtn.disabled = false;
       const elsewhere = call.status !== 'idle' ? h('p', { class: 'hint' }, 'Joining leaves the call you are in now.') : null;
       stageHint.textContent = isModerator(group()) ? 'A stage: you moderate it, and join on stage.' : 'A stage: you join in the audience, with your microphone off. Raise your hand to ask to speak.';
@@ -195,8 +197,14 @@ export function mount(root, ctx, { gid, rid }) {
     if (!list.length) {
       for (const row of rows.values()) row.li.remove();
       rows.clear();
-      const words = isStage() ? 'Nobody is on stage.' : 'Nobody is here. Start the call and others can join.';
-      if (!people.querySelector('.empty-row')) replaceChildren(people, h('li', { class: 'empty-row muted' }, words));
+      const count = ctx.participantsListed(gid, rid) ? 0 : ctx.participantCount(gid, rid);
+      const text = count
+        ? `${count} ${count === 1 ? 'person is' : 'people are'} in this call: too many to list here. Join to see everyone.`
+        : isStage()
+          ? 'Nobody is on stage.'
+          : 'Nobody is here. Start the call and others can join.';
+      const empty = people.querySelector('.empty-row');
+      if (!empty || empty.textContent !== text) replaceChildren(people, h('li', { class: 'empty-row muted' }, text));
       return;
     }
     const empty = people.querySelector('.empty-row');

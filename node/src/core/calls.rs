@@ -1,5 +1,6 @@
 //! Calls: a socket joins a room, mutes, leaves (or closes), and signals another session in
-//! its room. Presence of local sessions is announced for federation to sign and send.
+//! its room; a socket follows the presence of one group (subscribe). Presence of local
+//! sessions is announced for federation to sign and send.
 
 use serde_json::json;
 use voicechat_protocol::ids::{GroupId, RoomId, SessionId, UserId};
@@ -37,9 +38,7 @@ impl Core {
             fx.announce.push(Announce::Presence { room: old, participant: p.clone(), joined: false });
         }
         fx.announce.push(Announce::Presence { room: (group, room), participant: p, joined: true });
-        for r in changed {
-            fx.notice(Notice::Participants(r));
-        }
+        fx.notice(Notice::Presence);
         Ok(fx)
     }
 
@@ -55,7 +54,7 @@ impl Core {
         let mut fx = Effects::default();
         let Some((room, p)) = left else { return (None, fx) };
         fx.announce.push(Announce::Presence { room, participant: p, joined: false });
-        fx.notice(Notice::Participants(room));
+        fx.notice(Notice::Presence);
         (Some(room), fx)
     }
 
@@ -70,7 +69,7 @@ impl Core {
         if let Some((room, p)) = changed {
             fx.media.push((seat, super::stage::may_speak(&p)));
             fx.announce.push(Announce::Presence { room, participant: p, joined: true });
-            fx.notice(Notice::Participants(room));
+            fx.notice(Notice::Presence);
         }
         fx
     }
@@ -87,7 +86,37 @@ impl Core {
 
     /// Calls move to the SFU at `threshold` participants of this node (`None`: no SFU).
     pub fn set_sfu_threshold(&self, threshold: Option<usize>) {
-        self.rooms().set_sfu_rule(threshold.map(|t| (t, self.me().clone())));
+        self.rooms().set_sfu_threshold(threshold);
+    }
+
+    /// Makes a socket follow the presence in `group`'s rooms (instead of any group it
+    /// followed): a snapshot now, then deltas (or counts of big rooms). Members only.
+    pub fn subscribe(&self, user: &UserId, session: SessionId, group: GroupId) -> Result<Effects, CoreError> {
+        self.membership(&group, user)?;
+        self.rooms().watch((user.clone(), session), group);
+        Ok(Effects { notify: vec![Notice::Presence], ..Effects::default() })
+    }
+
+    /// The socket stops following a group (its page shows none, or it closed).
+    pub fn unsubscribe(&self, user: &UserId, session: SessionId) {
+        self.rooms().unwatch(&(user.clone(), session));
+    }
+
+    /// A fresh view of one room for a socket that saw a gap in its versions.
+    pub fn resync(&self, user: &UserId, session: SessionId, group: GroupId, room: RoomId) -> Result<Effects, CoreError> {
+        self.membership(&group, user).map_err(|_| CoreError::not_found("room"))?;
+        if self.store.room(&group, &room)?.is_none() {
+            return Err(CoreError::not_found("room"));
+        }
+        self.rooms().resync((user.clone(), session), (group, room));
+        Ok(Effects { notify: vec![Notice::Presence], ..Effects::default() })
+    }
+
+    /// Sends the counts of big rooms that changed since the last call; run every
+    /// [`crate::rooms::COUNT_EVERY`].
+    pub fn tick_counts(&self) {
+        self.rooms().tick();
+        self.notify(&[Notice::Presence]);
     }
 
     /// The room a socket is in.

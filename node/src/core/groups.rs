@@ -78,7 +78,7 @@ impl Core {
         let mut b = Batch::new();
         self.store.delete_group_into(&mut b, group)?;
         self.store.commit(b).await?;
-        let dropped = self.rooms().drop_from_group(group, |_| true);
+        let dropped = self.rooms().end_group(group);
         let mut fx = Effects::default();
         for (room, p) in &dropped {
             fx.notice(Notice::Left { room: *room, user: p.user.clone(), session: p.session });

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use voicechat_protocol::ids::{GroupId, NodeName, SessionId, UserId};
 
 use crate::hub::Hub;
-use crate::rooms::{Participant, RoomKey, Rooms, SeatKey};
+use crate::rooms::{DEFAULT_LIST_MAX, Participant, RoomKey, Rooms, SeatKey};
 use crate::store::{GroupRecord, MemberRecord, MemberStatus, Store, StoreError};
 
 pub use members::{GroupPreview, InvitePreview};
@@ -43,8 +43,9 @@ pub enum Notice {
         /// Who is told.
         users: Vec<UserId>,
     },
-    /// A room's participant list goes to the group's local members.
-    Participants(RoomKey),
+    /// Presence changed: the room machine's queued snapshots, deltas and counts go out (in
+    /// the order they were queued, see [`crate::rooms`]).
+    Presence,
     /// One socket was taken out of a call.
     Left {
         /// The room it was in.
@@ -114,11 +115,11 @@ impl Effects {
         }
     }
 
-    /// Tells dropped sockets they left, and each affected room its new list.
+    /// Tells dropped sockets they left, and those following the rooms.
     fn dropped(&mut self, dropped: &[(RoomKey, Participant)]) {
         for (room, p) in dropped {
             self.notice(Notice::Left { room: *room, user: p.user.clone(), session: p.session });
-            self.notice(Notice::Participants(*room));
+            self.notice(Notice::Presence);
         }
     }
 }
@@ -167,7 +168,14 @@ impl Core {
     /// The core of node `me` over `store`. Announcements go to `announce` (federation), or
     /// nowhere on a node without federation.
     pub fn new(store: Store, me: NodeName, signer: Signer, announce: Option<mpsc::Sender<Announce>>) -> Self {
-        Self { store, me, signer, rooms: Mutex::default(), hub: Hub::default(), announce }
+        let rooms = Mutex::new(Rooms::new(me.clone(), DEFAULT_LIST_MAX));
+        Self { store, me, signer, rooms, hub: Hub::default(), announce }
+    }
+
+    /// Rooms of more than `n` sessions show only their count to sockets outside their call.
+    pub fn with_room_list_max(self, n: usize) -> Self {
+        self.rooms().set_list_max(n);
+        self
     }
 
     /// This node's name.

@@ -217,7 +217,7 @@ impl Core {
                     self.store.delete_group_into(&mut b, &group)?;
                     b.put_floor(&group, floor);
                     groups.insert(group, None);
-                    let dropped = self.rooms().drop_from_group(&group, |_| true);
+                    let dropped = self.rooms().end_group(&group);
                     for (room, p) in &dropped {
                         fx.notice(Notice::Left { room: *room, user: p.user.clone(), session: p.session });
                     }
@@ -259,25 +259,23 @@ impl Core {
             }
         }
         self.store.commit(b).await?;
-        for (room, participant, joined) in presence {
-            let changed = {
-                let mut rooms = self.rooms();
+        if !presence.is_empty() {
+            let mut rooms = self.rooms();
+            for (room, participant, joined) in presence {
                 if joined {
-                    rooms.join(participant, room)
+                    rooms.join(participant, room);
                 } else {
-                    rooms.leave(&participant.seat()).into_iter().collect()
+                    rooms.leave(&participant.seat());
                 }
-            };
-            for r in changed {
-                fx.notice(Notice::Participants(r));
             }
+            fx.notice(Notice::Presence);
         }
         for (group, m) in home_removals {
             fx.merge(self.remove_at_home(&group, &m).await?);
         }
         // A group that disappeared from the store in this batch has no live lists left.
         fx.notify.retain(|n| match n {
-            Notice::Group(g) | Notice::Participants((g, _)) => !matches!(groups.get(g), Some(None)),
+            Notice::Group(g) => !matches!(groups.get(g), Some(None)),
             _ => true,
         });
         fx.announce.retain(|a| match a {

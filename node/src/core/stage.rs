@@ -119,7 +119,7 @@ impl Core {
         if let Some((room, p)) = changed {
             fx.media.push((seat.clone(), may_speak(&p)));
             fx.announce.push(Announce::Presence { room, participant: p, joined: true });
-            fx.notice(Notice::Participants(room));
+            fx.notice(Notice::Presence);
         }
         fx
     }

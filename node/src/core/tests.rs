@@ -1,6 +1,7 @@
 //! The core's operations against a real store, checked by the effects they return: what is
 //! stored is exactly what is announced, a group of another node is an invitation until the
-//! user accepts, answers go to the home, and a batch from federation is one flush.
+//! user accepts, answers go to the home, and a batch from federation is one flush. Presence
+//! is checked by what registered sockets receive (snapshots, deltas, counts).
 
 use std::sync::Arc;
 
@@ -156,14 +157,15 @@ async fn calls_announce_presence_and_remote_sessions_get_their_own_seats() {
     let key = (g.id, room.id);
     let s = SessionId([7; 16]);
     let fx = t.core.join(&alice, s, g.id, room.id, false).unwrap();
-    assert!(fx.notify.contains(&Notice::Participants(key)));
+    assert!(fx.notify.contains(&Notice::Presence));
     assert!(matches!(&fx.announce[..], [Announce::Presence { joined: true, .. }]));
     // A remote session with alice's session id: a seat of its own.
     let mallory = crate::rooms::Participant { user: uid("mallory@beta"), session: s, muted: true, stage: None };
     let _ = t.core.apply_remote(vec![Change::Presence { room: key, participant: mallory.clone(), joined: false }]).await.unwrap();
     assert!(t.core.is_in(&key, &alice, &s), "alice is still in the call");
     let _ = t.core.apply_remote(vec![Change::Presence { room: key, participant: mallory, joined: true }]).await.unwrap();
-    assert_eq!(t.core.room_view(t.core.store.room(&g.id, &room.id).unwrap().unwrap()).participants.len(), 2);
+    let view = t.core.room_view(t.core.store.room(&g.id, &room.id).unwrap().unwrap());
+    assert_eq!((view.participants.map(|l| l.len()), view.version), (Some(2), Some(2)));
     let (left, fx) = t.core.leave(&alice, s);
     assert_eq!(left, Some(key));
     assert!(matches!(&fx.announce[..], [Announce::Presence { joined: false, .. }]));
@@ -227,7 +229,7 @@ async fn a_stage_hears_only_speakers_and_only_moderators_change_who_speaks() {
     // Bob raises his hand; carol (not a moderator) cannot invite him.
     let fx = t.core.raise_hand(&bob, sb, true).unwrap();
     assert_eq!(fx.media, vec![(bob_seat.clone(), false)]);
-    assert!(fx.notify.contains(&Notice::Participants((g.id, room.id))));
+    assert!(fx.notify.contains(&Notice::Presence));
     let e = t.core.moderate(&carol, sc, &bob_seat, stage::Moderation::Invite).unwrap_err();
     assert!(matches!(e, CoreError::Forbidden(_)), "{e}");
     // Alice invites him: nothing is heard until he says yes; his page is told who asks.
@@ -237,7 +239,7 @@ async fn a_stage_hears_only_speakers_and_only_moderators_change_who_speaks() {
     let told: serde_json::Value = serde_json::from_str(&bob_socket.try_recv().unwrap()).unwrap();
     assert_eq!((told["type"].as_str(), told["action"].as_str(), told["by"].as_str()), (Some("moderated"), Some("invite"), Some("alice@alpha")));
     let view = t.core.room_view(t.core.store.room(&g.id, &room.id).unwrap().unwrap());
-    let b = view.participants.iter().find(|p| p.user == bob).unwrap().stage.unwrap();
+    let b = view.participants.unwrap().into_iter().find(|p| p.user == bob).unwrap().stage.unwrap();
     assert!(b.invited && b.hand && !b.speaker, "{b:?}");
     let fx = t.core.answer_stage_invitation(&bob, sb, true).unwrap();
     assert_eq!(fx.media, vec![(bob_seat.clone(), true)]);
@@ -256,4 +258,157 @@ async fn a_stage_hears_only_speakers_and_only_moderators_change_who_speaks() {
     // Someone who is not in the moderator's call is not found.
     let e = t.core.moderate(&alice, sa, &bob_seat, stage::Moderation::Mute).unwrap_err();
     assert!(matches!(e, CoreError::NotFound(_)), "{e}");
+}
+
+// ---------- presence as sockets receive it ----------
+
+/// A socket of `user` registered with the core's hub.
+struct Sock {
+    user: UserId,
+    session: SessionId,
+    rx: tokio::sync::mpsc::Receiver<crate::hub::Outbound>,
+}
+
+fn sock(t: &T, user: &str, n: u8) -> Sock {
+    let user = uid(user);
+    let session = SessionId([n; 16]);
+    let rx = t.core.hub().register(&user, session);
+    Sock { user, session, rx }
+}
+
+impl Sock {
+    /// Everything queued for this socket so far.
+    fn drain(&mut self) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        while let Ok(m) = self.rx.try_recv() {
+            out.push(serde_json::from_str(&m).unwrap());
+        }
+        out
+    }
+}
+
+/// A group of alice@alpha with bob@alpha as a member and one room.
+async fn club(t: &T) -> (GroupId, RoomId) {
+    let alice = uid("alice@alpha");
+    let (g, _) = t.core.create_group(&alice, "Club").await.unwrap();
+    let _ = t.core.add_member(&alice, &g.id, uid("bob@alpha"), Role::Member).await.unwrap();
+    let (r, _) = t.core.create_room(&alice, &g.id, "Lounge", false).await.unwrap();
+    (g.id, r.id)
+}
+
+#[tokio::test]
+async fn a_subscription_needs_membership_and_starts_with_a_snapshot() {
+    let t = core("alpha");
+    let (g, r) = club(&t).await;
+    let mut eve = sock(&t, "eve@alpha", 9);
+    assert!(matches!(t.core.subscribe(&eve.user, eve.session, g), Err(CoreError::NotFound(_))));
+    assert!(matches!(t.core.resync(&eve.user, eve.session, g, r), Err(CoreError::NotFound(_))));
+    let mut alice = sock(&t, "alice@alpha", 1);
+    t.core.commit(t.core.join(&alice.user, alice.session, g, r, true).unwrap()).await;
+    let mut bob = sock(&t, "bob@alpha", 2);
+    t.core.commit(t.core.subscribe(&bob.user, bob.session, g).unwrap()).await;
+    let snap = bob.drain();
+    assert_eq!(snap.len(), 1, "{snap:?}");
+    assert_eq!(snap[0]["type"], "presence");
+    assert_eq!(snap[0]["group"], g.to_string());
+    assert_eq!(snap[0]["rooms"][0]["version"], 1);
+    assert_eq!(snap[0]["rooms"][0]["participants"][0]["user"], "alice@alpha");
+    assert_eq!(snap[0]["rooms"][0]["participants"][0]["muted"], true);
+    assert_eq!(alice.drain()[0]["type"], "participants", "the joiner gets the list of the room");
+    // Nobody else hears anything: eve is no member, and nobody followed the group before.
+    assert!(eve.drain().is_empty());
+    // bob is removed from the group: his subscription ends with it.
+    t.core.commit(t.core.remove_member(&uid("alice@alpha"), &g, &bob.user).await.unwrap()).await;
+    assert!(bob.drain().iter().any(|m| m["type"] == "group_removed"));
+    t.core.commit(t.core.mute(&alice.user, alice.session, false)).await;
+    assert!(alice.drain().iter().any(|m| m["type"] == "participant_changed" && m["participant"]["muted"] == false));
+    assert!(bob.drain().is_empty(), "nothing of the group after his removal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_from_many_tasks_reach_a_follower_as_deltas_in_version_order() {
+    let t = core("alpha");
+    let (g, r) = club(&t).await;
+    let mut bob = sock(&t, "bob@alpha", 200);
+    t.core.commit(t.core.subscribe(&bob.user, bob.session, g).unwrap()).await;
+    // 48 sessions: the room stays small enough for bob to get every delta.
+    let tasks: Vec<_> = (0..6u8)
+        .map(|k| {
+            let core = t.core.clone();
+            tokio::spawn(async move {
+                let alice = uid("alice@alpha");
+                for i in 0..8u8 {
+                    let s = SessionId([k * 16 + i; 16]);
+                    core.commit(core.join(&alice, s, g, r, false).unwrap()).await;
+                    if i % 3 == 0 {
+                        core.commit(core.mute(&alice, s, true)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let got = bob.drain();
+    assert_eq!(got[0]["type"], "presence");
+    let kinds: Vec<&str> = got[1..].iter().map(|m| m["type"].as_str().unwrap()).collect();
+    assert!(kinds.iter().all(|k| ["participant_joined", "participant_changed"].contains(k)), "{kinds:?}");
+    let versions: Vec<u64> = got[1..].iter().map(|m| m["version"].as_u64().unwrap()).collect();
+    assert_eq!(versions, (1..=(6 * 8 + 6 * 3)).collect::<Vec<u64>>(), "one delta per change, in order");
+    assert!(got[1]["participant"]["session"].is_string(), "a delta carries the entry: {}", got[1]);
+}
+
+#[tokio::test]
+async fn past_the_threshold_a_follower_outside_the_call_gets_counts() {
+    let mut t = core("alpha");
+    t.core = Arc::new(Arc::into_inner(t.core).unwrap().with_room_list_max(2));
+    let (g, r) = club(&t).await;
+    let mut bob = sock(&t, "bob@alpha", 200);
+    t.core.commit(t.core.subscribe(&bob.user, bob.session, g).unwrap()).await;
+    let alice = uid("alice@alpha");
+    let mut first = sock(&t, "alice@alpha", 1);
+    for i in 1..=5u8 {
+        t.core.commit(t.core.join(&alice, SessionId([i; 16]), g, r, false).unwrap()).await;
+    }
+    let types: Vec<String> = bob.drain().iter().map(|m| format!("{} {}", m["type"].as_str().unwrap(), m["version"])).collect();
+    assert_eq!(types, ["presence null", "participant_joined 1", "participant_joined 2", "participant_count 3"]);
+    t.core.tick_counts();
+    let counts = bob.drain();
+    assert_eq!((counts.len(), &counts[0]["type"], &counts[0]["count"], &counts[0]["version"]), (1, &"participant_count".into(), &5.into(), &5.into()));
+    t.core.tick_counts();
+    assert!(bob.drain().is_empty(), "no change, no count");
+    // Those in the call keep the whole list: one snapshot, then every join.
+    let seen = first.drain();
+    assert_eq!(seen[0]["type"], "participants");
+    assert_eq!(seen.iter().skip(1).filter(|m| m["type"] == "participant_joined").count(), 4);
+}
+
+#[tokio::test]
+async fn presence_from_another_node_reaches_followers_as_deltas_and_a_gap_is_repaired() {
+    let t = core("alpha");
+    let (g, r) = club(&t).await;
+    let mut bob = sock(&t, "bob@alpha", 2);
+    t.core.commit(t.core.subscribe(&bob.user, bob.session, g).unwrap()).await;
+    let carol = crate::rooms::Participant { user: uid("carol@beta"), session: SessionId([3; 16]), muted: false, stage: None };
+    let change = |joined, muted| Change::Presence { room: (g, r), participant: crate::rooms::Participant { muted, ..carol.clone() }, joined };
+    t.core.commit(t.core.apply_remote(vec![change(true, false)]).await.unwrap()).await;
+    t.core.commit(t.core.apply_remote(vec![change(true, true), change(false, true)]).await.unwrap()).await;
+    let got = bob.drain();
+    let seen: Vec<(&str, u64)> = got[1..].iter().map(|m| (m["type"].as_str().unwrap(), m["version"].as_u64().unwrap())).collect();
+    assert_eq!(seen, [("participant_joined", 1), ("participant_changed", 2), ("participant_left", 3)]);
+    assert_eq!(got[1]["participant"]["user"], "carol@beta");
+    assert_eq!(got[2]["participant"]["muted"], true);
+    // bob's page missed version 4 (carol back): version 5 shows the gap; resync repairs it.
+    t.core.commit(t.core.apply_remote(vec![change(true, false)]).await.unwrap()).await;
+    let _lost = bob.drain();
+    t.core.commit(t.core.apply_remote(vec![change(true, true)]).await.unwrap()).await;
+    let next = bob.drain();
+    assert_eq!(next[0]["version"], 5, "held 3, got 5: a gap");
+    t.core.commit(t.core.resync(&bob.user, bob.session, g, r).unwrap()).await;
+    let fresh = bob.drain();
+    assert_eq!((&fresh[0]["type"], &fresh[0]["version"]), (&"participants".into(), &5.into()));
+    assert_eq!(fresh[0]["participants"][0]["user"], "carol@beta");
+    assert_eq!(fresh[0]["participants"][0]["muted"], true);
+    assert!(matches!(t.core.resync(&bob.user, bob.session, g, RoomId([9; 16])), Err(CoreError::NotFound(_))));
 }

@@ -8,7 +8,7 @@ use voicechat_protocol::ids::{GroupId, NodeName, Role, RoomId, UserId};
 
 use super::{Core, CoreError, Notice};
 use crate::hub::encode;
-use crate::rooms::{Participant, RoomKey};
+use crate::rooms::Participant;
 use crate::store::{GroupRecord, MemberRecord, MemberStatus, RoomRecord};
 
 /// A group in a user's list.
@@ -24,7 +24,8 @@ pub struct GroupSummary {
     pub role: Role,
 }
 
-/// A room with who is in its call.
+/// A room, with who is in its call when asked for over HTTP. The socket's `group` event
+/// leaves presence out: sockets follow it by subscribing (see [`crate::rooms`]).
 #[derive(Debug, Serialize)]
 pub struct RoomView {
     /// Room id.
@@ -36,7 +37,11 @@ pub struct RoomView {
     /// A stage (speakers and listeners) rather than a conversation.
     pub stage: bool,
     /// Sessions in the call now.
-    pub participants: Vec<Participant>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub participants: Option<Vec<Participant>>,
+    /// The room's presence version the list is at (the one deltas continue from).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
 }
 
 /// A member as others in the group see them.
@@ -85,14 +90,32 @@ pub struct InvitationView {
 }
 
 impl Core {
-    /// A room's view with its live participants.
+    /// A room's view with its live participants and their version.
     pub fn room_view(&self, r: RoomRecord) -> RoomView {
-        let participants = self.rooms().participants(&(r.group, r.id));
-        RoomView { id: r.id, group: r.group, name: r.name, stage: r.stage, participants }
+        let key = (r.group, r.id);
+        let (participants, version) = {
+            let rooms = self.rooms();
+            (rooms.participants(&key), rooms.version(&key))
+        };
+        RoomView { id: r.id, group: r.group, name: r.name, stage: r.stage, participants: Some(participants), version: Some(version) }
     }
 
-    fn detail_with(&self, g: &GroupRecord, role: Role, members: &[MemberRecord]) -> Result<GroupDetail, CoreError> {
-        let rooms = self.store.rooms(&g.id)?.into_iter().map(|r| self.room_view(r)).collect();
+    fn detail_with(
+        &self,
+        g: &GroupRecord,
+        role: Role,
+        members: &[MemberRecord],
+        presence: bool,
+    ) -> Result<GroupDetail, CoreError> {
+        let rooms = self
+            .store
+            .rooms(&g.id)?
+            .into_iter()
+            .map(|r| match presence {
+                true => self.room_view(r),
+                false => RoomView { id: r.id, group: r.group, name: r.name, stage: r.stage, participants: None, version: None },
+            })
+            .collect();
         let members = members
             .iter()
             .filter(|m| m.status != MemberStatus::Declined)
@@ -104,7 +127,7 @@ impl Core {
     /// The detail of a group for `viewer`; 404 unless they can see it.
     pub fn group_detail(&self, group: &GroupId, viewer: &UserId) -> Result<GroupDetail, CoreError> {
         let (g, m) = self.membership(group, viewer)?;
-        self.detail_with(&g, m.role, &self.store.members(group)?)
+        self.detail_with(&g, m.role, &self.store.members(group)?, true)
     }
 
     /// The groups `user` sees, by name.
@@ -148,15 +171,16 @@ impl Core {
                 let Some(g) = self.store.group(gid)? else { return Ok(()) };
                 let members = self.store.members(gid)?;
                 for m in members.iter().filter(|m| self.is_local(&m.user) && m.status == MemberStatus::Active) {
-                    let view = self.detail_with(&g, m.role, &members)?;
+                    let view = self.detail_with(&g, m.role, &members, false)?;
                     self.hub.send_users([&m.user], &encode(&json!({"type": "group", "group": view})));
                 }
             }
             Notice::GroupRemoved { group, users } => {
+                self.rooms().unwatch_users(group, users);
                 let msg = encode(&json!({"type": "group_removed", "group": group}));
                 self.hub.send_users(users.iter().filter(|u| self.is_local(u)), &msg);
             }
-            Notice::Participants(room) => self.notify_participants(room)?,
+            Notice::Presence => self.send_presence(),
             Notice::Left { room, user, session } => {
                 let msg = encode(&json!({"type": "left", "group": room.0, "room": room.1}));
                 self.hub.send_session(user, session, &msg);
@@ -176,19 +200,18 @@ impl Core {
         Ok(())
     }
 
-    fn notify_participants(&self, room: &RoomKey) -> Result<(), CoreError> {
-        let (participants, (rooms, seats)) = {
-            let r = self.rooms();
-            (r.participants(room), r.counts())
-        };
-        metrics::gauge!("voicechat_rooms_active").set(rooms as f64);
+    /// Sends what the room machine queued, holding its lock throughout: two changes of a
+    /// room made by two tasks reach every socket in the order of their versions.
+    fn send_presence(&self) {
+        let mut rooms = self.rooms();
+        let deliveries = rooms.take_deliveries();
+        let (active, seats) = rooms.counts();
+        metrics::gauge!("voicechat_rooms_active").set(active as f64);
         metrics::gauge!("voicechat_participants").set(seats as f64);
-        let msg = encode(&json!({
-            "type": "participants", "group": room.0, "room": room.1, "participants": participants,
-        }));
-        let members = self.store.members(&room.0)?;
-        let local = members.iter().filter(|m| self.is_local(&m.user) && m.status == MemberStatus::Active);
-        self.hub.send_users(local.map(|m| &m.user), &msg);
-        Ok(())
+        for d in deliveries {
+            let msg = encode(&d.event);
+            metrics::counter!("voicechat_presence_messages_total").increment(d.to.len() as u64);
+            self.hub.send_sessions(&d.to, &msg);
+        }
     }
 }

@@ -48,6 +48,20 @@ pub enum ClientMsg {
         /// The new state.
         muted: bool,
     },
+    /// Follow the presence in a group's rooms (instead of any group followed before).
+    Subscribe {
+        /// The group the page shows.
+        group: GroupId,
+    },
+    /// Stop following a group.
+    Unsubscribe,
+    /// A fresh view of one room (the client saw a gap in its versions).
+    Resync {
+        /// Group of the room.
+        group: GroupId,
+        /// The room.
+        room: RoomId,
+    },
     /// WebRTC signaling for one peer.
     Signal {
         /// The user it is for.
@@ -114,6 +128,9 @@ impl ClientMsg {
             Self::Join { .. } => "join",
             Self::Leave => "leave",
             Self::Mute { .. } => "mute",
+            Self::Subscribe { .. } => "subscribe",
+            Self::Unsubscribe => "unsubscribe",
+            Self::Resync { .. } => "resync",
             Self::Signal { .. } => "signal",
             Self::SfuOffer { .. } => "sfu_offer",
             Self::Hand { .. } => "hand",
@@ -124,7 +141,9 @@ impl ClientMsg {
     }
 }
 
-const TYPES: &[&str] = &["ping", "join", "leave", "mute", "signal", "sfu_offer", "hand", "stage_answer", "stage_leave", "moderate"];
+const TYPES: &[&str] = &[
+    "ping", "join", "leave", "mute", "subscribe", "unsubscribe", "resync", "signal", "sfu_offer", "hand", "stage_answer", "stage_leave", "moderate",
+];
 
 /// Why a message was refused before it was acted on.
 #[derive(Debug, PartialEq, Eq)]
@@ -182,6 +201,13 @@ mod tests {
             parse(&format!(r#"{{"type":"join","group":"{g}","room":"{g}"}}"#)),
             Ok(ClientMsg::Join { muted: false, .. })
         ));
+        assert!(matches!(parse(&format!(r#"{{"type":"subscribe","group":"{g}"}}"#)), Ok(ClientMsg::Subscribe { .. })));
+        let e = parse(r#"{"type":"subscribe"}"#).unwrap_err();
+        assert_eq!((e.code, e.in_reply_to.as_deref()), ("bad_message", Some("subscribe")));
+        assert!(e.message.contains("group"), "says what is missing: {}", e.message);
+        let e = parse(&format!(r#"{{"type":"resync","group":"{g}","room":"nope"}}"#)).unwrap_err();
+        assert_eq!((e.code, e.in_reply_to.as_deref()), ("bad_message", Some("resync")));
+        assert!(matches!(parse(r#"{"type":"unsubscribe"}"#), Ok(ClientMsg::Unsubscribe)));
         let big = "x".repeat(MAX_SIGNAL_DATA + 1);
         let sig = format!(r#"{{"type":"signal","to":"bob@alpha","to_session":"{g}","kind":"offer","data":"{big}"}}"#);
         assert_eq!(parse(&sig).unwrap_err().code, "too_large");

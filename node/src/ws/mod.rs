@@ -131,6 +131,7 @@ where
     if let Some(sfu) = &state.sfu {
         sfu.disconnect((user.clone(), session));
     }
+    state.core.unsubscribe(&user, session);
     let (_, fx) = state.core.leave(&user, session);
     state.commit(fx).await;
 }
@@ -175,6 +176,26 @@ async fn handle(state: &AppState, user: &UserId, session: SessionId, text: &str)
             state.commit(fx).await;
             Ok(None)
         }
+        ClientMsg::Subscribe { group } => match state.core.subscribe(user, session, group) {
+            Ok(fx) => {
+                state.commit(fx).await;
+                Ok(None)
+            }
+            Err(CoreError::Store(e)) => Err(WsError::from(e)),
+            Err(_) => Err(WsError("not_found", "no such group".to_owned())),
+        },
+        ClientMsg::Unsubscribe => {
+            state.core.unsubscribe(user, session);
+            Ok(None)
+        }
+        ClientMsg::Resync { group, room } => match state.core.resync(user, session, group, room) {
+            Ok(fx) => {
+                state.commit(fx).await;
+                Ok(None)
+            }
+            Err(CoreError::Store(e)) => Err(WsError::from(e)),
+            Err(_) => Err(WsError("not_found", "no such room".to_owned())),
+        },
         ClientMsg::Signal { to, to_session, kind, data } => {
             let Some(room) = state.core.seat(user, session) else {
                 return Some(refusal("not_in_room", "join a room before signaling".into(), Some(ty.into())));

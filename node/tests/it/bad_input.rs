@@ -154,6 +154,22 @@ async fn websocket_survives_junk() {
     ws.expect_error("bad_message").await;
     ws.send(json!({"type": "mute", "muted": "loud"})).await;
     ws.expect_error("bad_message").await;
+    // Following a group: the group is required and must be an id; nobody's group is not found.
+    ws.send(json!({"type": "subscribe"})).await;
+    let e = ws.expect_error("bad_message").await;
+    assert_reply_to(&e, "subscribe");
+    assert!(e["message"].as_str().unwrap().contains("group"), "says what is missing: {e}");
+    ws.send(json!({"type": "subscribe", "group": "not-an-id"})).await;
+    assert_reply_to(&ws.expect_error("bad_message").await, "subscribe");
+    ws.send(json!({"type": "subscribe", "group": "ab".repeat(16)})).await;
+    assert_reply_to(&ws.expect_error("not_found").await, "subscribe");
+    ws.send(json!({"type": "resync", "group": "ab".repeat(16)})).await;
+    assert_reply_to(&ws.expect_error("bad_message").await, "resync");
+    ws.send(json!({"type": "resync", "group": "ab".repeat(16), "room": "cd".repeat(16)})).await;
+    assert_reply_to(&ws.expect_error("not_found").await, "resync");
+    // Ending a subscription there is none of is no error.
+    ws.send(json!({"type": "unsubscribe"})).await;
+    assert!(ws.barrier().await.is_empty());
     ws.barrier().await;
 
     // A frame over 64 KiB: an error reply or a close, never a pong.

@@ -51,7 +51,7 @@ async fn federation_latency_figures() {
             && has_session(l, "bob@alpha", &b, false)
             && has_session(l, "carol@beta", &c, false)
     };
-    aws.next_matching_within("all three in the room", FED_WAIT, participants_event(&rid, all)).await;
+    aws.wait_list_within("all three in the room", FED_WAIT, &rid, all).await;
     for ws in [&mut aws, &mut bws, &mut cws] {
         ws.barrier().await;
         ws.clear();
@@ -63,7 +63,7 @@ async fn federation_latency_figures() {
         let muted = i % 2 == 0;
         let t0 = Instant::now();
         cws.send(json!({"type": "mute", "muted": muted})).await;
-        aws.next_matching_within("carol's mute state", FED_WAIT, participants_event(&rid, |l| has_session(l, "carol@beta", &c, muted)))
+        aws.wait_list_within("carol's mute state", FED_WAIT, &rid, |l| has_session(l, "carol@beta", &c, muted))
             .await;
         presence.push(t0.elapsed());
         aws.clear();

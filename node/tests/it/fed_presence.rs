@@ -1,6 +1,7 @@
 //! Presence across three nodes: a member joining, muting and leaving a room of alice's
-//! group on any node shows up in the `participants` events of members on every node (and in
-//! `GET /api/groups/{gid}` there), with `user` as `name@node` and the joining socket's session.
+//! group on any node reaches, as deltas, the sockets of members on every node that follow the
+//! group (and shows in `GET /api/groups/{gid}` there), with `user` as `name@node` and the
+//! joining socket's session.
 
 use serde_json::{Value, json};
 
@@ -25,6 +26,9 @@ async fn join_mute_and_leave_reach_every_node() {
     let all_three = |g: &Value| member_users(g).len() == 3;
     cws.next_matching_within("group with all three members", FED_WAIT, group_event(&gid, all_three)).await;
     dws.next_matching_within("group with all three members", FED_WAIT, group_event(&gid, all_three)).await;
+    // alice and dave are on the group's page: their sockets follow it.
+    assert_eq!(aws.subscribe(&gid).await["rooms"], json!([]), "nobody was ever in a call of it");
+    dws.subscribe(&gid).await;
 
     // carol joins on beta: alice (alpha) and dave (gamma) see her session.
     let (a, c, d) = (aws.session.clone(), cws.session.clone(), dws.session.clone());
@@ -32,9 +36,14 @@ async fn join_mute_and_leave_reach_every_node() {
     let j = cws.next_of_type("joined").await;
     assert_eq!((&j["group"], &j["room"], &j["session"]), (&json!(gid), &json!(rid), &json!(c)));
     let carol_in = |l: &[Value]| has_session(l, "carol@beta", &c, false);
-    aws.next_matching_within("participants with carol@beta", FED_WAIT, participants_event(&rid, carol_in)).await;
-    dws.next_matching_within("participants with carol@beta", FED_WAIT, participants_event(&rid, carol_in)).await;
-    cws.next_matching("participants with herself", participants_event(&rid, carol_in)).await;
+    aws.wait_list_within("participants with carol@beta", FED_WAIT, &rid, carol_in).await;
+    dws.wait_list_within("participants with carol@beta", FED_WAIT, &rid, carol_in).await;
+    cws.wait_list("participants with herself", &rid, carol_in).await;
+    for ws in [&mut aws, &mut dws] {
+        let joined = ws.next_matching("the delta of carol's join", |m| m["type"] == "participant_joined").await;
+        assert_eq!((&joined["group"], &joined["room"], &joined["version"]), (&json!(gid), &json!(rid), &json!(1)), "{joined}");
+        assert_eq!(joined["participant"], json!({"user": "carol@beta", "session": c, "muted": false}), "{joined}");
+    }
     for (client, who) in [(&mut alice, "alpha"), (&mut dave, "gamma")] {
         let r = client.get(&g).await;
         let room = r.body["rooms"].as_array().unwrap().iter().find(|r| r["id"] == rid.as_str()).unwrap().clone();
@@ -45,34 +54,34 @@ async fn join_mute_and_leave_reach_every_node() {
     aws.send(json!({"type": "join", "group": gid, "room": rid, "muted": true})).await;
     aws.next_of_type("joined").await;
     let both = |l: &[Value]| has_session(l, "alice@alpha", &a, true) && has_session(l, "carol@beta", &c, false);
-    cws.next_matching_within("participants with alice and carol", FED_WAIT, participants_event(&rid, both)).await;
-    dws.next_matching_within("participants with alice and carol", FED_WAIT, participants_event(&rid, both)).await;
-    aws.next_matching("participants with alice and carol", participants_event(&rid, both)).await;
+    cws.wait_list_within("participants with alice and carol", FED_WAIT, &rid, both).await;
+    dws.wait_list_within("participants with alice and carol", FED_WAIT, &rid, both).await;
+    aws.wait_list("participants with alice and carol", &rid, both).await;
 
     // dave joins on gamma: everyone sees three.
     dws.send(json!({"type": "join", "group": gid, "room": rid})).await;
     dws.next_of_type("joined").await;
     let three = |l: &[Value]| l.len() == 3 && both(l) && has_session(l, "dave@gamma", &d, false);
-    aws.next_matching_within("participants with all three", FED_WAIT, participants_event(&rid, three)).await;
-    cws.next_matching_within("participants with all three", FED_WAIT, participants_event(&rid, three)).await;
+    aws.wait_list_within("participants with all three", FED_WAIT, &rid, three).await;
+    cws.wait_list_within("participants with all three", FED_WAIT, &rid, three).await;
 
     // Mutes travel both ways.
     cws.send(json!({"type": "mute", "muted": true})).await;
     let carol_muted = |l: &[Value]| has_session(l, "carol@beta", &c, true) && l.len() == 3;
-    aws.next_matching_within("carol muted", FED_WAIT, participants_event(&rid, carol_muted)).await;
-    dws.next_matching_within("carol muted", FED_WAIT, participants_event(&rid, carol_muted)).await;
+    aws.wait_list_within("carol muted", FED_WAIT, &rid, carol_muted).await;
+    dws.wait_list_within("carol muted", FED_WAIT, &rid, carol_muted).await;
     aws.send(json!({"type": "mute", "muted": false})).await;
     let alice_unmuted = |l: &[Value]| has_session(l, "alice@alpha", &a, false) && has_session(l, "carol@beta", &c, true);
-    cws.next_matching_within("alice unmuted", FED_WAIT, participants_event(&rid, alice_unmuted)).await;
-    dws.next_matching_within("alice unmuted", FED_WAIT, participants_event(&rid, alice_unmuted)).await;
+    cws.wait_list_within("alice unmuted", FED_WAIT, &rid, alice_unmuted).await;
+    dws.wait_list_within("alice unmuted", FED_WAIT, &rid, alice_unmuted).await;
 
     // carol leaves: the others see her go, and alpha's GroupDetail agrees.
     cws.send(json!({"type": "leave"})).await;
     let l = cws.next_of_type("left").await;
     assert_eq!((&l["group"], &l["room"]), (&json!(gid), &json!(rid)), "{l}");
     let carol_gone = |l: &[Value]| lacks_session(l, &c) && l.len() == 2;
-    aws.next_matching_within("participants without carol", FED_WAIT, participants_event(&rid, carol_gone)).await;
-    dws.next_matching_within("participants without carol", FED_WAIT, participants_event(&rid, carol_gone)).await;
+    aws.wait_list_within("participants without carol", FED_WAIT, &rid, carol_gone).await;
+    dws.wait_list_within("participants without carol", FED_WAIT, &rid, carol_gone).await;
     let r = alice.get(&g).await;
     let room = r.body["rooms"].as_array().unwrap().iter().find(|r| r["id"] == rid.as_str()).unwrap().clone();
     let mut users = participant_users(&room);

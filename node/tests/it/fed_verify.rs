@@ -105,7 +105,14 @@ async fn dns_names_are_bound_by_their_https_origin() {
     let r = poll_get(&mut carol, &format!("/api/groups/{gid}"), "carol sees the group", |r| r.status == 200).await;
     assert_eq!(r.body["home"], "alpha.test");
     for n in [&alpha, &beta] {
-        let text = metrics_text_tls(n, &pki).await;
+        // Federation exports its gauges at most once a second: a fast exchange can be over
+        // before the first export.
+        let deadline = std::time::Instant::now() + FED_WAIT;
+        let mut text = metrics_text_tls(n, &pki).await;
+        while metric_sum(&text, "voicechat_federation_peers", &[]) != 1.0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            text = metrics_text_tls(n, &pki).await;
+        }
         assert_eq!(metric_sum(&text, "voicechat_federation_peers", &[]), 1.0, "{} is connected to the other", n.name);
         let verified = metric_sum(&text, "voicechat_federation_records_total", &[("kind", "node_card"), ("verdict", "accepted")]);
         assert!(verified >= 1.0, "{} bound the other's card", n.name);

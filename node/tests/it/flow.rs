@@ -1,4 +1,4 @@
-//! A group's life seen by its members and by an outsider: live `group`/`participants`
+//! A group's life seen by its members and by an outsider: live `group` and presence
 //! events reach members only, invites (open, accept, revoked, used up), the permission
 //! table for plain members, and removal.
 
@@ -57,28 +57,25 @@ async fn members_get_live_events_and_outsiders_see_nothing() {
     aws.next_matching("group event with the room", is_group(&gid, has_room)).await;
     bws.next_matching("group event with the room", is_group(&gid, has_room)).await;
 
-    // bob joins the call: he gets `joined`; both get participants with bob.
+    // alice's page shows the group: her socket follows it. bob joins the call: he gets
+    // `joined` and the room's list; alice gets the delta.
+    aws.subscribe(&gid).await;
     bws.send(json!({"type": "join", "group": gid, "room": rid})).await;
     let j = bws.next_of_type("joined").await;
     assert_eq!((&j["group"], &j["room"], &j["session"]), (&json!(gid), &json!(rid), &json!(bws.session)));
     let b_sess = bws.session.clone();
-    let bob_in = |m: &serde_json::Value| {
-        m["type"] == "participants"
-            && m["room"] == rid.as_str()
-            && m["group"] == gid.as_str()
-            && m["participants"].as_array().is_some_and(|a| {
-                a.iter().any(|p| p["user"] == "bob@alpha" && p["session"] == b_sess.as_str() && p["muted"] == false)
-            })
+    let bob_in = |l: &[serde_json::Value]| {
+        l.iter().any(|p| p["user"] == "bob@alpha" && p["session"] == b_sess.as_str() && p["muted"] == false)
     };
-    aws.next_matching("participants with bob", bob_in).await;
-    bws.next_matching("participants with bob", bob_in).await;
+    aws.wait_list("participants with bob", &rid, bob_in).await;
+    bws.wait_list("participants with bob", &rid, bob_in).await;
     let r = bob.get(&format!("/api/groups/{gid}")).await;
     r.expect(200);
     assert_eq!(r.body["rooms"][0]["participants"][0]["user"], "bob@alpha", "GroupDetail shows bob in the room: {r:?}");
 
     // eve saw none of it, cannot list or open the group, cannot join its room.
     ews.expect_none("anything about alice's group", |m| m.to_string().contains(&gid)).await;
-    ews.expect_none_of_type("participants").await;
+    ews.expect_none("presence", is_presence).await;
     ews.expect_none_of_type("group").await;
     eve.get("/api/groups").await.expect(200);
     assert_eq!(eve.get("/api/groups").await.body, json!([]));
@@ -86,7 +83,7 @@ async fn members_get_live_events_and_outsiders_see_nothing() {
     ews.send(json!({"type": "join", "group": gid, "room": rid})).await;
     let e = ews.expect_error("not_found").await;
     assert_reply_to(&e, "join");
-    aws.expect_none("eve in participants", |m| participant_users(m).contains(&"eve@alpha".to_owned())).await;
+    aws.expect_none("eve in a call", |m| is_presence(m) && m.to_string().contains("eve@alpha")).await;
 
     // bob's own list shows the group with his role.
     let r = bob.get("/api/groups").await;
@@ -196,23 +193,18 @@ async fn plain_members_lack_admin_rights_and_removal_cuts_them_off() {
     assert_eq!(alice.get(&g).await.body["role"], "owner");
 
     // bob is in the call when alice removes him.
+    aws.subscribe(&gid).await;
+    bws.subscribe(&gid).await;
     bws.send(json!({"type": "join", "group": gid, "room": rid})).await;
     bws.next_of_type("joined").await;
-    aws.next_matching("participants with bob", |m| {
-        m["type"] == "participants" && participant_users(m).contains(&"bob@alpha".to_owned())
-    })
-    .await;
+    let has_bob = |l: &[serde_json::Value]| l.iter().any(|p| p["user"] == "bob@alpha");
+    aws.wait_list("participants with bob", &rid, has_bob).await;
     alice.delete(&format!("{g}/members/bob@alpha")).await.expect(204);
     let ev = bws.next_of_type("group_removed").await;
     assert_eq!(ev["group"], gid.as_str(), "{ev}");
     let left = bws.next_of_type("left").await;
     assert_eq!((&left["group"], &left["room"]), (&json!(gid), &json!(rid)), "{left}");
-    aws.next_matching("participants without bob", |m| {
-        m["type"] == "participants"
-            && m["room"] == rid.as_str()
-            && !participant_users(m).contains(&"bob@alpha".to_owned())
-    })
-    .await;
+    aws.wait_list("participants without bob", &rid, |l| !has_bob(l)).await;
     aws.next_matching(
         "group event without bob",
         is_group(&gid, |g| !member_users(g).contains(&"bob@alpha".to_owned())),
@@ -225,7 +217,12 @@ async fn plain_members_lack_admin_rights_and_removal_cuts_them_off() {
     assert_eq!(bob.get("/api/groups").await.body, json!([]));
     bws.send(json!({"type": "join", "group": gid, "room": rid})).await;
     bws.expect_error("not_found").await;
-    bws.expect_none("events of the group he left", |m| m["type"] == "group" || m["type"] == "participants").await;
+    bws.expect_none("events of the group he left", |m| m["type"] == "group" || is_presence(m)).await;
+    // Nor can his socket follow it any more; alice's call changes reach him no longer.
+    bws.send(json!({"type": "subscribe", "group": gid})).await;
+    assert_reply_to(&bws.expect_error("not_found").await, "subscribe");
+    aws.send(json!({"type": "join", "group": gid, "room": rid})).await;
+    aws.next_of_type("joined").await;
     alice.post_json(&format!("{g}/rooms"), json!({"name": "After"})).await.expect(201);
     bws.expect_none("group events after removal", |m| m.to_string().contains(&gid) && m["type"] != "error").await;
 }

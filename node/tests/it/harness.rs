@@ -1,7 +1,7 @@
 //! The harness: a real `voicechat` process on port 0, a browser-like HTTP client (cookie
 //! jar, Origin, CSRF header) and a WebSocket client with ordered, barrier-checked reads.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -586,13 +586,96 @@ pub async fn ws_handshake(node_url: &str, cookie: Option<&str>, origin: Option<&
     }
 }
 
+/// What a socket holds of one room's call.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoomCopy {
+    pub group: String,
+    pub version: u64,
+    /// `None` when the node sends only the count (a big room whose call this socket is not in).
+    pub list: Option<Vec<Value>>,
+    pub count: u64,
+}
+
+/// A socket's copy of the rooms it follows, kept from every message it reads by the rules the
+/// web client follows: a snapshot replaces, a delta applies on top of the version before it;
+/// one that skips a version is a gap (kept, for the test to judge).
+#[derive(Debug, Default)]
+pub struct Lists {
+    pub rooms: HashMap<String, RoomCopy>,
+    pub gaps: Vec<Value>,
+}
+
+impl Lists {
+    fn apply(&mut self, m: &Value) {
+        let room = m["room"].as_str().unwrap_or_default().to_owned();
+        let group = m["group"].as_str().unwrap_or_default().to_owned();
+        let version = m["version"].as_u64().unwrap_or(0);
+        match m["type"].as_str() {
+            Some("presence") => {
+                // Rooms left out of a group's snapshot are empty at version 0.
+                self.rooms.retain(|_, r| r.group != group);
+                for r in m["rooms"].as_array().expect("presence.rooms") {
+                    assert!(r["version"].is_u64() && r["count"].is_u64(), "room state in a snapshot of {group}: {r}");
+                    let copy = RoomCopy {
+                        group: group.clone(),
+                        version: r["version"].as_u64().unwrap(),
+                        list: r["participants"].as_array().cloned(),
+                        count: r["count"].as_u64().unwrap(),
+                    };
+                    self.rooms.insert(r["room"].as_str().unwrap().to_owned(), copy);
+                }
+            }
+            Some("participants") => {
+                assert!(m["version"].is_u64(), "a list carries its version: {m}");
+                let list = m["participants"].as_array().expect("participants list").clone();
+                self.rooms.insert(room, RoomCopy { group, version, count: list.len() as u64, list: Some(list) });
+            }
+            Some("participant_count") => {
+                self.rooms.insert(room, RoomCopy { group, version, list: None, count: m["count"].as_u64().expect("count") });
+            }
+            Some(kind @ ("participant_joined" | "participant_left" | "participant_changed")) => {
+                let copy = self.rooms.entry(room).or_insert_with(|| RoomCopy { group, list: Some(vec![]), ..RoomCopy::default() });
+                if version <= copy.version {
+                    return;
+                }
+                let Some(list) = copy.list.as_mut().filter(|_| version == copy.version + 1) else {
+                    self.gaps.push(m.clone());
+                    return;
+                };
+                let p = &m["participant"];
+                list.retain(|x| x["session"] != p["session"] || x["user"] != p["user"]);
+                if kind != "participant_left" {
+                    list.push(p.clone());
+                    list.sort_by_key(node_order);
+                }
+                copy.count = list.len() as u64;
+                copy.version = version;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The node's order of a list: by user name, then node, then session.
+fn node_order(p: &Value) -> (String, String, String) {
+    let (name, node) = p["user"].as_str().unwrap_or_default().split_once('@').unwrap_or_default();
+    (name.to_owned(), node.to_owned(), p["session"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Whether a message is one of the node's presence messages.
+pub fn is_presence(m: &Value) -> bool {
+    m["type"] == "presence" || m["type"].as_str().is_some_and(|t| t.starts_with("participant"))
+}
+
 /// A browser tab's socket: reads are ordered; messages skipped while waiting for
-/// something else are kept, so nothing is lost between assertions.
+/// something else are kept, so nothing is lost between assertions. Presence messages also
+/// keep [`Ws::lists`].
 pub struct Ws {
     inner: WsStream,
     buf: VecDeque<Value>,
     pings: u64,
     pongs: u64,
+    pub lists: Lists,
     /// From `hello`.
     pub user: String,
     /// From `hello`: this socket's id in rooms.
@@ -608,7 +691,7 @@ impl Ws {
             Err(e) => panic!("WebSocket upgrade refused: {e:?}"),
         };
         let mut ws =
-            Ws { inner, buf: VecDeque::new(), pings: 0, pongs: 0, user: String::new(), session: String::new() };
+            Ws { inner, buf: VecDeque::new(), pings: 0, pongs: 0, lists: Lists::default(), user: String::new(), session: String::new() };
         let hello = ws.recv_any(WAIT).await.expect("hello");
         assert_eq!(hello["type"], "hello", "first message must be hello: {hello}");
         ws.user = hello["user"].as_str().expect("hello.user").to_owned();
@@ -646,6 +729,7 @@ impl Ws {
                     if v["type"] == "pong" {
                         self.pongs += 1;
                     }
+                    self.lists.apply(&v);
                     return Ok(v);
                 }
                 Message::Close(f) => return Err(format!("closed: {f:?}")),
@@ -694,6 +778,61 @@ impl Ws {
                             self.user, self.buf
                         )
                     }
+                }
+            }
+        }
+    }
+
+    /// Follows the presence in a group's rooms; returns its snapshot (`presence`).
+    pub async fn subscribe(&mut self, gid: &str) -> Value {
+        self.send(json!({"type": "subscribe", "group": gid})).await;
+        let gid = gid.to_owned();
+        self.next_matching("presence snapshot", move |m| m["type"] == "presence" && m["group"] == gid.as_str()).await
+    }
+
+    /// This socket's list of a room, if it holds one.
+    pub fn list(&self, room: &str) -> Option<&[Value]> {
+        self.lists.rooms.get(room).and_then(|r| r.list.as_deref())
+    }
+
+    /// Reads until this socket's list of `room` satisfies `pred` (other messages are kept).
+    /// A gap in the room versions fails the test: the node sends every change in order.
+    #[track_caller]
+    pub fn wait_list<'a>(
+        &'a mut self,
+        what: &'a str,
+        room: &'a str,
+        pred: impl Fn(&[Value]) -> bool + 'a,
+    ) -> impl std::future::Future<Output = ()> + 'a {
+        self.wait_list_within(what, WAIT, room, pred)
+    }
+
+    /// [`Ws::wait_list`] with its own deadline (e.g. [`FED_WAIT`] across nodes).
+    #[track_caller]
+    pub fn wait_list_within<'a>(
+        &'a mut self,
+        what: &'a str,
+        within: Duration,
+        room: &'a str,
+        pred: impl Fn(&[Value]) -> bool + 'a,
+    ) -> impl std::future::Future<Output = ()> + 'a {
+        let caller = std::panic::Location::caller();
+        async move {
+            let deadline = tokio::time::Instant::now() + within;
+            loop {
+                assert!(self.lists.gaps.is_empty(), "{caller}: {} saw a gap in room versions: {:?}", self.user, self.lists.gaps);
+                if self.list(room).is_some_and(&pred) {
+                    return;
+                }
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match self.recv_any(left).await {
+                    Ok(m) if m["type"] == "pong" => {}
+                    Ok(m) => self.buf.push_back(m),
+                    Err(e) => panic!(
+                        "{caller}: {} waiting {within:?} for {what} ({e}); its copy of the room: {:?}",
+                        self.user,
+                        self.lists.rooms.get(room)
+                    ),
                 }
             }
         }
@@ -1003,16 +1142,6 @@ pub async fn poll_get(c: &mut Client, path: &str, what: &str, check: impl Fn(&Re
 pub fn group_event(gid: &str, pred: impl Fn(&Value) -> bool) -> impl Fn(&Value) -> bool {
     let gid = gid.to_owned();
     move |m| m["type"] == "group" && m["group"]["id"] == gid.as_str() && pred(&m["group"])
-}
-
-/// A `participants` event for `room` whose list satisfies `pred`.
-pub fn participants_event(room: &str, pred: impl Fn(&[Value]) -> bool) -> impl Fn(&Value) -> bool {
-    let room = room.to_owned();
-    move |m| {
-        m["type"] == "participants"
-            && m["room"] == room.as_str()
-            && m["participants"].as_array().is_some_and(|a| pred(a))
-    }
 }
 
 /// Whether a participants list has exactly one entry for `session`, as `user` with `muted`.

@@ -22,6 +22,7 @@ mod fed_sync;
 mod fed_verify;
 mod flow;
 mod login_limit;
+mod presence;
 mod signaling;
 mod tls;
 mod turn;

@@ -33,13 +33,13 @@ async fn signals_flow_only_within_a_room() {
         ws.send(json!({"type": "join", "group": gid, "room": rid})).await;
         ws.next_of_type("joined").await;
     }
-    let both_in = |m: &Value| {
-        let mut u = participant_users(m);
+    let both_in = |l: &[Value]| {
+        let mut u: Vec<&str> = l.iter().filter_map(|p| p["user"].as_str()).collect();
         u.sort();
-        m["type"] == "participants" && m["room"] == rid.as_str() && u == ["alice@alpha", "bob@alpha"]
+        u == ["alice@alpha", "bob@alpha"]
     };
-    aws.next_matching("participants: alice and bob", both_in).await;
-    bws.next_matching("participants: alice and bob", both_in).await;
+    aws.wait_list("participants: alice and bob", &rid, both_in).await;
+    bws.wait_list("participants: alice and bob", &rid, both_in).await;
 
     // alice → bob: offer, delivered with everything intact.
     let sdp = json!({"sdp": "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n", "type": "offer", "nested": [1, {"x": null}]});
@@ -98,10 +98,7 @@ async fn signals_flow_only_within_a_room() {
     bws.send(json!({"type": "leave"})).await;
     let l = bws.next_of_type("left").await;
     assert_eq!((&l["group"], &l["room"]), (&json!(gid), &json!(rid)), "{l}");
-    aws.next_matching("participants without bob", |m| {
-        m["type"] == "participants" && m["room"] == rid.as_str() && participant_users(m) == ["alice@alpha"]
-    })
-    .await;
+    aws.wait_list("participants without bob", &rid, |l| l.len() == 1 && l[0]["user"] == "alice@alpha").await;
     aws.send(signal("bob@alpha", &b_sess, "offer", json!({"sdp": "v=0"}))).await;
     aws.expect_error("not_in_room").await;
     bws.expect_none_of_type("signal").await;

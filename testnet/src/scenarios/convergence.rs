@@ -12,7 +12,7 @@ use futures_util::future::{join_all, try_join_all};
 use serde_json::json;
 
 use super::{Report, ms};
-use crate::client::{has_session, participants};
+use crate::client::has_session;
 use crate::stats::Summary;
 use crate::{Options, Testnet};
 
@@ -46,7 +46,7 @@ pub async fn run(opts: &Options, p: &Params) -> anyhow::Result<Report> {
     let sessions: Vec<String> = socks.iter().map(|w| w.session.clone()).collect();
     // Everyone sees everyone before measuring.
     let all_in = |l: &[serde_json::Value]| sessions.iter().all(|s| has_session(l, s, false));
-    try_join_all(socks.iter_mut().map(|w| w.wait_for("all joined", Duration::from_secs(30), |m| participants(m, &rid, all_in))))
+    try_join_all(socks.iter_mut().map(|w| w.wait_list("all joined", Duration::from_secs(30), &rid, all_in)))
         .await
         .context("joins did not converge")?;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -66,9 +66,7 @@ pub async fn run(opts: &Options, p: &Params) -> anyhow::Result<Report> {
             let target = target.clone();
             let rid = rid.clone();
             async move {
-                w.wait_for("mute change", DEADLINE, move |m| participants(m, &rid, |l| has_session(l, &target, muted)))
-                    .await
-                    .map(|e| e.at)
+                w.wait_list("mute change", DEADLINE, &rid, move |l| has_session(l, &target, muted)).await
             }
         }))
         .await;

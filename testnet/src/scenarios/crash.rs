@@ -13,7 +13,7 @@ use futures_util::future::{join_all, try_join_all};
 use serde_json::{Value, json};
 
 use super::{Report, ms};
-use crate::client::{Http, participants};
+use crate::client::Http;
 use crate::nodes::{DEMO_PASSWORD, demo_user};
 use crate::{Options, Testnet};
 
@@ -56,8 +56,7 @@ pub async fn run(opts: &Options, _p: &Params) -> anyhow::Result<Report> {
     let vsession = vws.session.clone();
     for (_, w) in &mut observers {
         let (rid, s) = (rid.clone(), vsession.clone());
-        w.wait_for("victim present", Duration::from_secs(30), move |m| participants(m, &rid, |l| l.iter().any(|p| p["session"] == s.as_str())))
-            .await?;
+        w.wait_list("victim present", Duration::from_secs(30), &rid, move |l| l.iter().any(|p| p["session"] == s.as_str())).await?;
     }
 
     // Writes and presence traffic until the kill.
@@ -137,9 +136,9 @@ pub async fn run(opts: &Options, _p: &Params) -> anyhow::Result<Report> {
         let name = net.nodes[*i].name.clone();
         async move {
             let no_victim = move |l: &[Value]| !l.iter().any(|p| p["user"] == vu.as_str());
-            w.wait_for("victim's presence gone", left, move |m| participants(m, &rid, &no_victim))
+            w.wait_list("victim's presence gone", left, &rid, no_victim)
                 .await
-                .map(|e| e.at.duration_since(t_kill))
+                .map(|at| at.saturating_duration_since(t_kill))
                 .map_err(|e| format!("{name}: {e}"))
         }
     }))
@@ -170,8 +169,8 @@ pub async fn run(opts: &Options, _p: &Params) -> anyhow::Result<Report> {
         let s = vws.session.clone();
         for (i, w) in &mut observers {
             let (rid, s) = (rid.clone(), s.clone());
-            match w.wait_for("victim back", Duration::from_secs(30), move |m| participants(m, &rid, |l| l.iter().any(|p| p["session"] == s.as_str()))).await {
-                Ok(e) => back = back.max(e.at.duration_since(t0)),
+            match w.wait_list("victim back", Duration::from_secs(30), &rid, move |l| l.iter().any(|p| p["session"] == s.as_str())).await {
+                Ok(at) => back = back.max(at.saturating_duration_since(t0)),
                 Err(e) => failures.push(format!("rejoin not seen on {}: {e}", net.nodes[*i].name)),
             }
         }

@@ -296,8 +296,10 @@ async fn stage_check(http: &Http, crowd: &Crowd, group: &str, room: &str, modera
     let refused = sfu_packets(http, "refused").await? - refused0;
 
     let session = ws.session.clone();
+    // Our entry, from a delta (`participant`) or a whole list (`participants`).
     let mine = |m: &Value, flag: &str| {
-        m["participants"].as_array().is_some_and(|l| l.iter().any(|p| p["session"] == session.as_str() && p["stage"][flag] == true))
+        let me = |p: &Value| p["session"] == session.as_str() && p["stage"][flag] == true;
+        me(&m["participant"]) || m["participants"].as_array().is_some_and(|l| l.iter().any(me))
     };
     moderator.send(&json!({"type": "moderate", "action": "invite", "user": ws.user, "session": ws.session})).await?;
     ws.wait_for("an invitation", Duration::from_secs(10), |m| mine(m, "invited")).await?;

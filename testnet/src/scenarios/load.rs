@@ -1,25 +1,34 @@
 //! Load: K WebSocket sessions on ONE node (few users, many sessions each), spread over R
-//! rooms of the group; then a presence driver toggles mute lock-step and every session
-//! must receive each change as a `participants` event. Figures: events/s delivered, p99
-//! delivery latency, node RSS per connection, errors (must be 0).
+//! rooms of one group. Each session does what a browser tab on a room's page does: it
+//! subscribes to the group and joins the room's call. Then a driver in the first room
+//! toggles mute lock-step, and every session in that room must show each change.
 //!
-//! Every join is fanned out to every connected session of the group (K²/2 events while
-//! joining), so sessions join in batches and the next batch waits until deliveries go
-//! quiet: the node cuts off a socket whose 256-message queue fills.
+//! Figures: join time and the presence messages (and bytes) joining fanned out; node RSS per
+//! connection with the sockets only connected (idle) and after the joins (busy); latency of
+//! a presence change to the sessions that show it; and a check that every session ends with
+//! its room's true list, kept from snapshot + deltas. Errors must be 0.
+//!
+//! A node from before deltas answers `subscribe` with `unknown_type`; its sessions then only
+//! join, and each join sends the room's whole list to every session of the group (K²/2 list
+//! events while joining). Either way sessions join in batches, and the next batch waits
+//! until deliveries go quiet: the node cuts off a socket whose 256-message queue fills.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::{join_all, try_join_all};
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{Report, ms};
-use crate::client::Http;
+use crate::client::{Http, WsStream};
 use crate::net::add_member;
-use crate::stats::Summary;
+use crate::presence::Digest;
+use crate::stats::{Summary, metric_sum};
 use crate::{Options, Testnet};
 
 const BATCH: usize = 100;
@@ -45,16 +54,22 @@ impl Default for Params {
 /// State shared by the driver and every session's reader.
 #[derive(Default)]
 struct Shared {
-    /// `participants` events received by all sessions.
+    /// Presence messages (snapshots, deltas, counts, whole lists) received by all sessions,
+    /// and their bytes.
     events: AtomicU64,
+    bytes: AtomicU64,
     errors: AtomicU64,
     first_errors: Mutex<Vec<String>>,
     /// Current driver round (1-based; 0 = none) and when its change was sent.
     round: AtomicU64,
     t0_ns: AtomicU64,
-    /// Sessions that saw the current round's change, summed over rounds.
+    /// Sessions in the driver's room that saw the current round's change, summed over rounds.
     hits: AtomicU64,
     latencies: Mutex<Vec<Duration>>,
+    /// Versions that did not follow on a session's room (a delta lost or out of order).
+    gaps: AtomicU64,
+    /// Each session's copy of its room, reported at the end.
+    digests: Mutex<Vec<Option<Digest>>>,
     stop: AtomicBool,
 }
 
@@ -99,17 +114,37 @@ pub async fn run(opts: &Options, p: &Params) -> anyhow::Result<Report> {
         }
         users.extend(got);
     }
-    // The driver: user-alpha in the first room.
+    // The driver: user-alpha in the first room, on the group's page like everyone.
     let mut driver = net.clients[0].ws().await?;
+    let deltas = driver.subscribe(&net.group).await?;
     driver.join(&net.group, &rooms[0]).await?;
     let driver_session = driver.session.clone();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_before = node.rss_kib()?;
 
+    // Idle: K sockets connected and nothing else; then closed again.
+    let mut idle = Vec::with_capacity(p.clients);
     let shared = Arc::new(Shared::default());
+    for start in (0..p.clients).step_by(BATCH) {
+        let end = (start + BATCH).min(p.clients);
+        for (j, c) in (start..end).zip(join_all((start..end).map(|j| users[j % users.len()].ws_raw())).await) {
+            match c {
+                Ok(ws) => idle.push(ws),
+                Err(e) => shared.error(format!("connect {j}: {e:#}")),
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_idle = node.rss_kib()?;
+    drop(idle);
+    wait_sockets(&net.clients[0], 1.0, Duration::from_secs(30)).await;
+
     let base = Instant::now();
     let t_setup = Instant::now();
+    let (report_tx, report_rx) = watch::channel(false);
+    *shared.digests.lock().expect("lock") = vec![None; p.clients];
     let mut tasks = Vec::with_capacity(p.clients);
+    let in_driver_room = |j: usize| j.is_multiple_of(rooms.len());
     let mut i = 0;
     while i < p.clients {
         let end = (i + BATCH).min(p.clients);
@@ -117,8 +152,14 @@ pub async fn run(opts: &Options, p: &Params) -> anyhow::Result<Report> {
         for (j, c) in (i..end).zip(conns) {
             match c {
                 Ok(ws) => {
-                    let join = json!({"type": "join", "group": net.group, "room": rooms[j % rooms.len()]});
-                    tasks.push(tokio::spawn(session(ws, join, driver_session.clone(), shared.clone(), base)));
+                    let s = Session {
+                        index: j,
+                        subscribe: deltas.then(|| json!({"type": "subscribe", "group": net.group})),
+                        join: json!({"type": "join", "group": net.group, "room": rooms[j % rooms.len()]}),
+                        room: rooms[j % rooms.len()].clone(),
+                        watch_driver: in_driver_room(j).then(|| driver_session.clone()),
+                    };
+                    tasks.push(tokio::spawn(session(ws, s, shared.clone(), base, report_rx.clone())));
                 }
                 Err(e) => shared.error(format!("connect {j}: {e:#}")),
             }
@@ -128,65 +169,132 @@ pub async fn run(opts: &Options, p: &Params) -> anyhow::Result<Report> {
     }
     let setup = t_setup.elapsed();
     let setup_events = shared.events.load(Ordering::Relaxed);
+    let setup_bytes = shared.bytes.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_after = node.rss_kib()?;
-    let g = net.clients[0].expect(reqwest::Method::GET, &format!("/api/groups/{}", net.group), None, 200).await?;
-    let seated: usize = g["rooms"].as_array().map(|l| l.iter().map(|r| r["participants"].as_array().map_or(0, Vec::len)).sum()).unwrap_or(0);
-    if seated != p.clients + 1 {
-        shared.error(format!("the node seats {seated} participants, expected {} sessions + the driver", p.clients));
+    let seated = room_lists(&net).await?;
+    if seated.values().map(|l| l.len()).sum::<usize>() != p.clients + 1 {
+        shared.error(format!("the node seats {seated:?} participants, expected {} sessions + the driver", p.clients));
     }
 
-    // Driver phase: lock-step mute toggles; each must reach all K sessions.
-    let k = tasks.len() as u64;
+    // Driver phase: lock-step mute toggles; each must reach every session in its room.
+    let k0 = (0..tasks.len()).filter(|j| in_driver_room(*j)).count() as u64;
+    let events_before = shared.events.load(Ordering::Relaxed);
     let t_drive = Instant::now();
     for c in 1..=p.changes as u64 {
         shared.t0_ns.store(base.elapsed().as_nanos() as u64, Ordering::SeqCst);
         shared.round.store(c, Ordering::SeqCst);
         driver.send(&json!({"type": "mute", "muted": c % 2 == 1})).await?;
-        let want = k * c;
+        let want = k0 * c;
         let deadline = Instant::now() + ROUND_DEADLINE;
         while shared.hits.load(Ordering::SeqCst) < want && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let got = shared.hits.load(Ordering::SeqCst);
         if got < want {
-            shared.error(format!("change {c}: {} of {k} sessions did not get it within {ROUND_DEADLINE:?}", want - got));
+            shared.error(format!("change {c}: {} of {k0} sessions did not get it within {ROUND_DEADLINE:?}", want - got));
             shared.hits.store(want, Ordering::SeqCst);
         }
         driver.clear();
     }
     let drive = t_drive.elapsed();
-    let delivered = k * p.changes as u64;
+    quiet(&shared.events, Duration::from_millis(300), Duration::from_secs(30)).await;
+    let drive_events = shared.events.load(Ordering::Relaxed) - events_before;
+    let delivered = k0 * p.changes as u64;
     let lat = Summary::of(&shared.latencies.lock().expect("lock"));
+
+    // Every session's copy of its room against the node's list.
+    let views = room_views(&net).await?;
+    let versions: std::collections::HashMap<&String, u64> = views.iter().map(|(k, (_, v))| (k, *v)).collect();
+    let seated: std::collections::HashMap<String, Vec<Value>> = views.iter().map(|(k, (l, _))| (k.clone(), l.clone())).collect();
+    report_tx.send_replace(true);
+    // Sessions hand back their sockets still open: one closing now would change the lists
+    // of the others before they report.
+    let reported = tokio::time::timeout(Duration::from_secs(60), join_all(tasks.iter_mut())).await;
+    if reported.is_err() {
+        shared.error("sessions did not report their lists within 60 s".into());
+    }
+    let digests = std::mem::take(&mut *shared.digests.lock().expect("lock"));
+    let mut wrong = 0;
+    for (j, d) in digests.iter().enumerate() {
+        let room = &rooms[j % rooms.len()];
+        let truth = Digest::of(seated.get(room).map_or(&[][..], Vec::as_slice));
+        if d.map(|d| (d.count, d.sum)) != Some(truth) {
+            wrong += 1;
+            shared.error(format!("session {j} holds {d:?} for its room, the node lists {} sessions at version {}", truth.0, versions.get(room).copied().unwrap_or_default()));
+        }
+    }
     shared.stop.store(true, Ordering::SeqCst);
+    let gaps = shared.gaps.load(Ordering::Relaxed);
     let errors = shared.errors.load(Ordering::Relaxed);
     let first = shared.first_errors.lock().expect("lock").clone();
-    let per_conn = (rss_after.saturating_sub(rss_before)) as f64 / p.clients.max(1) as f64;
+    let per_conn = |rss: u64| (rss.saturating_sub(rss_before)) as f64 / p.clients.max(1) as f64;
+    let (idle_kib, busy_kib) = (per_conn(rss_idle), per_conn(rss_after));
     drop(net); // kill the node before closing K sockets (each close would fan out a leave)
     for t in &tasks {
         t.abort();
     }
+    drop(reported);
     let eps = delivered as f64 / drive.as_secs_f64();
     let setup_eps = setup_events as f64 / setup.as_secs_f64();
+    let mode = if deltas { "snapshot + deltas, counts past the threshold" } else { "whole lists (a node without subscribe)" };
     let table = format!(
-        "load: {} sessions of {} users on one node, {} rooms, {} changes (lock-step)\n  delivered {} events in {:.2} s: {:.0} events/s; delivery latency {}\n  joining: {:.1} s, {} events fanned out ({:.0} events/s)\n  node RSS {} KiB before, {} KiB after: {:.1} KiB per connection\n  errors {}",
-        p.clients, users.len(), rooms.len(), p.changes, delivered, drive.as_secs_f64(), eps, lat.line(),
-        setup.as_secs_f64(), setup_events, setup_eps, rss_before, rss_after, per_conn, errors
+        "load: {} sessions of {} users on one node, {} rooms, {} changes (lock-step); presence as {mode}\n  \
+         joining: {:.1} s, {} presence events fanned out ({:.1} MB, {:.0} events/s)\n  \
+         node RSS {} KiB at start; per connection {:.1} KiB idle (connected only), {:.1} KiB after the joins\n  \
+         presence change to the {k0} sessions in the driver's room: latency {}\n  \
+         driving: {} changes shown {} times in {:.2} s ({:.0}/s), {} presence events sent in all\n  \
+         lists: {} of {} sessions end with their room's true list; gaps {gaps}\n  errors {}",
+        p.clients, users.len(), rooms.len(), p.changes,
+        setup.as_secs_f64(), setup_events, setup_bytes as f64 / 1e6, setup_eps,
+        rss_before, idle_kib, busy_kib, lat.line(),
+        p.changes, delivered, drive.as_secs_f64(), eps, drive_events,
+        p.clients - wrong as usize, p.clients, errors
     );
-    let failures: Vec<String> = first;
     Ok(Report {
         scenario: "load",
         ok: errors == 0,
-        failures,
+        failures: first,
         figures: json!({
-            "clients": p.clients, "users": users.len(), "rooms": rooms.len(), "changes": p.changes,
-            "events_delivered": delivered, "events_per_sec": eps.round(), "latency": lat.json(),
-            "setup_ms": ms(setup), "setup_events": setup_events, "setup_events_per_sec": setup_eps.round(),
-            "rss_before_kib": rss_before, "rss_after_kib": rss_after, "rss_per_connection_kib": crate::stats::r3(per_conn),
-            "errors": errors,
+            "clients": p.clients, "users": users.len(), "rooms": rooms.len(), "changes": p.changes, "deltas": deltas,
+            "events_delivered": delivered, "events_per_sec": eps.round(), "latency": lat.json(), "drive_events": drive_events,
+            "setup_ms": ms(setup), "setup_events": setup_events, "setup_bytes": setup_bytes, "setup_events_per_sec": setup_eps.round(),
+            "rss_before_kib": rss_before, "rss_idle_kib": rss_idle, "rss_after_kib": rss_after,
+            "rss_idle_per_connection_kib": crate::stats::r3(idle_kib), "rss_per_connection_kib": crate::stats::r3(busy_kib),
+            "wrong_lists": wrong, "gaps": gaps, "errors": errors,
         }),
         table,
     })
+}
+
+/// Each room's participants as the node lists them.
+async fn room_lists(net: &Testnet) -> anyhow::Result<std::collections::HashMap<String, Vec<Value>>> {
+    Ok(room_views(net).await?.into_iter().map(|(k, (l, _))| (k, l)).collect())
+}
+
+/// Each room's participants and version as the node lists them.
+async fn room_views(net: &Testnet) -> anyhow::Result<std::collections::HashMap<String, (Vec<Value>, u64)>> {
+    let g = net.clients[0].expect(reqwest::Method::GET, &format!("/api/groups/{}", net.group), None, 200).await?;
+    Ok(g["rooms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let list = r["participants"].as_array().cloned().unwrap_or_default();
+            (r["id"].as_str().unwrap_or_default().to_owned(), (list, r["version"].as_u64().unwrap_or(0)))
+        })
+        .collect())
+}
+
+/// Waits until the node counts at most `n` open sockets (closed ones are gone), at most `max`.
+async fn wait_sockets(c: &Http, n: f64, max: Duration) {
+    let t0 = Instant::now();
+    while t0.elapsed() < max {
+        match c.metrics().await {
+            Ok(m) if metric_sum(&m, "voicechat_ws_connected", &[]) <= n => return,
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 /// Waits until `counter` stayed the same for `still`, at most `max`.
@@ -206,23 +314,44 @@ async fn quiet(counter: &AtomicU64, still: Duration, max: Duration) {
     }
 }
 
-/// One session: join, then read everything, counting events and timing driver changes.
-async fn session(ws: crate::client::WsStream, join: Value, driver: String, sh: Arc<Shared>, base: Instant) {
+/// What one session does.
+struct Session {
+    index: usize,
+    subscribe: Option<Value>,
+    join: Value,
+    room: String,
+    /// The driver's session, for sessions in its room (they time its changes).
+    watch_driver: Option<String>,
+}
+
+/// A session's socket, handed back open when it reported.
+type Open = (SplitSink<WsStream, Message>, SplitStream<WsStream>);
+
+/// One session: subscribe and join, then read everything, counting presence events, keeping
+/// its room's digest and timing the driver's changes; report the digest when asked.
+async fn session(ws: WsStream, s: Session, sh: Arc<Shared>, base: Instant, mut report: watch::Receiver<bool>) -> Option<Open> {
     let (mut sink, mut read) = ws.split();
-    if let Err(e) = sink.send(Message::text(join.to_string())).await {
-        sh.error(format!("send join: {e}"));
-        return;
+    for m in s.subscribe.iter().chain([&s.join]) {
+        if let Err(e) = sink.send(Message::text(m.to_string())).await {
+            sh.error(format!("send {}: {e}", m["type"]));
+            return None;
+        }
     }
+    let mut digest = Digest::default();
+    // From a node without deltas: the last whole list of this room, read only at the end.
+    let mut last_list = None;
+    let room_field = format!(r#""room":"{}""#, s.room);
     let mut seen_round = 0u64;
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     loop {
         let m = tokio::select! {
             m = read.next() => m,
+            _ = report.changed() => break,
             _ = ping.tick() => {
                 if sink.send(Message::text(r#"{"type":"ping"}"#)).await.is_err() {
                     sh.error("send ping".into());
-                    return;
+                    return None;
                 }
                 continue;
             }
@@ -231,12 +360,12 @@ async fn session(ws: crate::client::WsStream, join: Value, driver: String, sh: A
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Close(_))) | None => {
                 sh.error("socket closed by the node".into());
-                return;
+                return None;
             }
             Some(Ok(_)) => continue,
             Some(Err(e)) => {
                 sh.error(format!("socket error: {e}"));
-                return;
+                return None;
             }
         };
         let at = base.elapsed();
@@ -244,17 +373,40 @@ async fn session(ws: crate::client::WsStream, join: Value, driver: String, sh: A
             sh.error(format!("node refused: {}", t.as_str()));
             continue;
         }
-        if !t.contains(r#""type":"participants""#) {
+        if !(t.contains(r#""type":"participant"#) || t.starts_with(r#"{"type":"presence""#)) {
             continue;
         }
         sh.events.fetch_add(1, Ordering::Relaxed);
-        let round = sh.round.load(Ordering::SeqCst);
-        if round == 0 || round == seen_round || !t.contains(driver.as_str()) {
+        sh.bytes.fetch_add(t.len() as u64, Ordering::Relaxed);
+        if !t.contains(&room_field) {
             continue;
         }
-        let muted = round % 2 == 1;
+        // Timing the driver's change (sessions in its room, while a round is open).
+        let round = sh.round.load(Ordering::SeqCst);
+        let timing = s.watch_driver.as_ref().filter(|d| round != 0 && round != seen_round && t.contains(d.as_str()));
+        let legacy_list = t.starts_with(r#"{"type":"participants""#) && !t.contains(r#""version":"#);
+        if legacy_list {
+            // Whole lists are parsed only when they may show a change being timed.
+            last_list = Some(t.clone());
+            if timing.is_none() {
+                continue;
+            }
+        }
         let Ok(v) = serde_json::from_str::<Value>(&t) else { continue };
-        let hit = v["participants"].as_array().is_some_and(|l| l.iter().any(|p| p["session"] == driver.as_str() && p["muted"] == muted));
+        if !legacy_list
+            && let Err(skip) = digest.apply(&s.room, &v)
+        {
+            sh.gaps.fetch_add(1, Ordering::Relaxed);
+            sh.error(format!("session {}: version {:?} does not follow {:?}", s.index, skip.got, skip.held));
+        }
+        let Some(driver) = timing else { continue };
+        let muted = round % 2 == 1;
+        let shows = |p: &Value| p["session"] == driver.as_str() && p["muted"] == muted;
+        let hit = match v["type"].as_str() {
+            Some("participant_changed") => shows(&v["participant"]),
+            Some("participants") => v["participants"].as_array().is_some_and(|l| l.iter().any(shows)),
+            _ => false,
+        };
         if hit {
             seen_round = round;
             let t0 = Duration::from_nanos(sh.t0_ns.load(Ordering::SeqCst));
@@ -262,4 +414,9 @@ async fn session(ws: crate::client::WsStream, join: Value, driver: String, sh: A
             sh.hits.fetch_add(1, Ordering::SeqCst);
         }
     }
+    if let Some(v) = last_list.and_then(|t| serde_json::from_str::<Value>(&t).ok()) {
+        let _ = digest.apply(&s.room, &v);
+    }
+    sh.digests.lock().expect("lock")[s.index] = Some(digest);
+    Some((sink, read))
 }

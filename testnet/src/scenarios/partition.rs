@@ -11,7 +11,7 @@ use futures_util::future::try_join_all;
 use serde_json::json;
 
 use super::{Report, ms};
-use crate::client::{Http, participants};
+use crate::client::Http;
 use crate::net::add_member;
 use crate::netns::{self, Netns};
 use crate::{Options, Testnet};
@@ -57,8 +57,8 @@ async fn inside(opts: &Options, p: &Params, ns: Arc<Netns>) -> anyhow::Result<Re
     let all: Vec<String> = socks.iter().map(|w| w.session.clone()).collect();
     for w in &mut socks {
         let all = all.clone();
-        w.wait_for("everyone in the room", Duration::from_secs(30), move |m| {
-            participants(m, &rid_of(m), |l| all.iter().all(|s| l.iter().any(|x| x["session"] == s.as_str())))
+        w.wait_list("everyone in the room", Duration::from_secs(30), &rid, move |l| {
+            all.iter().all(|s| l.iter().any(|x| x["session"] == s.as_str()))
         })
         .await?;
     }
@@ -123,8 +123,4 @@ async fn inside(opts: &Options, p: &Params, ns: Arc<Netns>) -> anyhow::Result<Re
             "converged_ms": converged.map(ms), "method": "netns veth link down"}),
         table,
     })
-}
-
-fn rid_of(m: &serde_json::Value) -> String {
-    m["room"].as_str().unwrap_or_default().to_owned()
 }

@@ -61,10 +61,8 @@ pub async fn run(opts: &Options, p: &Params) -> anyhow::Result<Report> {
     let (sa1, sb1, sa2, sc2) = (a1.session.clone(), b1.session.clone(), a2.session.clone(), c2.session.clone());
     for (ws, who) in [(&mut b1, sa1), (&mut c2, sa2), (&mut a1, sb1), (&mut a2, sc2)] {
         let rid = rid.clone();
-        ws.wait_for("partner in the room", Duration::from_secs(30), move |m| {
-            crate::client::participants(m, &rid, |l| l.iter().any(|x| x["session"] == who.as_str()))
-        })
-        .await?;
+        ws.wait_list("partner in the room", Duration::from_secs(30), &rid, move |l| l.iter().any(|x| x["session"] == who.as_str()))
+            .await?;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let base = Arc::new(Instant::now());
