@@ -37,6 +37,7 @@ use turn::proto::relayaddr::RelayedAddress;
 use turn::proto::reqtrans::RequestedTransport;
 
 use super::Report;
+use crate::nodes::cpu_secs;
 use crate::stats::Summary;
 use crate::{Options, Testnet};
 
@@ -244,16 +245,6 @@ impl Drop for Coturn {
 fn free_udp_port() -> anyhow::Result<u16> {
     let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
     Ok(s.local_addr()?.port())
-}
-
-/// CPU seconds (user + system) the process has used.
-fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = stat.rsplit_once(')').context("stat")?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
-    Ok(ticks / 100.0) // USER_HZ is 100 on Linux
 }
 
 /// Runs every step against one server.
