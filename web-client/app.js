@@ -154,8 +154,8 @@ async function loadGroup(gid) {
 // ---------- presence: who is in each room's call ----------
 //
 // The socket follows the group the page shows (`subscribe`) and the room of the call. A
-// snapshot (`presence` for a group, `participants` or `participant_count` for a room)
-// replaces what is held; a delta applies only on top of the version before it. A delta that
+// snapshot (`presence` for a group, `participants` for a room) or a count of a big room
+// (`participant_count`, `participant_counts`) replaces what is held; a delta applies only on top of the version before it. A delta that
 // skips a version means one was lost: the room is asked for again (`resync`).
 
 let followed = null; // the group this socket follows
@@ -255,6 +255,12 @@ socket.on('participants', (m) => {
 socket.on('participant_count', (m) => {
   setRoom(m.group, m.room, m.version, null, m.count);
   roomChanged(m.group, m.room);
+});
+socket.on('participant_counts', (m) => {
+  for (const r of m.rooms || []) {
+    setRoom(m.group, r.room, r.version, null, r.count);
+    roomChanged(m.group, r.room);
+  }
 });
 for (const type of ['participant_joined', 'participant_left', 'participant_changed']) socket.on(type, applyDelta);
 socket.on('hello', () => {

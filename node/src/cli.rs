@@ -176,8 +176,8 @@ pub struct ServeArgs {
     /// records only when they differ) [default: 300].
     #[arg(long, value_name = "SECS", env = "VOICECHAT_RESYNC_SECS")]
     pub resync_secs: Option<u64>,
-    /// Rooms with more sessions than this show sockets outside their call only a count,
-    /// not the list [default: 50].
+    /// Rooms with more sessions than this (or in a group whose calls hold more than four
+    /// times this) show sockets outside their call only a count, not the list [default: 50].
     #[arg(long, value_name = "N", env = "VOICECHAT_ROOM_LIST_MAX")]
     pub room_list_max: Option<usize>,
     /// Another STUN/TURN server URL handed to browsers after the node's own (repeatable;

@@ -147,8 +147,9 @@ pub struct FileConfig {
     pub ice_servers: Option<Vec<IceServerEntry>>,
     /// At most this many password hashes run at once (19 MiB each). Left out: 4.
     pub max_concurrent_hashes: Option<usize>,
-    /// Rooms with more sessions than this show only a count to the sockets of those who
-    /// follow the group but are not in the call; those in it always get the list. Left out: 50.
+    /// Rooms with more sessions than this (or in a group whose calls hold more than four
+    /// times this) show only a count to the sockets of those who follow the group but are
+    /// not in the call; those in it always get the list. Left out: 50.
     pub room_list_max: Option<usize>,
     /// TLS settings. Left out: no TLS, unless `HTTPS_CERT` and `HTTPS_KEY` are set.
     pub tls: Option<FileTls>,

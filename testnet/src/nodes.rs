@@ -288,6 +288,11 @@ impl NodeProc {
         Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
     }
 
+    /// CPU seconds (user + system) the node process used so far.
+    pub fn cpu_secs(&self) -> anyhow::Result<f64> {
+        cpu_secs(self.pid().context("node not running")?)
+    }
+
     /// The last lines of this node's log, for error messages.
     pub fn log_tail(&self, lines: usize) -> String {
         tail(&String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()), lines)
@@ -319,6 +324,16 @@ fn parse_start_lines(text: &str) -> (Option<String>, Option<String>) {
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// CPU seconds (user + system) the process has used.
+pub fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').context("stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    Ok(ticks / 100.0) // USER_HZ is 100 on Linux
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! A socket's copy of room lists, kept from what the node sends the way the web client keeps
-//! it: a snapshot (`presence`, `participants`, `participant_count`) replaces, a delta
+//! it: a snapshot (`presence`, `participants`, `participant_count(s)`) replaces, a delta
 //! (`participant_joined` / `_left` / `_changed`) applies only on top of the version before
 //! it; anything else is a gap, for which the client asks `resync`. Nodes from before deltas
 //! send only whole `participants` lists without versions, which replace too.
@@ -30,7 +30,15 @@ pub struct Gap {
 pub fn is_presence(m: &Value) -> bool {
     matches!(
         m["type"].as_str(),
-        Some("presence" | "participants" | "participant_count" | "participant_joined" | "participant_left" | "participant_changed")
+        Some(
+            "presence"
+                | "participants"
+                | "participant_count"
+                | "participant_counts"
+                | "participant_joined"
+                | "participant_left"
+                | "participant_changed"
+        )
     )
 }
 
@@ -72,6 +80,13 @@ impl Lists {
             Some("participant_count") => {
                 let count = m["count"].as_u64().unwrap_or(0) as usize;
                 self.rooms.insert(room, RoomCopy { group, version, list: None, count });
+            }
+            Some("participant_counts") => {
+                for r in m["rooms"].as_array().into_iter().flatten() {
+                    let count = r["count"].as_u64().unwrap_or(0) as usize;
+                    let id = r["room"].as_str().unwrap_or_default().to_owned();
+                    self.rooms.insert(id, RoomCopy { group: group.clone(), version: r["version"].as_u64(), list: None, count });
+                }
             }
             Some(kind @ ("participant_joined" | "participant_left" | "participant_changed")) => {
                 let gap = || Gap { group: group.clone(), room: room.clone() };
@@ -117,7 +132,16 @@ impl Digest {
 
     /// Applies a message about `room` (others are ignored); `Err` on a gap.
     pub fn apply(&mut self, room: &str, m: &Value) -> Result<(), Skipped> {
-        if m["room"] != room {
+        if m["room"] != room && m["type"] != "presence" {
+            return Ok(());
+        }
+        if m["type"] == "presence" {
+            // A group's snapshot: this room's entry, if it comes as a list.
+            let mine = m["rooms"].as_array().into_iter().flatten().find(|r| r["room"] == room);
+            if let Some(list) = mine.and_then(|r| r["participants"].as_array()) {
+                let (count, sum) = Self::of(list);
+                *self = Digest { listed: true, version: mine.and_then(|r| r["version"].as_u64()), count, sum };
+            }
             return Ok(());
         }
         let version = m["version"].as_u64();
@@ -193,6 +217,10 @@ mod tests {
         d.apply("r", &json!({"type": "participant_left", "room": "r", "version": 2, "participant": p("1")})).unwrap();
         assert_eq!((d.count, d.sum), Digest::of(&[p("2")]));
         assert!(d.apply("r", &json!({"type": "participant_joined", "room": "r", "version": 4, "participant": p("3")})).is_err());
+        // A group's snapshot carries the room's list (when listed) at its version.
+        let snap = json!({"type": "presence", "rooms": [{"room": "q", "version": 3, "count": 0}, {"room": "r", "version": 4, "count": 1, "participants": [p("1")]}]});
+        d.apply("r", &snap).unwrap();
+        assert_eq!((d.version, d.count, d.sum), (Some(4), 1, Digest::of(&[p("1")]).1));
         // A node without versions sends whole lists only.
         d.apply("r", &json!({"type": "participants", "room": "r", "participants": [p("3")]})).unwrap();
         assert_eq!((d.version, d.count), (None, 1));

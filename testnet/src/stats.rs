@@ -61,16 +61,6 @@ pub fn metric_sum(text: &str, metric: &str, labels: &[(&str, &[&str])]) -> f64 {
         .sum()
 }
 
-/// CPU seconds (user + system) process `pid` has used.
-pub fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = stat.rsplit_once(')').ok_or_else(|| anyhow::anyhow!("no command name in /proc/{pid}/stat"))?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
-    Ok(ticks / 100.0) // USER_HZ is 100 on Linux
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

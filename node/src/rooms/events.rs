@@ -1,6 +1,7 @@
 //! What the room machine tells sockets about presence: a snapshot when a socket starts to
 //! follow a room, then deltas, each numbered with the room's version, or only the count of a
-//! big room for a socket that is not in its call. [`Delivery`]s are queued in order and sent
+//! big room for a socket that is not in its call (the counts of a group's rooms batched once
+//! a second). [`Delivery`]s are queued in order and sent
 //! by the core (see [`super::Rooms::take_deliveries`]).
 
 use serde::Serialize;
@@ -56,6 +57,14 @@ pub enum Event {
         /// Sessions in the call.
         count: usize,
     },
+    /// The counts of the big rooms of a group that changed since the last tick, for a socket
+    /// that follows the group and is in none of their calls (one message for them all).
+    ParticipantCounts {
+        /// The group.
+        group: GroupId,
+        /// The rooms.
+        rooms: Vec<RoomCount>,
+    },
     /// A session joined the call.
     ParticipantJoined {
         /// The group.
@@ -103,6 +112,17 @@ pub struct RoomState {
     /// The list, unless the room is big and this socket is not in its call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub participants: Option<Vec<Participant>>,
+}
+
+/// One room in a [`Event::ParticipantCounts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RoomCount {
+    /// The room.
+    pub room: RoomId,
+    /// Its version.
+    pub version: u64,
+    /// Sessions in its call.
+    pub count: usize,
 }
 
 /// What changed in a room's list.

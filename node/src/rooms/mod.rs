@@ -8,9 +8,14 @@
 //!
 //! Who hears what about room R of group G (the rule the API documents):
 //! - a socket in R's call gets every change of R as a delta, and the whole list when it joins;
-//! - a socket subscribed to G but not in R's call gets the deltas too while R has at most
-//!   `list_max` sessions; past that only `participant_count`, at most once per
-//!   [`COUNT_EVERY`] ([`Rooms::tick`]); when R shrinks back it gets the whole list again;
+//! - a socket subscribed to G but not in R's call gets the deltas too while R is *listed*:
+//!   it has at most `list_max` sessions and G's calls at most [`GROUP_LISTS`] × `list_max`
+//!   in all (a page of many medium rooms is no more readable than one big room, and would
+//!   cost every follower every join). Otherwise it gets R's count only: at once when R
+//!   stops being listed, then at most once per [`COUNT_EVERY`] ([`Rooms::tick`], the counts
+//!   of all of G's unlisted rooms that changed, in one message); when R is listed again it
+//!   gets the whole list. When G's total crosses its bound, G's followers get a fresh
+//!   `presence` snapshot, since every room's form changes at once;
 //! - nobody else hears of R.
 //!
 //! A seat is keyed by the user *and* the session: a session id names one browser tab of one
@@ -26,14 +31,18 @@ use std::time::Duration;
 use serde::Serialize;
 use voicechat_protocol::ids::{GroupId, NodeName, RoomId, SessionId, UserId};
 
-pub use events::{Delivery, Event, RoomState};
+pub use events::{Delivery, Event, RoomCount, RoomState};
 use events::Kind;
 
 /// Rooms with more sessions than this show only a count to sockets not in their call,
-/// unless configured otherwise. A `participants` snapshot of 50 entries is about 5 KiB and
+/// unless configured otherwise. A `participants` snapshot of 50 entries is about 4 KiB and
 /// still a readable list on a page; past it, a list costs every watcher one message per
 /// join and nobody reads it.
 pub const DEFAULT_LIST_MAX: usize = 50;
+
+/// A group's rooms are listed to sockets outside their calls while the group's calls hold
+/// at most this many times `list_max` sessions in all (200 by default).
+pub const GROUP_LISTS: usize = 4;
 
 /// How often the count of a big room goes to its watchers, at most.
 pub const COUNT_EVERY: Duration = Duration::from_secs(1);
@@ -96,6 +105,8 @@ pub struct Rooms {
     list_max: usize,
     seats: HashMap<SeatKey, RoomKey>,
     rooms: HashMap<RoomKey, BTreeMap<SeatKey, Participant>>,
+    /// Sessions in all calls of each group.
+    group_seats: HashMap<GroupId, usize>,
     /// Every room that had a call since the node started (kept when it empties, so its
     /// version never goes back), until the room or its group is deleted.
     versions: BTreeMap<RoomKey, u64>,
@@ -122,6 +133,7 @@ impl Rooms {
             list_max,
             seats: HashMap::new(),
             rooms: HashMap::new(),
+            group_seats: HashMap::new(),
             versions: BTreeMap::new(),
             watchers: HashMap::new(),
             watching: HashMap::new(),
@@ -166,6 +178,7 @@ impl Rooms {
         }
         self.seats.insert(seat.clone(), room);
         self.rooms.entry(room).or_default().insert(seat, p.clone());
+        *self.group_seats.entry(room.0).or_default() += 1;
         self.fan_out(room, Kind::Joined, p);
         self.settle_mode(room);
         changed.push(room);
@@ -283,6 +296,7 @@ impl Rooms {
         for p in &dropped {
             self.seats.remove(&p.seat());
         }
+        self.take_seats(&room.0, dropped.len());
         self.versions.remove(room);
         self.counts_due.remove(room);
         dropped
@@ -318,6 +332,7 @@ impl Rooms {
         for seat in self.watchers.remove(group).unwrap_or_default() {
             self.watching.remove(&seat);
         }
+        self.group_seats.remove(group);
         dropped
     }
 
@@ -327,12 +342,7 @@ impl Rooms {
         self.unwatch(&seat);
         self.watchers.entry(group).or_default().insert(seat.clone());
         self.watching.insert(seat.clone(), group);
-        let rooms = self
-            .versions
-            .range(group_range(&group))
-            .map(|(k, _)| self.room_state(k, &seat))
-            .collect();
-        self.outbox.push_back(Delivery { to: vec![seat], event: Event::Presence { group, rooms } });
+        self.snapshot(group, vec![seat]);
     }
 
     /// Ends a socket's subscription (it closed, or its page shows no group).
@@ -369,21 +379,31 @@ impl Rooms {
         self.outbox.push_back(Delivery { to: vec![seat], event });
     }
 
-    /// Queues the counts of big rooms that changed since the last tick for their watchers.
+    /// Queues the counts of big rooms that changed since the last tick for their watchers:
+    /// one message per socket with every such room of its group whose call it is not in.
     /// The core calls it every [`COUNT_EVERY`].
     pub fn tick(&mut self) {
+        let mut by_group: BTreeMap<GroupId, Vec<RoomCount>> = BTreeMap::new();
         for room in std::mem::take(&mut self.counts_due) {
             let count = self.len(&room);
-            if count <= self.list_max {
-                continue; // it shrank back; its watchers got the list then
+            // A room listed again is skipped: its watchers got the list then.
+            if !self.listed(&room) {
+                by_group.entry(room.0).or_default().push(RoomCount { room: room.1, version: self.version(&room), count });
             }
-            let to: Vec<SeatKey> = match self.watchers.get(&room.0) {
-                Some(set) => set.iter().filter(|s| self.seats.get(*s) != Some(&room)).cloned().collect(),
-                None => continue,
-            };
-            if !to.is_empty() {
-                let event = Event::ParticipantCount { group: room.0, room: room.1, version: self.version(&room), count };
-                self.outbox.push_back(Delivery { to, event });
+        }
+        for (group, counts) in by_group {
+            let Some(set) = self.watchers.get(&group) else { continue };
+            // Sockets in the call of one of these rooms get the others only.
+            let mut by_call: BTreeMap<Option<RoomId>, Vec<SeatKey>> = BTreeMap::new();
+            for w in set {
+                let call = self.seats.get(w).filter(|r| r.0 == group && counts.iter().any(|c| c.room == r.1)).map(|r| r.1);
+                by_call.entry(call).or_default().push(w.clone());
+            }
+            for (call, to) in by_call {
+                let rooms: Vec<RoomCount> = counts.iter().filter(|c| Some(c.room) != call).copied().collect();
+                if !rooms.is_empty() {
+                    self.outbox.push_back(Delivery { to, event: Event::ParticipantCounts { group, rooms } });
+                }
             }
         }
     }
@@ -398,11 +418,33 @@ impl Rooms {
         self.rooms.get(room).map_or(0, BTreeMap::len)
     }
 
+    fn group_total(&self, group: &GroupId) -> usize {
+        self.group_seats.get(group).copied().unwrap_or(0)
+    }
+
+    fn group_max(&self) -> usize {
+        self.list_max.saturating_mul(GROUP_LISTS)
+    }
+
+    /// Whether sockets outside `room`'s call get its list (else its count).
+    fn listed(&self, room: &RoomKey) -> bool {
+        self.len(room) <= self.list_max && self.group_total(&room.0) <= self.group_max()
+    }
+
+    fn take_seats(&mut self, group: &GroupId, n: usize) {
+        if let Some(total) = self.group_seats.get_mut(group) {
+            *total = total.saturating_sub(n);
+            if *total == 0 {
+                self.group_seats.remove(group);
+            }
+        }
+    }
+
     /// What `seat` may see of `room` now.
     fn room_state(&self, room: &RoomKey, seat: &SeatKey) -> RoomState {
         let count = self.len(room);
         let in_call = self.seats.get(seat) == Some(room);
-        let participants = (in_call || count <= self.list_max).then(|| self.participants(room));
+        let participants = (in_call || self.listed(room)).then(|| self.participants(room));
         RoomState { room: room.1, version: self.version(room), count, participants }
     }
 
@@ -417,6 +459,7 @@ impl Rooms {
             }
         }
         if let Some(p) = gone {
+            self.take_seats(&room.0, 1);
             self.fan_out(room, Kind::Left, p);
         }
         Some(room)
@@ -425,44 +468,49 @@ impl Rooms {
     /// Numbers one change of `room`'s list (already applied; `p` is its subject) and queues
     /// what each socket that follows the room must hear of it (the rule in the module doc).
     fn fan_out(&mut self, room: RoomKey, kind: Kind, p: Participant) {
-        let after = self.len(&room);
-        let before = match kind {
-            Kind::Joined => after - 1,
-            Kind::Left => after + 1,
-            Kind::Changed => after,
+        let (after, total_after) = (self.len(&room), self.group_total(&room.0));
+        let step = |n: usize| match kind {
+            Kind::Joined => n - 1,
+            Kind::Left => n + 1,
+            Kind::Changed => n,
         };
+        let (before, total_before) = (step(after), step(total_after));
         let version = {
             let v = self.versions.entry(room).or_insert(0);
             *v += 1;
             *v
         };
-        let (big_before, big_after) = (before > self.list_max, after > self.list_max);
+        let (max, group_max) = (self.list_max, self.group_max());
+        let listed_before = before <= max && total_before <= group_max;
+        let listed_after = after <= max && total_after <= group_max;
+        // The group crossed its bound: every room changes form for its followers.
+        let regroup = (total_before <= group_max) != (total_after <= group_max);
         let subject = p.seat();
         let local = |s: &SeatKey| s.0.node == self.me;
-        let (mut deltas, mut counts, mut lists) = (Vec::new(), Vec::new(), Vec::new());
-        if let Some(r) = self.rooms.get(&room) {
-            deltas.extend(r.keys().filter(|s| **s != subject && local(s)).cloned());
+        let watches = |s: &SeatKey| self.watching.get(s) == Some(&room.0);
+        let (mut deltas, mut counts, mut lists, mut fresh) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for s in self.rooms.get(&room).into_iter().flat_map(|r| r.keys()).filter(|s| **s != subject && local(s)) {
+            if regroup && watches(s) { fresh.push(s.clone()) } else { deltas.push(s.clone()) }
         }
-        if let Some(set) = self.watchers.get(&room.0) {
-            for w in set.iter().filter(|w| **w != subject && self.seats.get(*w) != Some(&room)) {
-                match (big_before, big_after) {
-                    (false, false) => deltas.push(w.clone()),
-                    (false, true) => counts.push(w.clone()),
-                    (true, false) => lists.push(w.clone()),
-                    (true, true) => {}
-                }
-            }
-            if big_before && big_after && before != after && !set.is_empty() {
-                self.counts_due.insert(room);
+        for w in self.watchers.get(&room.0).into_iter().flatten().filter(|w| **w != subject && self.seats.get(*w) != Some(&room)) {
+            match (regroup, listed_before, listed_after) {
+                (true, _, _) => fresh.push(w.clone()),
+                (false, true, true) => deltas.push(w.clone()),
+                (false, true, false) => counts.push(w.clone()),
+                (false, false, true) => lists.push(w.clone()),
+                (false, false, false) => {}
             }
         }
         if local(&subject) {
-            let watches = self.watching.get(&subject) == Some(&room.0);
             match kind {
+                _ if regroup && watches(&subject) => fresh.push(subject),
                 Kind::Joined => lists.push(subject),
-                Kind::Left if watches && big_after => counts.push(subject),
+                Kind::Left if watches(&subject) && !listed_after => counts.push(subject),
                 Kind::Left | Kind::Changed => deltas.push(subject),
             }
+        }
+        if !regroup && !listed_before && !listed_after && before != after && self.watchers.contains_key(&room.0) {
+            self.counts_due.insert(room);
         }
         if !deltas.is_empty() {
             self.outbox.push_back(Delivery { to: deltas, event: kind.event(room, version, p) });
@@ -474,6 +522,20 @@ impl Rooms {
         if !lists.is_empty() {
             let event = Event::Participants { group: room.0, room: room.1, version, participants: self.participants(&room) };
             self.outbox.push_back(Delivery { to: lists, event });
+        }
+        self.snapshot(room.0, fresh);
+    }
+
+    /// Queues the group's `presence` snapshot for these sockets (each sees the room of its
+    /// own call listed, so those in the same call share one message).
+    fn snapshot(&mut self, group: GroupId, to: Vec<SeatKey>) {
+        let mut by_call: BTreeMap<Option<RoomKey>, Vec<SeatKey>> = BTreeMap::new();
+        for s in to {
+            by_call.entry(self.seats.get(&s).copied().filter(|r| r.0 == group)).or_default().push(s);
+        }
+        for (_, to) in by_call {
+            let rooms = self.versions.range(group_range(&group)).map(|(k, _)| self.room_state(k, &to[0])).collect();
+            self.outbox.push_back(Delivery { to, event: Event::Presence { group, rooms } });
         }
     }
 }

@@ -179,7 +179,7 @@ fn past_the_threshold_watchers_get_counts_and_the_call_keeps_the_list() {
     rooms.tick();
     rooms.tick();
     let d = rooms.take_deliveries();
-    assert_eq!(events_for(&d, &eve), vec![Event::ParticipantCount { group: G, room: R1.1, version: 6, count: 5 }]);
+    assert_eq!(events_for(&d, &eve), vec![Event::ParticipantCounts { group: G, rooms: vec![RoomCount { room: R1.1, version: 6, count: 5 }] }]);
     assert_eq!(d.len(), 1, "one count per tick, only for watchers outside the call");
     // A watcher who joins the big call gets the whole list; when she leaves, the count.
     rooms.join(p("eve", 9), R1);
@@ -209,6 +209,68 @@ fn past_the_threshold_watchers_get_counts_and_the_call_keeps_the_list() {
         &events_for(&d, &seat("eve", 8))[..],
         [Event::Presence { rooms, .. }] if rooms[0].participants.is_none() && rooms[0].count == 4
     ));
+}
+
+#[test]
+fn a_tick_sends_each_watcher_one_message_with_the_counts_of_its_groups_big_rooms() {
+    let mut rooms = rooms(1);
+    let (eve, zoe) = (seat("eve", 9), seat("zoe", 8));
+    rooms.watch(eve.clone(), G);
+    rooms.watch(zoe.clone(), G);
+    for (i, room) in [(1, R1), (2, R1), (3, R2), (4, R2)] {
+        rooms.join(p(&format!("user{i}"), i), room);
+    }
+    rooms.join(p("eve", 9), R1);
+    let _ = rooms.take_deliveries();
+    rooms.join(p("user5", 5), R1);
+    rooms.join(p("user6", 6), R2);
+    rooms.tick();
+    let d = rooms.take_deliveries();
+    let (r1, r2) = (RoomCount { room: R1.1, version: 4, count: 4 }, RoomCount { room: R2.1, version: 3, count: 3 });
+    assert_eq!(events_for(&d, &zoe).last(), Some(&Event::ParticipantCounts { group: G, rooms: vec![r1, r2] }));
+    // eve is in R1's call: she has its list (and its deltas), so only R2's count.
+    assert_eq!(events_for(&d, &eve).last(), Some(&Event::ParticipantCounts { group: G, rooms: vec![r2] }));
+    assert!(matches!(events_for(&d, &eve)[0], Event::ParticipantJoined { version: 4, .. }));
+}
+
+#[test]
+fn a_group_past_its_bound_shows_counts_for_every_room_and_lists_again_below_it() {
+    // Rooms listed up to 2, the group up to 8: five rooms of two make ten.
+    let mut rooms = rooms(2);
+    let eve = seat("eve", 99);
+    rooms.watch(eve.clone(), G);
+    rooms.watch(seat("user0", 0), G);
+    let room = |i: u8| (G, RoomId([i; 16]));
+    for i in 0..8u8 {
+        rooms.join(p(&format!("user{i}"), i), room(i / 2));
+    }
+    let d = rooms.take_deliveries();
+    assert!(events_for(&d, &eve).iter().all(|e| matches!(e, Event::Presence { .. } | Event::ParticipantJoined { .. })));
+    // The ninth: the group is past 8; eve gets one fresh snapshot, every room as a count.
+    rooms.join(p("user8", 8), room(4));
+    let d = rooms.take_deliveries();
+    let seen = events_for(&d, &eve);
+    assert!(matches!(&seen[..], [Event::Presence { rooms, .. }] if rooms.len() == 5 && rooms.iter().all(|r| r.participants.is_none())), "{seen:?}");
+    // Those in a call keep their own room's list: user0's snapshot lists room 0 only.
+    let mine = events_for(&d, &seat("user0", 0));
+    assert!(
+        matches!(&mine[..], [Event::Presence { rooms, .. }] if rooms.iter().filter(|r| r.participants.is_some()).map(|r| r.room).collect::<Vec<_>>() == [room(0).1]),
+        "{mine:?}"
+    );
+    // More joins: counts, batched by the tick.
+    rooms.join(p("user9", 9), room(4));
+    rooms.tick();
+    let d = rooms.take_deliveries();
+    assert_eq!(
+        events_for(&d, &eve),
+        vec![Event::ParticipantCounts { group: G, rooms: vec![RoomCount { room: room(4).1, version: 2, count: 2 }] }]
+    );
+    // Back to 8: a fresh snapshot with the lists.
+    rooms.leave(&seat("user9", 9));
+    rooms.leave(&seat("user8", 8));
+    let d = rooms.take_deliveries();
+    let seen = events_for(&d, &eve);
+    assert!(matches!(seen.last(), Some(Event::Presence { rooms, .. }) if rooms.iter().all(|r| r.participants.is_some())), "{seen:?}");
 }
 
 #[test]
@@ -246,6 +308,11 @@ impl Follower {
             }
             Event::ParticipantCount { group, room, version, count } => {
                 self.rooms.insert((*group, *room), (*version, None, *count));
+            }
+            Event::ParticipantCounts { group, rooms } => {
+                for r in rooms {
+                    self.rooms.insert((*group, r.room), (r.version, None, r.count));
+                }
             }
             Event::ParticipantJoined { group, room, version, participant }
             | Event::ParticipantLeft { group, room, version, participant }
@@ -322,12 +389,14 @@ fn a_missed_delta_is_caught_by_its_version_and_resync_repairs_the_list() {
 
 #[test]
 fn snapshot_then_deltas_always_ends_with_the_true_list() {
-    const LIST_MAX: usize = 4;
+    // Rooms are listed up to 3, groups up to 12: both bounds are crossed both ways.
+    const LIST_MAX: usize = 3;
     let rooms_of_g = [R1, R2];
     let other = (GroupId([2; 16]), RoomId([3; 16]));
     let all = [R1, R2, other];
     let socket = |i: u64| seat(&format!("user{}", i % 5), i as u8);
     let mut seen: HashMap<&'static str, usize> = HashMap::new();
+    let mut big_groups = 0;
     for seed in 0..20 {
         let mut rng = Lcg(seed);
         let mut rooms = rooms(LIST_MAX);
@@ -370,6 +439,7 @@ fn snapshot_then_deltas_always_ends_with_the_true_list() {
                 }
             }
             assert!(followers.values().all(|f| f.gaps.is_empty()), "seed {seed} step {step}: a gap");
+            big_groups += usize::from(rooms.group_total(&G) > GROUP_LISTS * LIST_MAX);
             // Every socket's copy of every room it follows is the truth.
             for i in 0..12 {
                 let s = socket(i);
@@ -383,7 +453,8 @@ fn snapshot_then_deltas_always_ends_with_the_true_list() {
                     let truth = rooms.participants(&room);
                     let (version, list, count) = f.cloned().unwrap_or((0, Some(vec![]), 0));
                     assert_eq!(count, truth.len(), "seed {seed} step {step}: {s:?} counts {room:?}");
-                    if in_call == Some(room) || truth.len() <= LIST_MAX {
+                    let group_total: usize = all.iter().filter(|r| r.0 == room.0).map(|r| rooms.participants(r).len()).sum();
+                    if in_call == Some(room) || (truth.len() <= LIST_MAX && group_total <= GROUP_LISTS * LIST_MAX) {
                         assert_eq!(list.as_ref(), Some(&truth), "seed {seed} step {step}: {s:?} lists {room:?}");
                         assert_eq!(version, rooms.version(&room), "seed {seed} step {step}: {s:?} in {room:?}");
                     } else {
@@ -393,8 +464,9 @@ fn snapshot_then_deltas_always_ends_with_the_true_list() {
             }
         }
     }
+    assert!(big_groups > 100, "the group bound was crossed too rarely: {big_groups} steps");
     // The walk went through every kind of message, counts of big rooms included.
-    for kind in ["presence", "participants", "participant_count", "participant_joined", "participant_left", "participant_changed"] {
+    for kind in ["presence", "participants", "participant_count", "participant_counts", "participant_joined", "participant_left", "participant_changed"] {
         assert!(seen.get(kind).copied().unwrap_or(0) > 10, "{kind} seen too rarely: {seen:?}");
     }
 }
@@ -404,6 +476,7 @@ fn kind_name(e: &Event) -> &'static str {
         Event::Presence { .. } => "presence",
         Event::Participants { .. } => "participants",
         Event::ParticipantCount { .. } => "participant_count",
+        Event::ParticipantCounts { .. } => "participant_counts",
         Event::ParticipantJoined { .. } => "participant_joined",
         Event::ParticipantLeft { .. } => "participant_left",
         Event::ParticipantChanged { .. } => "participant_changed",

@@ -633,6 +633,12 @@ impl Lists {
             Some("participant_count") => {
                 self.rooms.insert(room, RoomCopy { group, version, list: None, count: m["count"].as_u64().expect("count") });
             }
+            Some("participant_counts") => {
+                for r in m["rooms"].as_array().expect("participant_counts.rooms") {
+                    let copy = RoomCopy { group: group.clone(), version: r["version"].as_u64().unwrap(), list: None, count: r["count"].as_u64().unwrap() };
+                    self.rooms.insert(r["room"].as_str().unwrap().to_owned(), copy);
+                }
+            }
             Some(kind @ ("participant_joined" | "participant_left" | "participant_changed")) => {
                 let copy = self.rooms.entry(room).or_insert_with(|| RoomCopy { group, list: Some(vec![]), ..RoomCopy::default() });
                 if version <= copy.version {

@@ -22,7 +22,8 @@ use serde_json::{Value, json};
 use super::Report;
 use crate::client::{Http, Ws};
 use crate::rtc::{Crowd, Joining, MemberStats};
-use crate::stats::{Summary, cpu_secs, r3};
+use crate::nodes::cpu_secs;
+use crate::stats::{Summary, r3};
 use crate::{Options, Testnet};
 
 /// Participants joining at once.

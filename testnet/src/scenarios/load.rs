@@ -125,6 +125,7 @@ pub async fn run(opts: &Options, p: &Params) -> anyhow::Result<Report> {
     // Idle: K sockets connected and nothing else; then closed again.
     let mut idle = Vec::with_capacity(p.clients);
     let shared = Arc::new(Shared::default());
+    let t_connect = Instant::now();
     for start in (0..p.clients).step_by(BATCH) {
         let end = (start + BATCH).min(p.clients);
         for (j, c) in (start..end).zip(join_all((start..end).map(|j| users[j % users.len()].ws_raw())).await) {
@@ -134,12 +135,14 @@ pub async fn run(opts: &Options, p: &Params) -> anyhow::Result<Report> {
             }
         }
     }
+    let connect = t_connect.elapsed();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_idle = node.rss_kib()?;
     drop(idle);
     wait_sockets(&net.clients[0], 1.0, Duration::from_secs(30)).await;
 
     let base = Instant::now();
+    let cpu_setup = node.cpu_secs()?;
     let t_setup = Instant::now();
     let (report_tx, report_rx) = watch::channel(false);
     *shared.digests.lock().expect("lock") = vec![None; p.clients];
@@ -168,6 +171,7 @@ pub async fn run(opts: &Options, p: &Params) -> anyhow::Result<Report> {
         i = end;
     }
     let setup = t_setup.elapsed();
+    let setup_cpu = node.cpu_secs()? - cpu_setup;
     let setup_events = shared.events.load(Ordering::Relaxed);
     let setup_bytes = shared.bytes.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -240,13 +244,13 @@ pub async fn run(opts: &Options, p: &Params) -> anyhow::Result<Report> {
     let mode = if deltas { "snapshot + deltas, counts past the threshold" } else { "whole lists (a node without subscribe)" };
     let table = format!(
         "load: {} sessions of {} users on one node, {} rooms, {} changes (lock-step); presence as {mode}\n  \
-         joining: {:.1} s, {} presence events fanned out ({:.1} MB, {:.0} events/s)\n  \
+         connecting them idle: {:.1} s; joining: {:.1} s (node CPU {:.1} s), {} presence events fanned out ({:.1} MB, {:.0} events/s)\n  \
          node RSS {} KiB at start; per connection {:.1} KiB idle (connected only), {:.1} KiB after the joins\n  \
          presence change to the {k0} sessions in the driver's room: latency {}\n  \
          driving: {} changes shown {} times in {:.2} s ({:.0}/s), {} presence events sent in all\n  \
          lists: {} of {} sessions end with their room's true list; gaps {gaps}\n  errors {}",
         p.clients, users.len(), rooms.len(), p.changes,
-        setup.as_secs_f64(), setup_events, setup_bytes as f64 / 1e6, setup_eps,
+        connect.as_secs_f64(), setup.as_secs_f64(), setup_cpu, setup_events, setup_bytes as f64 / 1e6, setup_eps,
         rss_before, idle_kib, busy_kib, lat.line(),
         p.changes, delivered, drive.as_secs_f64(), eps, drive_events,
         p.clients - wrong as usize, p.clients, errors
@@ -258,7 +262,7 @@ pub async fn run(opts: &Options, p: &Params) -> anyhow::Result<Report> {
         figures: json!({
             "clients": p.clients, "users": users.len(), "rooms": rooms.len(), "changes": p.changes, "deltas": deltas,
             "events_delivered": delivered, "events_per_sec": eps.round(), "latency": lat.json(), "drive_events": drive_events,
-            "setup_ms": ms(setup), "setup_events": setup_events, "setup_bytes": setup_bytes, "setup_events_per_sec": setup_eps.round(),
+            "connect_idle_ms": ms(connect), "setup_ms": ms(setup), "setup_node_cpu_s": crate::stats::r3(setup_cpu), "setup_events": setup_events, "setup_bytes": setup_bytes, "setup_events_per_sec": setup_eps.round(),
             "rss_before_kib": rss_before, "rss_idle_kib": rss_idle, "rss_after_kib": rss_after,
             "rss_idle_per_connection_kib": crate::stats::r3(idle_kib), "rss_per_connection_kib": crate::stats::r3(busy_kib),
             "wrong_lists": wrong, "gaps": gaps, "errors": errors,

@@ -37,7 +37,8 @@ use turn::proto::relayaddr::RelayedAddress;
 use turn::proto::reqtrans::RequestedTransport;
 
 use super::Report;
-use crate::stats::{Summary, cpu_secs};
+use crate::nodes::cpu_secs;
+use crate::stats::Summary;
 use crate::{Options, Testnet};
 
 /// Bytes of one packet: a 12-byte RTP header and 160 bytes of Opus (64 kbit/s, 20 ms).
