@@ -94,6 +94,9 @@ pub struct MemberStats {
     pub sent: u64,
     /// Streams (one per slot carrying someone) it received packets on.
     pub streams: usize,
+    /// Its ICE state last reported, and the error that ended it if any: why it never connected.
+    pub ice: String,
+    pub error: Option<String>,
 }
 
 impl MemberStats {
@@ -211,7 +214,12 @@ fn run(mut poll: Poll, rx: Receiver<Cmd>) {
                 }
                 Cmd::Reset => {
                     for m in &mut members {
-                        m.stats = MemberStats { connected_after: m.stats.connected_after, ..Default::default() };
+                        m.stats = MemberStats {
+                            connected_after: m.stats.connected_after,
+                            ice: std::mem::take(&mut m.stats.ice),
+                            error: m.stats.error.take(),
+                            ..Default::default()
+                        };
                         m.streams.clear();
                     }
                 }
@@ -306,6 +314,7 @@ fn drain(m: &mut Member) {
                 let _ = m.sock.send_to(&t.contents, t.destination);
             }
             Ok(Output::Event(Event::Connected)) => m.stats.connected_after = Some(m.added.elapsed()),
+            Ok(Output::Event(Event::IceConnectionStateChange(s))) => m.stats.ice = format!("{s:?}"),
             Ok(Output::Event(Event::RtpPacket(p))) => {
                 let now = Instant::now();
                 m.stats.received += 1;
@@ -332,7 +341,8 @@ fn drain(m: &mut Member) {
                 }
             }
             Ok(Output::Event(_)) => {}
-            Err(_) => {
+            Err(e) => {
+                m.stats.error = Some(e.to_string());
                 m.timeout = Instant::now() + Duration::from_secs(3600);
                 return;
             }
@@ -403,7 +413,7 @@ pub async fn crowd_run(p: &CrowdRun) -> anyhow::Result<serde_json::Value> {
         .iter()
         .map(|(_, m)| {
             let s = &snap[*m];
-            json!({"connected": s.connected_after.is_some(), "received": s.received, "expected": s.expected,
+            json!({"connected": s.connected_after.is_some(), "ice": s.ice, "error": s.error, "received": s.received, "expected": s.expected,
                    "streams": s.streams, "loss": s.loss(), "jitter_ms": s.jitter_ms, "sent": s.sent})
         })
         .collect();

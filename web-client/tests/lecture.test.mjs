@@ -135,7 +135,8 @@ describe('a lecture: 2 Chromium speakers, 100 synthetic and 2 Chromium listeners
     console.log(`crowd: ${JSON.stringify(totals)}`);
     console.log(`crowd: streams per listener ${Math.min(...streams)}–${Math.max(...streams)}, loss max ${(Math.max(...each.map((e) => e.loss)) * 100).toFixed(2)} %, jitter p50 ${jitter[jitter.length >> 1].toFixed(1)} ms max ${jitter.at(-1).toFixed(1)} ms`);
     assert.equal(totals.listeners, LISTENERS);
-    assert.equal(totals.connected, LISTENERS, 'every synthetic listener connected to the audio server');
+    const unconnected = each.map((e, i) => ({ i, ice: e.ice, error: e.error })).filter((_, i) => !each[i].connected);
+    assert.equal(totals.connected, LISTENERS, `every synthetic listener connected to the audio server; not: ${JSON.stringify(unconnected)}`);
     const deaf = each.filter((e) => e.streams < 2 || e.received === 0).length;
     assert.equal(deaf, 0, `${deaf} synthetic listeners got packets on fewer than two streams`);
     assert.ok(totals.min_streams >= 2);
