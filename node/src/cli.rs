@@ -264,6 +264,11 @@ pub struct ServeArgs {
     /// people [default: 5].
     #[arg(long, value_name = "N", env = "VOICECHAT_SFU_THRESHOLD")]
     pub sfu_threshold: Option<usize>,
+    /// Browsers encrypt call audio end to end (SFrame, keys only they hold), so neither
+    /// this node's audio server nor another node can hear it [default: on]. Off: audio is
+    /// encrypted only between each browser and whatever forwards it, and pages say so.
+    #[arg(long, value_enum, value_name = "ON|OFF", env = "VOICECHAT_E2EE")]
+    pub e2ee: Option<crate::config::Switch>,
 }
 
 /// Runs the parsed command line.

@@ -159,6 +159,8 @@ pub struct FileConfig {
     pub turn: Option<FileTurn>,
     /// The audio forwarding unit.
     pub sfu: Option<FileSfu>,
+    /// `"on"` or `"off"`: browsers encrypt call audio end to end. Left out: on.
+    pub e2ee: Option<Switch>,
 }
 
 /// The `[turn]` table.
@@ -348,6 +350,8 @@ pub struct Config {
     pub turn: Option<TurnConfig>,
     /// The audio forwarding unit; `None` when turned off.
     pub sfu: Option<SfuConfig>,
+    /// Browsers encrypt call audio end to end.
+    pub e2ee: bool,
 }
 
 /// The SFU, resolved (its address still to be bound).
@@ -760,6 +764,7 @@ impl Config {
         Ok(Config {
             turn,
             sfu,
+            e2ee: args.e2ee.or(file.e2ee).unwrap_or(Switch::On) == Switch::On,
             federation,
             name,
             listen,
@@ -796,6 +801,7 @@ impl Config {
         s.secure_cookies = self.tls.is_on() || s.public_url.starts_with("https://");
         s.ice_servers = self.ice_servers.clone();
         s.max_concurrent_hashes = self.max_concurrent_hashes;
+        s.e2ee = self.e2ee;
         s
     }
 }
@@ -843,6 +849,9 @@ mod tests {
         assert_eq!(c.room_list_max, 20);
         let c = Config::resolve(&args(&["--room-list-max", "5"]), file("room_list_max = 20\n")).unwrap();
         assert_eq!(c.room_list_max, 5, "the flag beats the file");
+        assert!(Config::resolve(&args(&[]), file("")).unwrap().e2ee, "end to end by default");
+        assert!(!Config::resolve(&args(&[]), file("e2ee = \"off\"\n")).unwrap().e2ee);
+        assert!(Config::resolve(&args(&["--e2ee", "on"]), file("e2ee = \"off\"\n")).unwrap().e2ee);
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct Settings {
     pub ice_servers: Vec<serde_json::Value>,
     /// At most this many password hashes run at once.
     pub max_concurrent_hashes: usize,
+    /// Browsers encrypt call audio end to end (told to pages with the ICE configuration).
+    pub e2ee: bool,
 }
 
 impl Settings {
@@ -38,6 +40,7 @@ impl Settings {
             secure_cookies: false,
             ice_servers: Vec::new(),
             max_concurrent_hashes: 4,
+            e2ee: true,
         }
     }
 }

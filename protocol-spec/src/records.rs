@@ -192,6 +192,9 @@ pub enum SignalType {
     Candidate,
     /// The sender hangs up this peer connection.
     Bye,
+    /// End-to-end encryption of the call's audio: a session's public key (`hello`) or a
+    /// sender's media key wrapped for the receiver alone (`key`), opaque to both nodes.
+    E2ee,
 }
 
 /// A WebRTC signaling message from one browser session to another, relayed node to node.

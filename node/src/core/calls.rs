@@ -148,3 +148,58 @@ impl Core {
         }))
     }
 }
+
+/// End-to-end encryption of call audio: the node relays the browsers' public keys and
+/// wrapped media keys, opaque to it (`protocol-spec/SPEC.md`, end-to-end encryption).
+impl Core {
+    /// Whom an `e2ee_hello` from `from` goes to: the others in its call who may send audio
+    /// (everyone in a conversation, the stage in a stage room), or everyone in it.
+    pub fn e2ee_recipients(&self, room: &RoomKey, from: &SeatKey, everyone: bool) -> Vec<SeatKey> {
+        self.rooms()
+            .participants(room)
+            .into_iter()
+            .filter(|p| p.seat() != *from && (everyone || p.stage.is_none_or(|s| s.speaker)))
+            .map(|p| p.seat())
+            .collect()
+    }
+
+    /// The socket message for an end-to-end encryption body (`{"kind": "hello", "data"}` or
+    /// `{"kind": "key", "common", "data"}`, as it also crosses nodes); `None` if malformed.
+    pub fn e2ee_message(from: &UserId, from_session: &SessionId, body: &serde_json::Value) -> Option<Outbound> {
+        #[allow(unused_mut)]
+        let mut body = body.clone();
+        #[cfg(debug_assertions)]
+        test_hooks::substitute_key(&mut body);
+        let msg = match body["kind"].as_str()? {
+            "hello" => json!({"type": "e2ee_hello", "from": from, "from_session": from_session, "data": body["data"]}),
+            "key" => json!({
+                "type": "e2ee_key", "from": from, "from_session": from_session,
+                "common": body["common"], "data": body["data"],
+            }),
+            _ => return None,
+        };
+        Some(encode(&msg))
+    }
+}
+
+/// Hooks that only debug builds have, for tests that play a malicious node.
+#[cfg(debug_assertions)]
+mod test_hooks {
+    /// The P-256 generator point: the public key of private key 1, so a valid key that is
+    /// nobody's in the call.
+    const SUBSTITUTE: &str = "BGsX0fLhLEJH-Lzm5WOkQPJ3A32BLeszoPShOUXYmMKWT-NC4v4af5uO5-tKfA-eFivOM1drMV7Oy7ZAaDe_UfU";
+
+    /// With `VOICECHAT_TEST_SUBSTITUTE_E2EE_KEYS=1`, the node swaps the public key in every
+    /// e2ee message it hands to a browser, as a node listening in would; the pages' safety
+    /// codes must then differ.
+    pub fn substitute_key(body: &mut serde_json::Value) {
+        if std::env::var_os("VOICECHAT_TEST_SUBSTITUTE_E2EE_KEYS").is_none() {
+            return;
+        }
+        for part in ["data", "common"] {
+            if let Some(p) = body.get_mut(part).and_then(|d| d.get_mut("pub")) {
+                *p = SUBSTITUTE.into();
+            }
+        }
+    }
+}

@@ -205,14 +205,19 @@ impl Driver {
                 let data: serde_json::Value =
                     serde_json::from_str(&signal.data).unwrap_or(serde_json::Value::String(signal.data.clone()));
                 let kind = match signal.signal_type {
-                    SignalType::Offer => "offer",
-                    SignalType::Answer => "answer",
-                    SignalType::Candidate => "candidate",
-                    SignalType::Bye => "bye",
+                    SignalType::Offer => Some("offer"),
+                    SignalType::Answer => Some("answer"),
+                    SignalType::Candidate => Some("candidate"),
+                    SignalType::Bye => Some("bye"),
+                    SignalType::E2ee => None,
                 };
                 let room = (signal.group, signal.room);
-                let msg = Core::signal_message(&signal.from, &signal.from_session, &room, kind, &data);
-                let ok = self.core.deliver_signal(&signal.to, &signal.to_session, &msg);
+                let msg = match kind {
+                    Some(kind) => Some(Core::signal_message(&signal.from, &signal.from_session, &room, kind, &data)),
+                    None => Core::e2ee_message(&signal.from, &signal.from_session, &data),
+                };
+                // A malformed e2ee body is dropped here, as the browser would drop it.
+                let ok = msg.is_some_and(|msg| self.core.deliver_signal(&signal.to, &signal.to_session, &msg));
                 self.local.push_back(Input::Delivered { reply, ok });
             }
             Output::Redeem { reply, code, user } => {

@@ -129,7 +129,7 @@ async fn ice(State(state): State<AppState>, auth: Auth, Query(q): Query<IceQuery
         servers.push(turn.stun_server());
     }
     servers.extend(state.settings.ice_servers.iter().cloned());
-    let body = serde_json::json!({"ice_servers": servers, "expires_at": expires_at});
+    let body = serde_json::json!({"ice_servers": servers, "expires_at": expires_at, "e2ee": state.settings.e2ee});
     Ok(([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response())
 }
 

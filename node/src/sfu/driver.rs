@@ -203,6 +203,7 @@ struct Driver {
     /// Audio packets received while polling, forwarded after.
     inbox: Vec<(PeerId, RtpPacket)>,
     out: Vec<Forward>,
+    tap: super::tap::Tap,
 }
 
 impl Driver {
@@ -223,6 +224,7 @@ impl Driver {
             stats: SfuStats::default(),
             inbox: Vec::new(),
             out: Vec::new(),
+            tap: super::tap::Tap::from_env(),
         }
     }
 
@@ -441,6 +443,9 @@ impl Driver {
             if let Err(super::Dropped::NotSpeaker) = self.fwd.on_audio(now, audio, &mut out) {
                 self.stats.refused += 1;
             }
+            if !out.is_empty() {
+                self.tap.record(*pkt.header.ssrc, &pkt.payload);
+            }
             let ext = ExtensionValues { audio_level: pkt.header.ext_vals.audio_level, voice_activity: pkt.header.ext_vals.voice_activity, ..Default::default() };
             for f in &out {
                 let Some(sub) = self.peers.get_mut(&f.to) else { continue };
@@ -458,6 +463,7 @@ impl Driver {
         }
         self.inbox = inbox;
         self.inbox.clear();
+        self.tap.flush();
         let after = self.stats;
         metrics::counter!("voicechat_sfu_packets_total", "what" => "received").increment(after.received - before.received);
         metrics::counter!("voicechat_sfu_packets_total", "what" => "forwarded").increment(after.forwarded - before.forwarded);

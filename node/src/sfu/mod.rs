@@ -5,12 +5,14 @@
 //! - `forward`: the forwarding decisions (who may speak, the loudest few, who gets what on
 //!   which slot), sans-IO, tested in simulated time;
 //! - `select`: the loudest-few selection with hysteresis;
-//! - `slot`: one downstream track's numbering across changes of speaker.
+//! - `slot`: one downstream track's numbering across changes of speaker;
+//! - `tap`: in debug builds, a copy of what is forwarded, for tests.
 
 pub mod driver;
 pub mod forward;
 pub mod select;
 pub mod slot;
+pub mod tap;
 
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,12 @@ use voicechat_protocol::ids::{GroupId, RoomId, SessionId, UserId};
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Largest `data` of a signal, as encoded JSON.
 pub const MAX_SIGNAL_DATA: usize = 16 * 1024;
+/// Largest `data` of an `e2ee_hello`, and `common` of an `e2ee_keys`, as encoded JSON.
+pub const MAX_E2EE_COMMON: usize = 2 * 1024;
+/// Largest `data` of one entry of an `e2ee_keys`, as encoded JSON.
+pub const MAX_E2EE_ENTRY: usize = 512;
+/// Most entries in one `e2ee_keys` (a page with more recipients sends several).
+pub const MAX_E2EE_KEYS: usize = 512;
 
 /// What a signal carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -104,6 +110,42 @@ pub enum ClientMsg {
         /// Their socket.
         session: SessionId,
     },
+    /// End-to-end encryption: this session's public key (opaque to the node), for the call's
+    /// senders (those who may speak), or for everyone in it, or for one session.
+    #[serde(rename = "e2ee_hello")]
+    E2eeHello {
+        /// What the page says; the node relays it untouched.
+        data: Value,
+        /// Only this user's…
+        #[serde(default)]
+        to: Option<UserId>,
+        /// …session.
+        #[serde(default)]
+        to_session: Option<SessionId>,
+        /// Everyone in the call, listeners too (someone who just got onto a stage).
+        #[serde(default)]
+        everyone: bool,
+    },
+    /// End-to-end encryption: the sender's media key, wrapped for each recipient alone.
+    #[serde(rename = "e2ee_keys")]
+    E2eeKeys {
+        /// The same for every recipient (the sender's public key…).
+        common: Value,
+        /// One per recipient.
+        keys: Vec<KeyFor>,
+    },
+}
+
+/// One recipient's entry of an `e2ee_keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFor {
+    /// The user it is for.
+    pub to: UserId,
+    /// Their socket.
+    pub to_session: SessionId,
+    /// Opaque to the node.
+    pub data: Value,
 }
 
 /// What a moderator does.
@@ -137,12 +179,14 @@ impl ClientMsg {
             Self::StageAnswer { .. } => "stage_answer",
             Self::StageLeave => "stage_leave",
             Self::Moderate { .. } => "moderate",
+            Self::E2eeHello { .. } => "e2ee_hello",
+            Self::E2eeKeys { .. } => "e2ee_keys",
         }
     }
 }
 
 const TYPES: &[&str] = &[
-    "ping", "join", "leave", "mute", "subscribe", "unsubscribe", "resync", "signal", "sfu_offer", "hand", "stage_answer", "stage_leave", "moderate",
+    "ping", "join", "leave", "mute", "subscribe", "unsubscribe", "resync", "signal", "sfu_offer", "hand", "stage_answer", "stage_leave", "moderate", "e2ee_hello", "e2ee_keys",
 ];
 
 /// Why a message was refused before it was acted on.
@@ -171,15 +215,30 @@ pub fn parse(text: &str) -> Result<ClientMsg, Refusal> {
         return Err(Refusal { code: "unknown_type", message: format!("unknown message type {ty:?}"), in_reply_to: Some(ty) });
     }
     let msg: ClientMsg = serde_json::from_value(value).map_err(|e| bad(format!("bad {ty} message: {e}"), Some(ty.clone())))?;
-    if let ClientMsg::Signal { data, .. } = &msg {
-        let size = serde_json::to_string(data).map(|s| s.len()).unwrap_or(usize::MAX);
-        if size > MAX_SIGNAL_DATA {
-            return Err(Refusal {
-                code: "too_large",
-                message: format!("signal data is at most {MAX_SIGNAL_DATA} bytes"),
-                in_reply_to: Some(ty),
-            });
+    let size = |v: &Value| serde_json::to_string(v).map(|s| s.len()).unwrap_or(usize::MAX);
+    let too_large = |message: String| Refusal { code: "too_large", message, in_reply_to: Some(ty.clone()) };
+    match &msg {
+        ClientMsg::Signal { data, .. } if size(data) > MAX_SIGNAL_DATA => {
+            return Err(too_large(format!("signal data is at most {MAX_SIGNAL_DATA} bytes")));
         }
+        ClientMsg::E2eeHello { data, .. } if size(data) > MAX_E2EE_COMMON => {
+            return Err(too_large(format!("e2ee_hello data is at most {MAX_E2EE_COMMON} bytes")));
+        }
+        ClientMsg::E2eeHello { to, to_session, .. } if to.is_some() != to_session.is_some() => {
+            return Err(bad("an e2ee_hello names both to and to_session, or neither".into(), Some(ty)));
+        }
+        ClientMsg::E2eeKeys { common, keys } => {
+            if size(common) > MAX_E2EE_COMMON {
+                return Err(too_large(format!("e2ee_keys common is at most {MAX_E2EE_COMMON} bytes")));
+            }
+            if keys.len() > MAX_E2EE_KEYS {
+                return Err(too_large(format!("at most {MAX_E2EE_KEYS} keys in one e2ee_keys message")));
+            }
+            if keys.iter().any(|k| size(&k.data) > MAX_E2EE_ENTRY) {
+                return Err(too_large(format!("each key's data is at most {MAX_E2EE_ENTRY} bytes")));
+            }
+        }
+        _ => {}
     }
     Ok(msg)
 }
@@ -211,5 +270,24 @@ mod tests {
         let big = "x".repeat(MAX_SIGNAL_DATA + 1);
         let sig = format!(r#"{{"type":"signal","to":"bob@alpha","to_session":"{g}","kind":"offer","data":"{big}"}}"#);
         assert_eq!(parse(&sig).unwrap_err().code, "too_large");
+    }
+
+    #[test]
+    fn e2ee_messages_are_bounded() {
+        let s = "ab".repeat(16);
+        let hello = parse(r#"{"type":"e2ee_hello","data":{"v":1,"pub":"AAAA"}}"#).unwrap();
+        assert!(matches!(hello, ClientMsg::E2eeHello { to: None, everyone: false, .. }));
+        let e = parse(r#"{"type":"e2ee_hello","data":{},"to":"bob@alpha"}"#).unwrap_err();
+        assert_eq!(e.code, "bad_message", "a user without a session");
+        let big = "x".repeat(MAX_E2EE_COMMON);
+        assert_eq!(parse(&format!(r#"{{"type":"e2ee_hello","data":"{big}"}}"#)).unwrap_err().code, "too_large");
+        let entry = format!(r#"{{"to":"bob@alpha","to_session":"{s}","data":{{"kid":1,"wrapped":"AAAA"}}}}"#);
+        let keys = |n: usize| format!(r#"{{"type":"e2ee_keys","common":{{"pub":"AAAA"}},"keys":[{}]}}"#, vec![entry.as_str(); n].join(","));
+        assert!(matches!(parse(&keys(2)), Ok(ClientMsg::E2eeKeys { keys, .. }) if keys.len() == 2));
+        assert_eq!(parse(&keys(MAX_E2EE_KEYS + 1)).unwrap_err().code, "too_large");
+        let fat = format!(r#"{{"type":"e2ee_keys","common":{{}},"keys":[{{"to":"bob@alpha","to_session":"{s}","data":"{}"}}]}}"#, "y".repeat(MAX_E2EE_ENTRY));
+        assert_eq!(parse(&fat).unwrap_err().code, "too_large");
+        let stray = format!(r#"{{"type":"e2ee_keys","common":{{}},"keys":[{{"to":"bob@alpha","to_session":"{s}","data":1,"x":2}}]}}"#);
+        assert_eq!(parse(&stray).unwrap_err().code, "bad_message", "unknown fields in an entry");
     }
 }

@@ -238,6 +238,40 @@ async fn handle(state: &AppState, user: &UserId, session: SessionId, text: &str)
             };
             core_op(state, state.core.moderate(user, session, &(target, target_session), what)).await
         }
+        ClientMsg::E2eeHello { data, to, to_session, everyone } => {
+            let Some(room) = state.core.seat(user, session) else {
+                return Some(refusal("not_in_room", "join a call before sending keys".into(), Some(ty.into())));
+            };
+            let from = (user.clone(), session);
+            let to = match to.zip(to_session) {
+                Some((u, s)) if state.core.is_in(&room, &u, &s) => vec![(u, s)],
+                Some((u, _)) => return Some(refusal("not_in_room", format!("{u} is not in your call"), Some(ty.into()))),
+                None => state.core.e2ee_recipients(&room, &from, everyone),
+            };
+            let body = json!({"kind": "hello", "data": data});
+            for seat in to {
+                send_e2ee(state, &from, room, seat, &body);
+            }
+            Ok(None)
+        }
+        ClientMsg::E2eeKeys { common, keys } => {
+            let Some(room) = state.core.seat(user, session) else {
+                return Some(refusal("not_in_room", "join a call before sending keys".into(), Some(ty.into())));
+            };
+            let from = (user.clone(), session);
+            let mut absent = 0usize;
+            for k in keys {
+                if state.core.is_in(&room, &k.to, &k.to_session) {
+                    let body = json!({"kind": "key", "common": common, "data": k.data});
+                    send_e2ee(state, &from, room, (k.to, k.to_session), &body);
+                } else {
+                    absent += 1;
+                }
+            }
+            // Someone left meanwhile: the page learns it from the participant list anyway;
+            // it is told how many keys went nowhere, so nothing is lost silently.
+            Ok((absent > 0).then(|| encode(&json!({"type": "e2ee_absent", "count": absent}))))
+        }
     };
     match result {
         Ok(reply) => reply,
@@ -306,6 +340,18 @@ impl From<StoreError> for WsError {
 
 /// Sends a signal to a user of another node from a task of its own; a refusal comes back
 /// to the sender's socket as an `error`.
+/// Hands one end-to-end encryption body to a session in the same call: directly on this
+/// node, else as a signed `e2ee` signal to its home node.
+fn send_e2ee(state: &AppState, from: &crate::rooms::SeatKey, room: crate::rooms::RoomKey, to: crate::rooms::SeatKey, body: &serde_json::Value) {
+    let (to, to_session) = to;
+    if to.node != state.settings.node_name {
+        let s = OutSignal { from: from.0.clone(), from_session: from.1, to, to_session, room, kind: SignalType::E2ee, data: body.to_string() };
+        relay(state, s);
+    } else if let Some(msg) = Core::e2ee_message(&from.0, &from.1, body) {
+        state.core.deliver_signal(&to, &to_session, &msg);
+    }
+}
+
 fn relay(state: &AppState, s: OutSignal) {
     let state = state.clone();
     tokio::spawn(async move {

@@ -8,6 +8,7 @@ mod accounts;
 mod bad_input;
 mod csrf;
 mod durability;
+mod e2ee;
 mod fed_figures;
 mod fed_idle;
 mod fed_invite;

@@ -119,7 +119,7 @@ fn record() -> impl Strategy<Value = Record> {
             ".{0,300}",
             user(),
             id16(),
-            0..4u8,
+            0..5u8,
             id16(),
             id16(),
             any::<u64>(),
@@ -135,7 +135,8 @@ fn record() -> impl Strategy<Value = Record> {
                         SignalType::Offer,
                         SignalType::Answer,
                         SignalType::Candidate,
-                        SignalType::Bye
+                        SignalType::Bye,
+                        SignalType::E2ee
                     ][usize::from(t)],
                     group: GroupId(g),
                     nonce: Nonce(n),
