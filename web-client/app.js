@@ -526,6 +526,14 @@ Object.defineProperty(window, '__voicechat', {
     sfu: () => call.sfuInfo(),
     /** The ICE servers of the call, without credentials: `{urls: [...], expiresAt, fetchedAt}`. */
     ice: () => ({ urls: call.iceServers.flatMap((s) => [].concat(s.urls || [])), expiresAt: call.iceExpiresAt, fetchedAt: call.iceFetchedAt }),
+    /**
+     * End-to-end encryption: `{on, code, why}` as the page says it, and the frame worker's
+     * counts `{encrypted, decrypted, failed, plaintext, dropped_no_key, by_kid, send_kid,
+     * failed_unwraps, code}` (null outside a call).
+     */
+    e2ee: async () => ({ ...call.keys.status(), stats: await call.keys.stats() }),
+    /** Try this call's receive keys on an SFrame captured elsewhere (bytes) → `{ok, kid, error}`. */
+    tryDecrypt: (bytes) => (call.keys.transforms ? call.keys.transforms.tryDecrypt(Uint8Array.from(bytes)) : null),
   }),
   writable: false,
   configurable: false,

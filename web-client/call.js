@@ -16,6 +16,7 @@ import { watchNetwork } from './network.js';
 import { createMesh, reachedElsewhere } from './callmesh.js';
 import { SfuLeg } from './callsfu.js';
 import { Stage } from './stage.js';
+import { CallKeys } from './e2ee/keys.js';
 import { LEVEL_POLL_MS, PATH_POLL_MS, readLevels, readPaths, describeConnections } from './callstats.js';
 
 export class Call {
@@ -43,6 +44,13 @@ export class Call {
     this.mesh = null;
     this.sfuLeg = new SfuLeg(this); // the node's audio server, while the call is on it
     this.stage = new Stage(this);
+    // End-to-end encryption of the audio (e2ee/): keys, the safety code, the frame worker.
+    this.keys = new CallKeys({
+      send: (msg) => this.socket.send(msg),
+      changed: () => this.changed('e2ee'),
+      sends: () => this.stage.mayTalk,
+      isSender: (session) => this.isSender(session),
+    });
     this.peerStates = new Map(); // session → {user, state, unreachable}
     this.paths = new Map(); // session → {path, localCandidateType, remoteCandidateType, protocol}
     this.levels = new Map(); // session or 'local' → 0..1
@@ -63,6 +71,12 @@ export class Call {
         if (this.iceStale()) this.refreshIce(); // applied to the new connection when it lands
         this.mesh.handleSignal(m);
       }
+    });
+    socket.on('e2ee_hello', (m) => {
+      if (this.status !== 'idle') this.keys.onHello(m);
+    });
+    socket.on('e2ee_key', (m) => {
+      if (this.status !== 'idle') this.keys.onKey(m);
     });
     socket.on('call_mode', (m) => {
       if (this.status === 'joined' && this.inRoom(m.group, m.room)) this.setMode(m.mode);
@@ -86,7 +100,20 @@ export class Call {
    *  whoever is in the call now, and read our own place on a stage from it. */
   presenceChanged(group, room) {
     if (this.status === 'joined' && this.inRoom(group, room) && this.mesh) this.syncMesh();
-    if (this.inRoom(group, room)) this.stage.refresh();
+    if (this.inRoom(group, room)) {
+      this.stage.refresh();
+      this.keys.syncParticipants(this.getParticipants(group, room) || []);
+      this.keys.roleChanged();
+    }
+  }
+
+  /** Whether `session` may send audio in this call, as the list says (a conversation: all;
+   *  a stage: its speakers; people of other nodes are listed without a seat); undefined if
+   *  it is not listed. */
+  isSender(session) {
+    const p = (this.getParticipants(this.group, this.room) || []).find((x) => x.session === session);
+    if (!p) return undefined;
+    return !p.stage || !!p.stage.speaker;
   }
 
   /** The microphone stream of the current (or last) call (its tracks end when it is released). */
@@ -180,6 +207,8 @@ export class Call {
     }
     if (stream) this.voice.mic.take(stream);
     this.ice.take(ice);
+    await this.keys.start(ice.e2ee !== false);
+    if (this.status !== 'joining' || this.room !== room) return;
     this.voice.apply();
     this.mesh = createMesh(this);
     this.sendJoin();
@@ -281,9 +310,15 @@ export class Call {
       this.sfuLeg.stop();
       this.mesh.closeAll();
       this.peerStates.clear();
-      this.mesh = createMesh(this);
-      this.sendJoin();
-      this.changed('status');
+      this.mesh = null;
+      // New keys too: a new session gets a new key pair and a new sender key.
+      const { group, room } = this;
+      this.keys.start(this.keys.wanted).then(() => {
+        if (!this.inRoom(group, room) || this.status !== 'joining') return;
+        this.mesh = createMesh(this);
+        this.sendJoin();
+        this.changed('status');
+      });
     }
   }
 
@@ -299,6 +334,7 @@ export class Call {
       this.syncMesh();
     }
     this.stage.refresh();
+    this.keys.joined(this.mySession);
     this.changed('status');
   }
 
@@ -318,6 +354,7 @@ export class Call {
 
   stop() {
     this.sfuLeg.stop();
+    this.keys.stop();
     this.mode = 'mesh';
     if (this.mesh) this.mesh.closeAll();
     this.mesh = null;

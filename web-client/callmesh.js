@@ -24,6 +24,10 @@ export function createMesh(call) {
       // ICE lost its path: is the socket still fine? (a dead one is replaced, see networkChanged)
       onTrouble: () => call.socket.probe(),
       beforeRestart: () => call.refreshIce(),
+      pcConfig: () => call.keys.pcConfig({ mesh: true }),
+      attachSender: (sender) => call.keys.attachSender(sender),
+      attachReceiver: (receiver) => call.keys.attachReceiver(receiver),
+      onRemoteDescription: (peer, sdp) => call.keys.meshFingerprint(peer.session, sdp),
       onClose: (peer) => {
         call.speakers.detach(peer.session);
         call.peerStates.delete(peer.session);

@@ -48,6 +48,10 @@ export class SfuLeg {
         onGiveUp: (message) => call.notify(message),
         onStuck: () => call.notify("Can't reach this node's audio server: the network may block it. Still trying."),
         beforeConnect: () => call.refreshIce(),
+        // End to end: frames are encrypted before the node sees them, decrypted after.
+        pcConfig: () => call.keys.pcConfig(),
+        attachSender: (sender) => call.keys.attachSender(sender),
+        attachReceiver: (receiver) => call.keys.attachReceiver(receiver),
       },
     });
     this.conn = sfu;

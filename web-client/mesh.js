@@ -79,7 +79,8 @@ class Peer {
     this.restartDue = Infinity;
     this.restartCount = 0; // for the diagnostics hook
 
-    const pc = new RTCPeerConnection({ iceServers: mesh.iceServers, bundlePolicy: 'max-bundle' });
+    const extra = mesh.hooks.pcConfig ? mesh.hooks.pcConfig() : {};
+    const pc = new RTCPeerConnection({ ...extra, iceServers: mesh.iceServers, bundlePolicy: 'max-bundle' });
     this.pc = pc;
     // To keep the first exchange free of glare, the impolite side offers first; the polite
     // side adds its microphone when that offer arrives (or after a while, if it never does —
@@ -113,7 +114,8 @@ class Peer {
     pc.onicecandidate = ({ candidate }) => {
       if (candidate) this.signal('candidate', { candidate: candidate.toJSON() });
     };
-    pc.ontrack = ({ track: remote, streams }) => {
+    pc.ontrack = ({ track: remote, streams, receiver }) => {
+      if (mesh.hooks.attachReceiver) mesh.hooks.attachReceiver(receiver);
       const stream = streams[0] || new MediaStream([remote]);
       mesh.hooks.onTrack(this, stream);
     };
@@ -127,6 +129,7 @@ class Peer {
     if (this.trackAdded || this.closed || !track) return;
     this.trackAdded = true;
     const sender = this.pc.addTrack(track, this.mesh.localStream);
+    if (this.mesh.hooks.attachSender) this.mesh.hooks.attachSender(sender);
     const tr = this.pc.getTransceivers().find((t) => t.sender === sender);
     if (tr) preferOpus(tr);
   }
@@ -273,6 +276,7 @@ class Peer {
       } finally {
         this.settingRemoteAnswer = false;
       }
+      if (this.mesh.hooks.onRemoteDescription) this.mesh.hooks.onRemoteDescription(this, description.sdp);
       if (description.type === 'offer') {
         if (!this.connected) {
           // They restart while we are still trying: they gave up on this attempt, so it

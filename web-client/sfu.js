@@ -43,7 +43,8 @@ export class SfuConnection {
    * @param {MediaStream} opts.localStream the microphone
    * @param {{send: (msg: object) => void, onTrack: (slot: number, stream: MediaStream) => void,
    *   onState: (state: string) => void, onSlots: () => void, onGiveUp: (message: string) => void,
-   *   onStuck?: () => void, beforeConnect?: () => Promise}} opts.hooks
+   *   onStuck?: () => void, beforeConnect?: () => Promise, pcConfig?: () => object,
+   *   attachSender?: (s: RTCRtpSender) => void, attachReceiver?: (r: RTCRtpReceiver) => void}} opts.hooks
    */
   constructor({ iceServers, localStream, hooks }) {
     this.iceServers = iceServers;
@@ -87,16 +88,19 @@ export class SfuConnection {
       await Promise.race([this.hooks.beforeConnect().catch(() => {}), new Promise((r) => setTimeout(r, ICE_REFRESH_WAIT_MS))]);
     }
     if (this.state !== 'connecting' || this.connections !== myTurn) return;
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    const extra = this.hooks.pcConfig ? this.hooks.pcConfig() : {};
+    const pc = new RTCPeerConnection({ ...extra, iceServers: this.iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
     this.pc = pc;
     const track = this.localStream ? this.localStream.getAudioTracks()[0] || null : null;
     const mic = pc.addTransceiver(track || 'audio', { direction: 'sendonly', streams: this.localStream ? [this.localStream] : [] });
     preferOpus(mic);
     this.sender = mic.sender;
+    if (this.hooks.attachSender) this.hooks.attachSender(mic.sender);
     this.receivers = [];
     for (let i = 0; i < SLOTS; i++) {
       const t = pc.addTransceiver('audio', { direction: 'recvonly' });
       preferOpus(t);
+      if (this.hooks.attachReceiver) this.hooks.attachReceiver(t.receiver);
       this.receivers.push(t);
     }
     pc.ontrack = ({ transceiver, track: remote }) => {

@@ -97,7 +97,8 @@ export function nodeId(dataDir) {
  * `/p2p/<id>` is admitted when it connects); federation is closed otherwise. `dataDir`: an
  * existing data dir (e.g. one whose id was printed with nodeId()), else a fresh one.
  * `listen`/`p2pListen`: its addresses; `args`: more flags; `netns`: run it in that named
- * network namespace (`ip netns exec`, which execs the node: `proc` is the node itself).
+ * network namespace (`ip netns exec`, which execs the node: `proc` is the node itself);
+ * `env`: more environment (e.g. the test hooks of a debug build).
  */
 export async function startNode({
   name = 'alpha',
@@ -107,6 +108,7 @@ export async function startNode({
   p2pListen = '/ip4/127.0.0.1/tcp/0',
   args: extra = [],
   netns = null,
+  env = {},
 } = {}) {
   const bin = nodeBin();
   const args = ['serve', '--listen', listen, '--data-dir', dataDir, '--name', name, '--p2p-listen', p2pListen, ...extra];
@@ -114,7 +116,7 @@ export async function startNode({
   const [file, argv] = netns ? ['ip', ['netns', 'exec', netns, bin, ...args]] : [bin, args];
   const proc = spawn(file, argv, {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn', ...env },
   });
   let log = '';
   proc.stderr.on('data', (d) => {

@@ -1,5 +1,6 @@
 //! Calls on the node's audio server (SFU): (a) at `--sfu-threshold 2` two browsers are put on
-//! it, hear each other through the node, say it is not end to end and keep no mesh
+//! it, hear each other through the node, say it is encrypted end to end with the same safety
+//! code on both pages (e2ee.test.mjs shows the node cannot hear it) and keep no mesh
 //! connection; (c) mute there silences and unmute brings the sound back; (d) UDP to the node
 //! blocked for a while: the connection is made anew and audio comes back; (e) the socket
 //! drops: a new session re-joins and reconnects to the node; (b) three browsers
@@ -189,7 +190,7 @@ describe('two browsers on the audio server (--sfu-threshold 2)', { timeout: 120_
     if (node) await node.stop();
   });
 
-  it('(a) both are put on the node, hear each other through it, and are told it is not end to end', async () => {
+  it('(a) both are put on the node, hear each other through it, end to end, with one safety code', async () => {
     const { roomUrl } = await setUpRoom(node.url, [A, B], ['ada', 'bob']);
     await joinCall(A.page, roomUrl);
     await joinCall(B.page, roomUrl);
@@ -205,12 +206,15 @@ describe('two browsers on the audio server (--sfu-threshold 2)', { timeout: 120_
     await hearsThroughNode(B.page, 'B');
     for (const page of [A.page, B.page]) {
       const words = await byId(page, 'call-transport').textContent();
-      assert.match(words, /not end to end/);
+      assert.match(words, /encrypted end to end/);
       assert.match(words, /through this node/);
+      assert.doesNotMatch(words, /not end to end/);
       assert.deepEqual(await meshUsers(page), [], 'a mesh connection between people of the same node on the SFU');
     }
-    // Nothing on the page claims end-to-end encryption.
-    assert.doesNotMatch(await A.page.locator('body').innerText(), /\bend-to-end\b|(?<!not )end to end/i);
+    // Both pages show the same safety code (16 digits).
+    const codes = await Promise.all([A.page, B.page].map((p) => byId(p, 'safety-code').getAttribute('data-code')));
+    assert.match(codes[0], /^\d{4} \d{4} \d{4} \d{4}$/);
+    assert.equal(codes[0], codes[1], 'the two pages read the same safety code');
     // The speaking indicator and the volume follow the slot that carries the person.
     await waitFor(async () => (await byId(A.page, 'participant-bob@alpha').getAttribute('data-speaking')) === 'true', { interval: 50, message: 'A to see bob speaking' });
     await byId(A.page, 'volume-bob@alpha').fill('30');
@@ -403,7 +407,7 @@ describe('a mesh of three moves to the audio server at --sfu-threshold 4', { tim
 
     for (const [i, page] of pages.entries()) {
       await hearsThroughNode(page, users[i]);
-      assert.match(await byId(page, 'call-transport').textContent(), /not end to end/);
+      assert.match(await byId(page, 'call-transport').textContent(), /through this node, encrypted end to end/);
       // The page was never left: same room, nobody gone.
       assert.equal(await byId(page, 'call-leave').count(), 1);
       for (const other of ids.filter((_, j) => j !== i)) {

@@ -31,6 +31,12 @@ const TRANSPORT = {
   sfu: 'Audio goes through this node: encrypted between you and the node, not end to end.',
   mesh: 'Audio goes straight between browsers (encrypted in transit).',
 };
+/** The same with end-to-end encryption on (e2ee/): no node can hear it. */
+const TRANSPORT_E2EE = {
+  sfu: 'Audio goes through this node, encrypted end to end: the node forwards it but cannot hear it.',
+  mesh: 'Audio goes straight between browsers, encrypted end to end.',
+};
+const SAFETY_HINT = 'Read this code to each other: if yours differ, a node swapped keys and may be listening.';
 
 export function mount(root, ctx, { gid, rid }) {
   const call = ctx.call;
@@ -151,14 +157,28 @@ export function mount(root, ctx, { gid, rid }) {
     }
   }
 
-  /** How the audio travels: through the node (not end to end), or between browsers. */
+  /** How the audio travels (through the node or between browsers), whether end to end, and
+   *  the safety code people compare. */
   function renderTransport() {
-    let text = TRANSPORT[call.mode] || TRANSPORT.mesh;
-    if (call.mode === 'sfu' && listed().some((p) => p.session !== call.mySession && !call.sameNode(p.user))) {
+    const e2ee = call.keys.status();
+    const mode = call.mode === 'sfu' ? 'sfu' : 'mesh';
+    let text = (e2ee.on ? TRANSPORT_E2EE : TRANSPORT)[mode];
+    if (!e2ee.on && mode === 'sfu' && e2ee.why) text = text.replace(/\.$/, ` (${e2ee.why}).`);
+    if (mode === 'sfu' && listed().some((p) => p.session !== call.mySession && !call.sameNode(p.user))) {
       text += ' With people of other nodes it goes straight between browsers.';
     }
-    if (transport.textContent !== text) transport.textContent = text;
-    transport.dataset.mode = call.mode;
+    const code = e2ee.on && e2ee.code;
+    const shown = code ? `${text} Safety code: ${code}` : text;
+    if (transport.dataset.shown !== shown) {
+      transport.dataset.shown = shown;
+      replaceChildren(
+        transport,
+        text,
+        code ? h('span', { class: 'safety-code', testid: 'safety-code', title: SAFETY_HINT, 'data-code': code }, ' Safety code: ', h('strong', {}, code)) : null,
+      );
+    }
+    transport.dataset.mode = mode;
+    transport.dataset.e2ee = String(e2ee.on);
   }
 
   function renderMute() {
@@ -351,6 +371,7 @@ export function mount(root, ctx, { gid, rid }) {
         if (data.what === 'levels') renderLevels();
         else if (data.what === 'peers') renderPeers();
         else if (data.what === 'paths') renderPaths();
+        else if (data.what === 'e2ee') renderTransport();
         else if (data.what === 'mute') {
           renderMute();
           stageBox.render();
