@@ -384,3 +384,50 @@ export async function registerOverHttp(url, username, password) {
   if (res.status !== 201) throw new Error(`registering ${username}: ${res.status} ${JSON.stringify(body)}`);
   return body.user.id;
 }
+
+const byTestId = (page, id) => page.locator(`[data-testid="${id}"]`);
+
+/** Register `users` in their browsers, a group and a room made by the first, the others added; resolves to the room's ids. */
+export async function setUpRoom(url, browsers, users, extraMembers = [], password = 'correct horse battery') {
+  for (const [i, b] of browsers.entries()) await registerOn(b.page, url, users[i], password);
+  const owner = browsers[0].page;
+  await byTestId(owner, 'group-create-name').fill('Big Room Group');
+  await byTestId(owner, 'group-create-submit').click();
+  await byTestId(owner, 'group-title').waitFor();
+  await byTestId(owner, 'room-create-name').fill('Hall');
+  await byTestId(owner, 'room-create-submit').click();
+  await byTestId(owner, 'room-link-Hall').waitFor();
+  for (const u of [...users.slice(1), ...extraMembers]) {
+    await byTestId(owner, 'member-add-input').fill(u);
+    await byTestId(owner, 'member-add-submit').click();
+    await byTestId(owner, `member-${u}@alpha`).waitFor();
+  }
+  await byTestId(owner, 'room-link-Hall').click();
+  await byTestId(owner, 'call-join').waitFor();
+  const [, , gid, , rid] = new URL(owner.url()).pathname.split('/');
+  return { gid, rid, roomUrl: owner.url() };
+}
+
+export async function joinCall(page, roomUrl) {
+  if (page.url() !== roomUrl) await page.goto(roomUrl);
+  await byTestId(page, 'call-join').click();
+  await byTestId(page, 'call-leave').waitFor();
+}
+
+/** Inbound audio of the page's connection to the node only. */
+export function sfuStats(page) {
+  return page.evaluate(async () => {
+    const out = { packetsReceived: 0, totalAudioEnergy: 0, audioLevel: 0 };
+    const pc = window.__voicechat.peers().get('sfu');
+    if (!pc) return out;
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+        out.packetsReceived += s.packetsReceived || 0;
+        out.totalAudioEnergy += s.totalAudioEnergy || 0;
+        out.audioLevel = Math.max(out.audioLevel, s.audioLevel || 0);
+      }
+    });
+    return out;
+  });
+}
+

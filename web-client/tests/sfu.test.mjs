@@ -15,7 +15,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { REPO, assertPrivateNetns, tempDir, writeBeepWav, startNode, launchBrowser, waitFor, audioStats, registerOn, sleep } from './helpers.mjs';
+import { REPO, assertPrivateNetns, tempDir, writeBeepWav, startNode, launchBrowser, waitFor, audioStats, sleep, setUpRoom, joinCall, sfuStats } from './helpers.mjs';
 
 const PASSWORD = 'correct horse battery';
 const byId = (page, id) => page.locator(`[data-testid="${id}"]`);
@@ -91,52 +91,8 @@ function seat(url, cookie, group, room) {
   });
 }
 
-/** Register `users` in their browsers, a group and a room made by the first, the others added; resolves to the room's ids. */
-async function setUpRoom(url, browsers, users, extraMembers = []) {
-  for (const [i, b] of browsers.entries()) await registerOn(b.page, url, users[i], PASSWORD);
-  const owner = browsers[0].page;
-  await byId(owner, 'group-create-name').fill('Big Room Group');
-  await byId(owner, 'group-create-submit').click();
-  await byId(owner, 'group-title').waitFor();
-  await byId(owner, 'room-create-name').fill('Hall');
-  await byId(owner, 'room-create-submit').click();
-  await byId(owner, 'room-link-Hall').waitFor();
-  for (const u of [...users.slice(1), ...extraMembers]) {
-    await byId(owner, 'member-add-input').fill(u);
-    await byId(owner, 'member-add-submit').click();
-    await byId(owner, `member-${u}@alpha`).waitFor();
-  }
-  await byId(owner, 'room-link-Hall').click();
-  await byId(owner, 'call-join').waitFor();
-  const [, , gid, , rid] = new URL(owner.url()).pathname.split('/');
-  return { gid, rid, roomUrl: owner.url() };
-}
-
-async function joinCall(page, roomUrl) {
-  if (page.url() !== roomUrl) await page.goto(roomUrl);
-  await byId(page, 'call-join').click();
-  await byId(page, 'call-leave').waitFor();
-}
-
 const sfuOf = (page) => page.evaluate(() => window.__voicechat.sfu());
 const meshUsers = (page) => page.evaluate(() => window.__voicechat.connections().map((c) => c.user));
-
-/** Inbound audio of the page's connection to the node only. */
-function sfuStats(page) {
-  return page.evaluate(async () => {
-    const out = { packetsReceived: 0, totalAudioEnergy: 0, audioLevel: 0 };
-    const pc = window.__voicechat.peers().get('sfu');
-    if (!pc) return out;
-    (await pc.getStats()).forEach((s) => {
-      if (s.type === 'inbound-rtp' && s.kind === 'audio') {
-        out.packetsReceived += s.packetsReceived || 0;
-        out.totalAudioEnergy += s.totalAudioEnergy || 0;
-        out.audioLevel = Math.max(out.audioLevel, s.audioLevel || 0);
-      }
-    });
-    return out;
-  });
-}
 
 /** The page hears through the node: packets and energy rise on its SFU connection, audioLevel above 0. */
 async function hearsThroughNode(page, name) {
