@@ -337,3 +337,33 @@ fn base64url(text: &str) -> Vec<u8> {
     }
     out
 }
+
+/// SPEC.md Appendix A's examples are the vectors' values.
+#[test]
+fn spec_examples_are_the_vectors() {
+    let spec = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("SPEC.md"))
+        .expect("SPEC.md");
+    let start = spec
+        .find("## Appendix A. End-to-end encryption of call audio")
+        .expect("Appendix A");
+    let appendix = &spec[start..];
+    let v = load("voicechat.json");
+    let (hello, key) = (&v["messages"]["hello"], &v["messages"]["key"]);
+    for needle in [
+        format!("\"pub\":{}", hello["pub"]),
+        format!("\"fp\":{}", hello["fp"]),
+        format!("\"kid\":{}", key["kid"]),
+        format!("\"wrapped\":{}", key["wrapped"]),
+        format!("`{}`", v["safety"][0]["code"].as_str().expect("code")),
+        format!("`0x{:x}`", uint(&v["kids"][0]["tag"])),
+        format!(
+            "`{}`",
+            v["kids"][0]["header_ctr0"].as_str().expect("header")
+        ),
+    ] {
+        assert!(
+            appendix.contains(&needle),
+            "SPEC.md Appendix A lacks {needle}"
+        );
+    }
+}
