@@ -83,12 +83,21 @@ class Peer {
     const pc = new RTCPeerConnection({ ...extra, iceServers: mesh.iceServers, bundlePolicy: 'max-bundle' });
     this.pc = pc;
     // To keep the first exchange free of glare, the impolite side offers first; the polite
-    // side adds its microphone when that offer arrives (or after a while, if it never does —
-    // perfect negotiation then still copes with any collision).
+    // side holds its offer until that offer arrives (or for a while, if it never does —
+    // perfect negotiation then still copes with any collision). Both add their microphone
+    // at once, so the transceiver the first offer is matched to exists, with its
+    // encryption transforms, before any description is set: Chromium passes frames by a
+    // transform attached to a receiver only after a description made it.
     this.trackAdded = false;
+    this.holdOffer = this.polite;
     this.offerTimer = null;
-    if (!this.polite) this.addLocalTrack();
-    else this.offerTimer = setTimeout(() => this.addLocalTrack(), POLITE_WAIT_MS);
+    this.addLocalTrack();
+    if (this.polite) {
+      this.offerTimer = setTimeout(() => {
+        this.holdOffer = false;
+        if (pc.signalingState === 'stable' && !pc.remoteDescription) pc.onnegotiationneeded();
+      }, POLITE_WAIT_MS);
+    }
     // Watchdog: a lost signal, a wedged exchange or checks that never end must not leave a
     // silent pair behind: an attempt that has not connected in time counts as failed.
     this.watchdog = setInterval(() => {
@@ -100,6 +109,7 @@ class Peer {
 
     pc.onnegotiationneeded = async () => {
       if (pc.signalingState !== 'stable') return; // an offer of theirs is being answered
+      if (this.holdOffer) return; // theirs comes first
       try {
         this.makingOffer = true;
         await pc.setLocalDescription();
@@ -115,6 +125,8 @@ class Peer {
       if (candidate) this.signal('candidate', { candidate: candidate.toJSON() });
     };
     pc.ontrack = ({ track: remote, streams, receiver }) => {
+      // Normally attached with our microphone already; this is for a transceiver their
+      // offer made (we had no microphone then), whose frames the worker may never see.
       if (mesh.hooks.attachReceiver) mesh.hooks.attachReceiver(receiver);
       const stream = streams[0] || new MediaStream([remote]);
       mesh.hooks.onTrack(this, stream);
@@ -129,8 +141,9 @@ class Peer {
     if (this.trackAdded || this.closed || !track) return;
     this.trackAdded = true;
     const sender = this.pc.addTrack(track, this.mesh.localStream);
-    if (this.mesh.hooks.attachSender) this.mesh.hooks.attachSender(sender);
     const tr = this.pc.getTransceivers().find((t) => t.sender === sender);
+    if (this.mesh.hooks.attachSender) this.mesh.hooks.attachSender(sender);
+    if (tr && this.mesh.hooks.attachReceiver) this.mesh.hooks.attachReceiver(tr.receiver);
     if (tr) preferOpus(tr);
   }
 
@@ -241,6 +254,7 @@ class Peer {
       await Promise.race([this.mesh.hooks.beforeRestart().catch(() => {}), new Promise((r) => setTimeout(r, ICE_REFRESH_WAIT_MS))]);
     }
     if (this.closed) return;
+    this.holdOffer = false;
     this.addLocalTrack();
     // Fires negotiationneeded; the resulting offer carries new ICE credentials.
     try {
@@ -270,6 +284,7 @@ class Peer {
       this.ignoreOffer = !this.polite && collision;
       if (this.ignoreOffer) return;
       const negotiated = pc.remoteDescription !== null;
+      if (description.type === 'offer') this.holdOffer = false;
       this.settingRemoteAnswer = description.type === 'answer';
       try {
         await pc.setRemoteDescription(description); // rolls back our own offer when polite
@@ -284,7 +299,7 @@ class Peer {
           if (negotiated) this.countFailure('their restart');
           this.newAttempt();
         }
-        this.addLocalTrack(); // reuses the transceiver the offer created: the answer is sendrecv
+        this.addLocalTrack(); // (added already, unless we had no microphone): the answer is sendrecv
         await pc.setLocalDescription();
         const desc = pc.localDescription;
         this.signal(desc.type, { description: desc.toJSON() });

@@ -57,6 +57,7 @@ export class CallKeys {
     this.enabled = this.wanted && !!this.mode;
     if (!this.mode) return (this.ready = Promise.resolve());
     this.transforms = new Transforms(new URL('./worker.js', import.meta.url));
+    this.attached = new WeakSet(); // senders and receivers given to this worker
     this.transforms.post({ op: 'encrypt', on: this.enabled });
     this.transforms.post({ op: 'allow_plaintext', on: !this.enabled });
     this.ready = Promise.all([
@@ -97,11 +98,17 @@ export class CallKeys {
   }
 
   attachSender(sender) {
-    if (this.transforms) this.transforms.attachSender(sender);
+    if (!this.transforms) return;
+    if (this.attached.has(sender)) return;
+    this.attached.add(sender);
+    this.transforms.attachSender(sender);
   }
 
   attachReceiver(receiver) {
-    if (this.transforms) this.transforms.attachReceiver(receiver);
+    if (!this.transforms) return;
+    if (this.attached.has(receiver)) return;
+    this.attached.add(receiver);
+    this.transforms.attachReceiver(receiver);
   }
 
   helloData() {

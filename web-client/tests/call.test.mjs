@@ -124,6 +124,22 @@ describe('a call between two browsers', { timeout: 240_000 }, () => {
     }
   });
 
+  it('(c2) and end to end: every frame each page plays was decrypted by its frame worker', async () => {
+    // A receive transform Chromium never engages would hand the decoder ciphertext, whose
+    // noise still shows as audioLevel: count what the worker decrypted against what arrived.
+    for (const [name, page] of [['A', A.page], ['B', B.page]]) {
+      const before = await page.evaluate(() => window.__voicechat.e2ee());
+      const packets = (await audioStats(page)).packetsReceived;
+      await sleep(1000);
+      const after = await page.evaluate(() => window.__voicechat.e2ee());
+      const arrived = (await audioStats(page)).packetsReceived - packets;
+      assert.ok(after.on, `${name}: the page says end to end`);
+      const decrypted = after.stats.decrypted - before.stats.decrypted;
+      assert.ok(arrived > 20 && decrypted >= arrived * 0.9, `${name}: ${decrypted} frames decrypted of ${arrived} packets received`);
+      assert.equal(after.stats.failed + after.stats.plaintext, 0, `${name}: ${JSON.stringify(after.stats)}`);
+    }
+  });
+
   /** How much energy B receives per second, over `ms`. */
   async function energyRate(page, ms = 2000) {
     const a = await audioStats(page);

@@ -3,7 +3,8 @@
 //! on beta's page. alice adds carol@beta through the UI; the invitation appears live on
 //! beta (not the group), carol accepts and the group shows; it is read-only there
 //! ("Managed on alpha", only "Leave group");
-//! both join the call across the nodes with audio both ways over DTLS-SRTP; a second group
+//! both join the call across the nodes with audio both ways over DTLS-SRTP, encrypted end to
+//! end with keys that crossed the nodes in signed signals (one safety code); a second group
 //! is joined by pasting an alpha invite link into beta's "Join with an invite link" field.
 //! Run through tests/run.sh (private netns).
 
@@ -177,6 +178,19 @@ describe('a call across two federated nodes', { timeout: 180_000 }, () => {
       assert.ok(s.dtlsStates.length > 0 && s.dtlsStates.every((d) => d === 'connected'), `${name}: dtls states ${s.dtlsStates}`);
       assert.ok(s.srtpCiphers.length > 0 && s.srtpCiphers.every(Boolean), `${name}: no srtpCipher reported`);
     }
+  });
+
+  it('(d2) the keys crossed the nodes: each decrypts the other end to end, one safety code', async () => {
+    for (const [name, page] of [['alice (alpha)', A.page], ['carol (beta)', C.page]]) {
+      await waitFor(async () => ((await page.evaluate(() => window.__voicechat.e2ee())).stats || {}).decrypted > 50, { message: `${name} to decrypt the other's frames` });
+      const e = await page.evaluate(() => window.__voicechat.e2ee());
+      assert.ok(e.on, `${name}: the page encrypts end to end`);
+      assert.ok(e.stats.encrypted > 50 && e.stats.plaintext === 0 && e.stats.failed_unwraps === 0, `${name}: ${JSON.stringify(e.stats)}`);
+      assert.match(await byId(page, 'call-transport').textContent(), /straight between browsers, encrypted end to end/);
+    }
+    const codes = await Promise.all([A.page, C.page].map((p) => byId(p, 'safety-code').getAttribute('data-code')));
+    assert.match(codes[0], /^\d{4} \d{4} \d{4} \d{4}$/);
+    assert.equal(codes[0], codes[1], 'the same safety code on alpha and on beta');
   });
 
   it('(e) alice leaves; carol on beta sees it and closes the connection', async () => {
