@@ -239,6 +239,32 @@ export async function launchBrowser(wav, { viewport = { width: 1280, height: 800
 }
 
 /**
+ * Like launchBrowser, but launched so that Chromium's own process accounting can be read:
+ * `cpu()` resolves to the CPU seconds of its renderer processes (where the page, its
+ * workers, and WebRTC's audio coding run), from CDP SystemInfo.getProcessInfo.
+ */
+export async function launchAccountedBrowser(wav, { viewport = { width: 1280, height: 800 }, args = [] } = {}) {
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: chromiumArgs(wav, true, args) });
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  const cdp = await browser.newBrowserCDPSession();
+  const consoleLines = [];
+  page.on('console', (m) => consoleLines.push(`[${m.type()}] ${m.text()}`));
+  return {
+    context,
+    page,
+    consoleLines,
+    async cpu() {
+      const { processInfo } = await cdp.send('SystemInfo.getProcessInfo');
+      return processInfo.filter((p) => p.type === 'renderer').reduce((sum, p) => sum + p.cpuTime, 0);
+    },
+    async close() {
+      await browser.close().catch(() => {});
+    },
+  };
+}
+
+/**
  * One Chromium process with `n` pages, each in its own context (its own cookies: another
  * user), to have several browser participants for the CPU of one. Resolves to
  * `{pages: [{context, page, consoleLines}], close()}`.

@@ -9,10 +9,14 @@
 //!    mesh peer's, or the audio server's slot carrying the sender) time each beep's onset
 //!    with performance.timeOrigin + performance.now(), which share the machine's clock
 //!    across the two processes; latency = receiver onset − sender onset.
+//!  - end-to-end encryption: the same SFU call on a node with --e2ee off; the difference in
+//!    mouth-to-ear, and in the CPU of each browser's renderer processes (Chromium's own
+//!    accounting, CDP SystemInfo.getProcessInfo) over the beeps: the sender encrypts one
+//!    stream, the listener decrypts one.
 //! Run inside the private namespace: tests/run-measure.sh  (BEEPS=20 for more samples).
 import path from 'node:path';
 import fs from 'node:fs';
-import { assertPrivateNetns, tempDir, writeBeepWav, startNode, launchBrowser, waitFor, sleep } from './helpers.mjs';
+import { assertPrivateNetns, tempDir, writeBeepWav, startNode, launchAccountedBrowser, waitFor, sleep } from './helpers.mjs';
 
 const BEEPS = Number(process.env.BEEPS || 15);
 const PERIOD_MS = 1000;
@@ -64,7 +68,7 @@ function installDetector(page, name, which) {
 }
 
 /** Register both on `node`, call from A to B, and time it; the call's mode must be `mode`. */
-async function measureOn(node, A, B, mode) {
+async function measureOn(node, A, B, mode, label = mode) {
   for (const [b, u] of [[A, 'sender'], [B, 'listener']]) {
     await b.page.goto(new URL('/register', node.url).href);
     await byId(b.page, 'register-username').fill(u);
@@ -123,7 +127,13 @@ async function measureOn(node, A, B, mode) {
   await waitFor(() => B.page.evaluate(() => !!document.querySelector('.speakers audio')?.srcObject), { message: 'remote audio element' });
   await installDetector(A.page, 'sent', 'local');
   await installDetector(B.page, 'heard', 'remote');
+  const cpu0 = await Promise.all([A.cpu(), B.cpu()]);
+  const t0 = performance.now();
   await sleep((BEEPS + 1.5) * PERIOD_MS);
+  const cpu1 = await Promise.all([A.cpu(), B.cpu()]);
+  const secs = (performance.now() - t0) / 1000;
+  const cpu = { sender: ((cpu1[0] - cpu0[0]) / secs) * 100, listener: ((cpu1[1] - cpu0[1]) / secs) * 100 };
+  const e2ee = await Promise.all([A, B].map((b) => b.page.evaluate(() => window.__voicechat.e2ee())));
   const sent = await A.page.evaluate(() => window.__onsets.sent);
   const heard = await B.page.evaluate(() => window.__onsets.heard);
   // Where the receiver's delay goes: its jitter buffer (the stream that carries the sender).
@@ -148,7 +158,7 @@ async function measureOn(node, A, B, mode) {
     if (before.length) latencies.push(h - before[before.length - 1]);
   }
   latencies.sort((x, y) => x - y);
-  return { mode, joinToAudio, sent: sent.length, heard: heard.length, latencies, median: pct(latencies, 50), p90: pct(latencies, 90), buffer };
+  return { mode: label, joinToAudio, sent: sent.length, heard: heard.length, latencies, median: pct(latencies, 50), p90: pct(latencies, 90), buffer, cpu, e2ee };
 }
 
 function report(r) {
@@ -160,30 +170,38 @@ function report(r) {
     const b = r.buffer;
     console.log(`[${r.mode}] receiver's jitter buffer: delay ${b.delay.toFixed(1)} ms (target ${b.target.toFixed(1)} ms), interarrival jitter ${b.jitter.toFixed(1)} ms`);
   }
+  const [a, b] = r.e2ee;
+  console.log(`[${r.mode}] end to end: ${a.on && b.on ? 'on' : 'off'} (sender encrypted ${a.stats ? a.stats.encrypted : 0} frames, listener decrypted ${b.stats ? b.stats.decrypted : 0}); renderer CPU: sender ${r.cpu.sender.toFixed(2)} %, listener ${r.cpu.listener.toFixed(2)} % of a core`);
 }
 
 async function main() {
   assertPrivateNetns();
   const dir = tempDir('measure');
   const wav = writeBeepWav(path.join(dir, 'beeps.wav'), { seconds: 10, periodMs: PERIOD_MS, beepMs: 120, freqs: [1000] });
-  const A = await launchBrowser(wav);
-  const B = await launchBrowser(wav);
+  const A = await launchAccountedBrowser(wav);
+  const B = await launchAccountedBrowser(wav);
   const results = [];
   try {
     // The same two browsers: first a mesh, then right after through the audio server of a
     // node that puts every call of two people on it.
-    for (const [mode, args] of [['mesh', []], ['sfu', ['--sfu-threshold', '2']]]) {
+    const runs = [
+      ['mesh', 'mesh', []],
+      ['sfu', 'sfu', ['--sfu-threshold', '2']],
+      ['sfu', 'sfu, e2ee off', ['--sfu-threshold', '2', '--e2ee', 'off']],
+    ];
+    for (const [mode, label, args] of runs) {
       const node = await startNode({ args });
       try {
-        results.push(await measureOn(node, A, B, mode));
+        results.push(await measureOn(node, A, B, mode, label));
       } finally {
         await node.stop();
       }
       report(results.at(-1));
     }
-    const [mesh, sfu] = results;
+    const [mesh, sfu, plain] = results;
     const sign = (x) => `${x >= 0 ? '+' : ''}${x.toFixed(1)}`;
     console.log(`SFU − mesh: median ${sign(sfu.median - mesh.median)} ms, p90 ${sign(sfu.p90 - mesh.p90)} ms (mesh ${mesh.latencies.length} beeps, SFU ${sfu.latencies.length} beeps)`);
+    console.log(`end to end − not (SFU): median ${sign(sfu.median - plain.median)} ms, p90 ${sign(sfu.p90 - plain.p90)} ms; renderer CPU sender ${sign(sfu.cpu.sender - plain.cpu.sender)} %, listener ${sign(sfu.cpu.listener - plain.cpu.listener)} % of a core (one stream each)`);
     if (results.some((r) => r.latencies.length < 10)) {
       console.log('fewer than 10 matched beeps in a run: the figures are not reliable');
       process.exitCode = 1;
