@@ -12,7 +12,10 @@
 //!  - end-to-end encryption: the same SFU call on a node with --e2ee off; the difference in
 //!    mouth-to-ear, and in the CPU of each browser's renderer processes (Chromium's own
 //!    accounting, CDP SystemInfo.getProcessInfo) over the beeps: the sender encrypts one
-//!    stream, the listener decrypts one.
+//!    stream, the listener decrypts one. That difference drowns in the renderer's other work,
+//!    so the transform is also measured alone: STREAMS synthetic 100-byte frames at 50/s
+//!    each, encrypted and decrypted by the page's frame worker (e2ee/worker.js), against the
+//!    same frames passed through it unencrypted, by renderer CPU over 10 s.
 //! Run inside the private namespace: tests/run-measure.sh  (BEEPS=20 for more samples).
 import path from 'node:path';
 import fs from 'node:fs';
@@ -161,6 +164,55 @@ async function measureOn(node, A, B, mode, label = mode) {
   return { mode: label, joinToAudio, sent: sent.length, heard: heard.length, latencies, median: pct(latencies, 50), p90: pct(latencies, 90), buffer, cpu, e2ee };
 }
 
+/** Renderer CPU (% of a core) of `b` while its page pushes `streams` send and receive streams
+ *  of synthetic frames through the frame worker for `secs`, encrypting or not. */
+async function transformLoad(b, url, streams, secs, encrypt) {
+  await b.page.goto(url);
+  await b.page.evaluate(
+    async ({ streams, encrypt }) => {
+      const sf = await import('/e2ee/sframe.js');
+      const worker = new Worker('/e2ee/worker.js', { type: 'module' });
+      const key = sf.randomKey();
+      const kid = sf.kidOf(sf.randomTag(), 0);
+      worker.postMessage({ op: 'encrypt', on: encrypt });
+      worker.postMessage({ op: 'allow_plaintext', on: !encrypt });
+      if (encrypt) {
+        worker.postMessage({ op: 'send_key', kid, key });
+        worker.postMessage({ op: 'recv_key', kid, key });
+      }
+      const ctx = await sf.deriveKeySalt(key, kid);
+      const plain = Array.from({ length: 50 }, () => crypto.getRandomValues(new Uint8Array(100)));
+      const sealed = await Promise.all(plain.map((p, i) => sf.encryptFrame(ctx, kid, i, p)));
+      window.__frames = 0;
+      window.__stop = false;
+      const source = (frames) =>
+        new ReadableStream({
+          async pull(c) {
+            if (window.__stop) return c.close();
+            await new Promise((r) => setTimeout(r, 20));
+            c.enqueue({ data: frames[window.__frames % frames.length].slice().buffer });
+          },
+        });
+      const sink = () => new WritableStream({ write() { window.__frames++; } });
+      for (let i = 0; i < streams; i++) {
+        for (const [side, frames] of [['send', plain], ['recv', encrypt ? sealed : plain]]) {
+          const readable = source(frames);
+          const writable = sink();
+          worker.postMessage({ op: 'stream', side, id: i, readable, writable }, [readable, writable]);
+        }
+      }
+    },
+    { streams, encrypt },
+  );
+  await sleep(1000);
+  const [c0, f0, t0] = [await b.cpu(), await b.page.evaluate(() => window.__frames), performance.now()];
+  await sleep(secs * 1000);
+  const [c1, f1, t1] = [await b.cpu(), await b.page.evaluate(() => window.__frames), performance.now()];
+  await b.page.evaluate(() => (window.__stop = true));
+  const s = (t1 - t0) / 1000;
+  return { cpu: ((c1 - c0) / s) * 100, fps: (f1 - f0) / s };
+}
+
 function report(r) {
   const l = r.latencies;
   console.log(`[${r.mode}] join → first audio packet: ${r.joinToAudio.toFixed(0)} ms`);
@@ -184,6 +236,17 @@ async function main() {
   try {
     // The same two browsers: first a mesh, then right after through the audio server of a
     // node that puts every call of two people on it.
+    const streams = Number(process.env.STREAMS || 20);
+    const bench = await startNode();
+    try {
+      const plain = await transformLoad(A, bench.url, streams, 10, false);
+      const sealed = await transformLoad(A, bench.url, streams, 10, true);
+      const per = (sealed.cpu - plain.cpu) / streams;
+      console.log(`[transform] ${streams} streams each way at 50 frames/s: renderer CPU ${sealed.cpu.toFixed(1)} % encrypting and decrypting (${sealed.fps.toFixed(0)} frames/s), ${plain.cpu.toFixed(1)} % passing through (${plain.fps.toFixed(0)} frames/s)`);
+      console.log(`[transform] SFrame per stream (one sent and one received): ${per.toFixed(2)} % of a core`);
+    } finally {
+      await bench.stop();
+    }
     const runs = [
       ['mesh', 'mesh', []],
       ['sfu', 'sfu', ['--sfu-threshold', '2']],
