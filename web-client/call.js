@@ -50,6 +50,7 @@ export class Call {
       changed: () => this.changed('e2ee'),
       sends: () => this.stage.mayTalk,
       isSender: (session) => this.isSender(session),
+      peerConnections: () => this.peerConnections().values(),
     });
     this.peerStates = new Map(); // session → {user, state, unreachable}
     this.paths = new Map(); // session → {path, localCandidateType, remoteCandidateType, protocol}

@@ -14,14 +14,23 @@ export const DEBOUNCE_MS = 300;
 const SWITCH_DELAY_MS = 250;
 /** Recipients per `e2ee_keys` message (the node takes at most 512, in 64 KiB). */
 const KEYS_PER_MESSAGE = 200;
+/** A peer gone from the list is remembered this long, in case the list only missed it. */
+const GONE_KEPT_MS = 60_000;
+/** How often the page checks that the RTP packets it sends and gets went through the worker. */
+export const AUDIT_MS = 3000;
+/** Packets in one check below which it says nothing (silence, a call that just started). */
+const AUDIT_MIN_PACKETS = 40;
 
 export class CallKeys {
   /**
    * @param {{send: (msg: object) => void, changed: () => void, sends: () => boolean,
-   *   isSender?: (session: string) => boolean|undefined}} hooks
+   *   isSender?: (session: string) => boolean|undefined,
+   *   peerConnections?: () => Iterable<RTCPeerConnection>}} hooks
    *   send: a socket message; changed: the status or the code changed; sends: whether this
    *   session may send audio (everyone in a conversation, the stage in a stage room);
-   *   isSender: whether the call's list shows that session as one who may send
+   *   isSender: whether the call's list shows that session as one who may send;
+   *   peerConnections: the call's connections, for the check that packets went through
+   *   the worker
    */
   constructor(hooks) {
     this.hooks = hooks;
@@ -38,6 +47,7 @@ export class CallKeys {
     this.base = null; // its base key
     this.sentOnce = false; // the current key went to someone (a newcomer then gets a ratchet step)
     this.peers = new Map(); // session → {user, pub, pubText, fp, sdpFp, sends, helloSent, sentKid, keyKid, plaintext}
+    this.gone = new Map(); // session → its entry, for GONE_KEPT_MS after it left the list
     this.newcomers = new Set();
     this.lost = false; // someone who had our key left
     this.timer = null;
@@ -45,6 +55,9 @@ export class CallKeys {
     this.codeSeq = 0;
     this.failedUnwraps = 0;
     this.ready = null;
+    this.bypassed = null; // 'send' | 'recv' when packets flow that the worker never saw
+    this.audit = null; // the last check's counts
+    this.auditTimer = null;
   }
 
   /**
@@ -77,6 +90,10 @@ export class CallKeys {
   stop() {
     clearTimeout(this.timer);
     this.timer = null;
+    clearInterval(this.auditTimer);
+    this.auditTimer = null;
+    this.audit = null;
+    this.bypassed = null;
     if (this.transforms) this.transforms.close();
     this.transforms = null;
     this.me = null;
@@ -85,6 +102,7 @@ export class CallKeys {
     this.base = null;
     this.sentOnce = false;
     this.peers.clear();
+    this.gone.clear();
     this.newcomers.clear();
     this.lost = false;
     this.code = null;
@@ -121,6 +139,45 @@ export class CallKeys {
     if (!this.me) return;
     this.myId = myId;
     this.roleChanged(true);
+    clearInterval(this.auditTimer);
+    if (this.enabled && this.hooks.peerConnections) this.auditTimer = setInterval(() => this.check(), AUDIT_MS);
+  }
+
+  /**
+   * Whether every audio packet went through the worker: a transform the browser did not
+   * engage would send our audio as it is, or hand ciphertext to the decoder, while the page
+   * said "end to end". Compares getStats' packet counts with the worker's frame counts over
+   * the last AUDIT_MS; if packets flow that the worker never saw, the page says so.
+   */
+  async check() {
+    if (!this.transforms) return;
+    let sent = 0;
+    let received = 0;
+    for (const pc of this.hooks.peerConnections()) {
+      const stats = await pc.getStats().catch(() => null);
+      if (stats) {
+        stats.forEach((s) => {
+          if (s.kind !== 'audio') return;
+          if (s.type === 'outbound-rtp') sent += s.packetsSent || 0;
+          if (s.type === 'inbound-rtp') received += s.packetsReceived || 0;
+        });
+      }
+    }
+    const w = await this.transforms.stats().catch(() => null);
+    if (!w || !this.transforms) return;
+    const now = { sent, received, out: w.encrypted + w.dropped_no_key, in: w.decrypted + w.failed + w.plaintext + w.dropped_no_key };
+    const before = this.audit;
+    this.audit = now;
+    if (!before || now.sent < before.sent || now.received < before.received) return; // connections were replaced
+    const d = (k) => now[k] - before[k];
+    let bypassed = null;
+    if (d('sent') > AUDIT_MIN_PACKETS && d('out') < d('sent') / 2) bypassed = 'send';
+    else if (d('received') > AUDIT_MIN_PACKETS && d('in') < d('received') / 2) bypassed = 'recv';
+    if (bypassed !== this.bypassed) {
+      this.bypassed = bypassed;
+      if (bypassed) console.warn(`e2ee: ${bypassed} packets are not going through the frame worker`);
+      this.hooks.changed();
+    }
   }
 
   /**
@@ -192,6 +249,7 @@ export class CallKeys {
     if (!this.learn(p, m.data)) return;
     p.plaintext = m.data.e2ee === false;
     p.sends = !!m.data.sends;
+    if (m.data.again) p.sentKid = null; // it lost our key: it gets it again
     this.transforms.post({ op: 'allow_plaintext', on: !this.enabled || this.anyPlaintext() });
     // A sender needs our public key to give us its key; we reply once.
     if (p.sends && !p.helloSent) {
@@ -228,10 +286,26 @@ export class CallKeys {
   syncParticipants(list) {
     if (!this.me) return;
     const here = new Set(list.map((x) => x.session));
+    const now = Date.now();
+    // Someone back in the list (a list rebuilt from a snapshot can miss them for a moment):
+    // their entry comes back, we send our key again and ask for theirs.
+    for (const x of list) {
+      const g = this.gone.get(x.session);
+      if (!g) continue;
+      this.gone.delete(x.session);
+      this.peers.set(x.session, g);
+      g.keyKid = null;
+      g.sentKid = null;
+      this.hooks.send({ type: 'e2ee_hello', data: { ...this.helloData(), again: true }, to: g.user, to_session: x.session });
+      if (this.index >= 0) this.queue(x.session);
+    }
+    for (const [session, g] of this.gone) if (now - g.goneAt > GONE_KEPT_MS) this.gone.delete(session);
     for (const [session, p] of this.peers) {
       if (here.has(session)) continue;
       this.peers.delete(session);
       this.newcomers.delete(session);
+      p.goneAt = now;
+      this.gone.set(session, p);
       if (p.keyKid !== null) this.transforms.post({ op: 'forget', tag: tagOf(p.keyKid) });
       if (p.sentKid !== null && this.index >= 0) {
         this.lost = true;
@@ -351,6 +425,8 @@ export class CallKeys {
     if (!this.enabled) return { on: false, code: null, why: 'this node turned end-to-end encryption off' };
     const plain = [...this.peers.values()].find((p) => p.plaintext);
     if (plain) return { on: false, code: null, why: `${plain.user} sends audio that is not encrypted end to end` };
+    if (this.bypassed === 'send') return { on: false, code: null, why: 'this browser sends audio its encryption never saw' };
+    if (this.bypassed === 'recv') return { on: false, code: null, why: 'this browser gets audio its decryption never saw' };
     return { on: true, code: this.code, why: '' };
   }
 
@@ -358,6 +434,6 @@ export class CallKeys {
   async stats() {
     if (!this.transforms) return null;
     const s = await this.transforms.stats();
-    return { ...s, failed_unwraps: this.failedUnwraps, send_kid: this.index >= 0 ? kidOf(this.tag, this.index) : null, code: this.code };
+    return { ...s, failed_unwraps: this.failedUnwraps, bypassed: this.bypassed, send_kid: this.index >= 0 ? kidOf(this.tag, this.index) : null, code: this.code };
   }
 }
