@@ -81,16 +81,25 @@ function key(gid, rid) {
 
 function storeGroup(detail) {
   state.groups.set(detail.id, detail);
-  // A group from the API carries each room's list at its version; the socket's `group`
-  // event carries none. A list older than the one held (kept from the socket) is skipped,
-  // and so is one of a room the socket shows only as a count (a big room).
+  storeRoomLists(detail);
+  emit('group', { group: detail.id });
+}
+
+/**
+ * A group from the API carries each room's list at its version; the socket's `group` event
+ * carries none. A list older than the one held (kept from the socket) is skipped, and so is
+ * one of a room the socket shows only as a count (a big room).
+ */
+function storeRoomLists(detail) {
   for (const room of detail.rooms || []) {
     if (!Array.isArray(room.participants) || typeof room.version !== 'number') continue;
     const held = state.participants.get(key(detail.id, room.id));
     if (!held || (held.list && room.version > held.version)) setRoom(detail.id, room.id, room.version, room.participants, room.participants.length);
   }
-  emit('group', { group: detail.id });
 }
+
+/** Socket `group` events per group id: a fetch that one overtook must not undo it. */
+const groupEvents = new Map();
 
 function removeGroup(gid) {
   state.groups.delete(gid);
@@ -146,7 +155,15 @@ async function refreshBlocks() {
 }
 
 async function loadGroup(gid) {
+  const seen = groupEvents.get(gid) || 0;
   const detail = await api.group(gid);
+  if ((groupEvents.get(gid) || 0) !== seen && state.groups.has(gid)) {
+    // The socket told a change while this was on its way: what it said is newer (members,
+    // rooms, names); only the room lists, which carry versions, may still be of use.
+    storeRoomLists(detail);
+    emit('group', { group: gid });
+    return state.groups.get(gid);
+  }
   storeGroup(detail);
   return detail;
 }
@@ -225,6 +242,7 @@ const call = new Call(
 call.subscribe((what) => emit('call', { what }));
 
 socket.on('group', (m) => {
+  groupEvents.set(m.group.id, (groupEvents.get(m.group.id) || 0) + 1);
   storeGroup(m.group);
   emit('groups');
 });
