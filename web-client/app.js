@@ -12,6 +12,7 @@ import * as roomView from './views/room.js';
 import * as inviteView from './views/invite.js';
 import * as notFoundView from './views/notfound.js';
 import { mountCallbar } from './views/callbar.js';
+import { watchCallOnDevice } from './device.js';
 
 /** Everything the views read. Mutated only here (and by views through ctx helpers). */
 const state = {
@@ -524,6 +525,16 @@ function listOf(gid, rid) {
 
 mountCallbar(document.getElementById('callbar'), ctx, (fn) => listeners.add(fn));
 
+// The call in the phone's notification area, and the screen kept on while in one.
+const device = watchCallOnDevice(call, (gid, rid) => {
+  const g = state.groups.get(gid);
+  const r = g && (g.rooms || []).find((x) => x.id === rid);
+  return { group: g ? g.name : '', room: r ? r.name : '' };
+});
+listeners.add((kind) => {
+  if (kind === 'group') device.update();
+});
+
 // ---------- test / diagnostics hook (read-only) ----------
 
 Object.defineProperty(window, '__voicechat', {
@@ -552,6 +563,8 @@ Object.defineProperty(window, '__voicechat', {
     e2ee: async () => ({ ...call.keys.status(), stats: await call.keys.stats() }),
     /** Try this call's receive keys on an SFrame captured elsewhere (bytes) → `{ok, kid, error}`. */
     tryDecrypt: (bytes) => (call.keys.transforms ? call.keys.transforms.tryDecrypt(Uint8Array.from(bytes)) : null),
+    /** The call on the device: `{inCall, wakeLock, title, artist}` (Media Session, Wake Lock). */
+    device: () => device.state(),
   }),
   writable: false,
   configurable: false,
@@ -559,15 +572,37 @@ Object.defineProperty(window, '__voicechat', {
 
 // ---------- start ----------
 
+/** Opening the page while the node cannot be reached (the app shell came from the service
+ *  worker): say so, and try again, at once when the browser is back online. */
+const OFFLINE_RETRY_MS = [1000, 2000, 4000, 8000, 15_000];
+let offlineTries = 0;
+
 async function start() {
   try {
     const s = await api.session();
     state.node = s.node || '';
     if (s.user) await loggedIn(s.user);
   } catch (err) {
+    if (err instanceof ApiError && err.code === 'network') {
+      replaceChildren(document.getElementById('main'), h('p', { class: 'card offline', testid: 'offline' }, 'Offline: this node cannot be reached. Reconnecting…'));
+      const retry = () => {
+        window.removeEventListener('online', retry);
+        clearTimeout(timer);
+        start();
+      };
+      const timer = setTimeout(retry, OFFLINE_RETRY_MS[Math.min(offlineTries++, OFFLINE_RETRY_MS.length - 1)]);
+      window.addEventListener('online', retry);
+      return;
+    }
     showError(err);
   }
+  offlineTries = 0;
   render();
+}
+
+// The installable app: the service worker keeps the app shell for when the node is out of reach.
+if ('serviceWorker' in navigator) {
+  navigator.serviceWorker.register('/sw.js', { scope: '/' }).catch((err) => console.warn('no service worker', err));
 }
 
 start();

@@ -1,0 +1,58 @@
+//! The service worker of the installable app (PWA): it keeps the app shell (the page, its
+//! modules, styles and icons) so that when the node cannot be reached the page still opens
+//! and says "offline, reconnecting" instead of the browser's error. Network first: a node
+//! that was upgraded serves its new files at once; the cache is only the fallback. The API,
+//! the socket and everything of other origins are never cached.
+
+const CACHE = 'voicechat-shell-1';
+/** What the page needs to open at all; the rest is kept as it is fetched. */
+const SHELL = ['/', '/style.css', '/app.js', '/favicon.svg', '/manifest.webmanifest', '/icons/icon-192.png'];
+
+self.addEventListener('install', (event) => {
+  event.waitUntil(
+    (async () => {
+      const cache = await caches.open(CACHE);
+      const page = await fetch('/', { cache: 'no-store' });
+      if (page.ok) await cache.put('/index.html', page);
+      await cache.addAll(SHELL.filter((p) => p !== '/'));
+      await self.skipWaiting();
+    })(),
+  );
+});
+
+self.addEventListener('activate', (event) => {
+  event.waitUntil(
+    (async () => {
+      for (const name of await caches.keys()) if (name !== CACHE) await caches.delete(name);
+      await self.clients.claim();
+    })(),
+  );
+});
+
+/** Whether a request is the app's own file (never the API, the socket or another origin). */
+function isShell(request) {
+  const url = new URL(request.url);
+  if (request.method !== 'GET' || url.origin !== self.location.origin) return false;
+  return !(url.pathname.startsWith('/api/') || url.pathname === '/ws' || url.pathname.startsWith('/.well-known/') || url.pathname === '/metrics');
+}
+
+self.addEventListener('fetch', (event) => {
+  const request = event.request;
+  if (!isShell(request)) return;
+  // Every page route is the same index.html (client-side routing).
+  const key = request.mode === 'navigate' ? '/index.html' : request;
+  event.respondWith(
+    (async () => {
+      const cache = await caches.open(CACHE);
+      try {
+        const response = await fetch(request);
+        if (response.ok) await cache.put(key, response.clone());
+        return response;
+      } catch (err) {
+        const kept = await cache.match(key);
+        if (kept) return kept;
+        throw err;
+      }
+    })(),
+  );
+});
