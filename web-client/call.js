@@ -174,7 +174,14 @@ export class Call {
   }
 
   changed(what) {
-    for (const fn of this.listeners) fn(what);
+    // A view or helper that fails must not break the call (a join half done).
+    for (const fn of this.listeners) {
+      try {
+        fn(what);
+      } catch (err) {
+        console.error('a call listener failed', err);
+      }
+    }
   }
 
   inRoom(group, room) {

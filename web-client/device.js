@@ -82,7 +82,14 @@ export function watchCallOnDevice(call, names) {
     if (!session.metadata || session.metadata.title !== title || session.metadata.artist !== group) {
       session.metadata = new MediaMetadata({ title, artist: group || '', album: 'VoiceChat', artwork: [{ src: '/icons/icon-512.png', sizes: '512x512', type: 'image/png' }] });
     }
-    if (session.setMicrophoneActive) session.setMicrophoneActive(!call.effectiveMuted).catch(() => {});
+    if (session.setMicrophoneActive) {
+      try {
+        // A promise in some browsers, nothing in others.
+        Promise.resolve(session.setMicrophoneActive(!call.effectiveMuted)).catch(() => {});
+      } catch {
+        /* not for this page (e.g. not focused) */
+      }
+    }
   }
 
   call.subscribe(update);

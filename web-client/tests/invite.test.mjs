@@ -42,7 +42,7 @@ describe('invite links', { timeout: 120_000 }, () => {
     await byId(A.page, 'invite-create').click();
     const urlInput = A.page.locator('[data-testid^="invite-url-"]').first();
     await urlInput.waitFor();
-    const inviteUrl = await urlInput.inputValue();
+    const inviteUrl = (await urlInput.textContent()).trim();
     assert.match(inviteUrl, /\/invite\/[^/]+$/);
 
     await D.page.goto(inviteUrl);
@@ -66,6 +66,7 @@ describe('invite links', { timeout: 120_000 }, () => {
 
     // Revoked: the link stops working.
     A.page.once('dialog', (d) => d.accept());
+    await A.page.locator('[data-testid^="invite-menu-"] summary').first().click();
     await A.page.locator('[data-testid^="invite-revoke-"]').first().click();
     await waitFor(async () => (await A.page.locator('[data-testid^="invite-url-"]').count()) === 0, { message: 'invite to disappear after revoking' });
     await D.page.goto(inviteUrl);

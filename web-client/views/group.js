@@ -2,7 +2,7 @@
 
 import { h, link, replaceChildren, uid, userParts } from '../dom.js';
 import { notFound } from './notfound.js';
-import { renameControl, confirmButton, copyText, formatExpiry } from './widgets.js';
+import { renameControl, confirmButton, copyText, formatExpiry, actionsMenu } from './widgets.js';
 
 const ROLE_LABEL = { owner: 'Owner', admin: 'Admin', member: 'Member' };
 const isAdmin = (role) => role === 'admin' || role === 'owner';
@@ -113,10 +113,11 @@ export function mount(root, ctx, { gid }) {
     roomsCard.append(h('h2', { class: 'card-title' }, 'Rooms'), roomsList, roomForm);
     membersCard.append(membersTitle, membersList, memberForm);
     invitesCard.append(h('h2', { class: 'card-title' }, 'Invite links'), h('p', { class: 'hint' }, 'Anyone with the link can join: on this node by opening it, from a federated node by pasting it under “Join with an invite link” on My groups there.'), invitesList, inviteButton);
+    // Invite links before the member list: on a phone they are what an admin comes for.
     replaceChildren(
       page,
       head,
-      h('div', { class: 'columns' }, roomsCard, h('div', { class: 'stack' }, membersCard, invitesCard)),
+      h('div', { class: 'columns' }, roomsCard, h('div', { class: 'stack' }, invitesCard, membersCard)),
     );
   }
 
@@ -178,6 +179,13 @@ export function mount(root, ctx, { gid }) {
             const people = ctx.participants(gid, room.id);
             const count = ctx.participantCount(gid, room.id);
             const inCall = ctx.call.inRoom(gid, room.id);
+            const roomUrl = `/g/${gid}/r/${room.id}`;
+            const join = inCall
+              ? link(roomUrl, { class: 'btn', testid: `room-open-${room.name}` }, 'Open call')
+              : h('button', { class: 'btn btn-primary', type: 'button', testid: `room-join-${room.name}`, 'aria-label': `Join ${room.name}`, onclick: () => {
+                  ctx.navigate(roomUrl);
+                  ctx.call.join(gid, room.id, { stage: !!room.stage });
+                } }, count ? 'Join' : 'Start call');
             return h(
               'li',
               { class: 'row', dataset: { room: room.id } },
@@ -190,17 +198,20 @@ export function mount(root, ctx, { gid }) {
                     : count ? `${count} in call` : 'Nobody in call'),
               ),
               inCall ? h('span', { class: 'badge live' }, 'You are here') : count ? h('span', { class: 'badge live' }, 'Live') : null,
-              canAdmin(g)
-                ? h('span', { class: 'row-actions' },
-                    renameControl({ label: `room ${room.name}`, current: room.name, testid: `room-rename-${room.name}`, onError: ctx.showError, save: async (name) => {
-                      await ctx.api.renameRoom(gid, room.id, name);
-                      await ctx.loadGroup(gid);
-                    } }),
-                    confirmButton({ text: 'Delete', ariaLabel: `Delete room ${room.name}`, question: `Delete the room “${room.name}”? Anyone in it is dropped from the call.`, testid: `room-delete-${room.name}`, onError: ctx.showError, action: async () => {
-                      await ctx.api.deleteRoom(gid, room.id);
-                      await ctx.loadGroup(gid);
-                    } }))
-                : null,
+              h('span', { class: 'row-actions' },
+                join,
+                canAdmin(g)
+                  ? actionsMenu({ label: `room ${room.name}`, testid: `room-menu-${room.name}`, items: [
+                      renameControl({ label: `room ${room.name}`, current: room.name, testid: `room-rename-${room.name}`, onError: ctx.showError, save: async (name) => {
+                        await ctx.api.renameRoom(gid, room.id, name);
+                        await ctx.loadGroup(gid);
+                      } }),
+                      confirmButton({ text: 'Delete room', ariaLabel: `Delete room ${room.name}`, question: `Delete the room “${room.name}”? Anyone in it is dropped from the call.`, testid: `room-delete-${room.name}`, onError: ctx.showError, action: async () => {
+                        await ctx.api.deleteRoom(gid, room.id);
+                        await ctx.loadGroup(gid);
+                      } }),
+                    ] })
+                  : null),
             );
           })
         : h('li', { class: 'empty-row muted' }, canAdmin(g) ? 'No rooms yet. Create the first one below.' : 'No rooms yet.'),
@@ -221,7 +232,8 @@ export function mount(root, ctx, { gid }) {
           // Ownership goes only to someone who can use it: a user of another node sees the
           // group read-only (and an invited one may still decline), so it would be stranded.
           const roles = !userParts(m.user, ctx.state.node).node && m.status !== 'invited' ? ['member', 'admin', 'owner'] : ['member', 'admin'];
-          const select = h('select', { id, testid: `member-role-${m.user}` },
+          // The role is shown once: as this choice (no badge beside it).
+          const select = h('select', { id, class: `role-select role-${m.role}`, testid: `member-role-${m.user}` },
             roles.map((r) => h('option', { value: r, selected: r === m.role }, r === 'owner' ? 'Owner (hand over)' : ROLE_LABEL[r])));
           select.addEventListener('change', async () => {
             const role = select.value;
@@ -243,15 +255,18 @@ export function mount(root, ctx, { gid }) {
         const invited = m.status === 'invited';
         if (canRemove) {
           const question = invited ? `Withdraw the invitation of ${ctx.show(m.user)} to “${g.name}”?` : `Remove ${ctx.show(m.user)} from “${g.name}”?`;
-          controls.append(confirmButton({ text: 'Remove', ariaLabel: `Remove ${ctx.show(m.user)}`, question, testid: `member-remove-${m.user}`, onError: ctx.showError, action: async () => {
-            await ctx.api.removeMember(gid, m.user);
-            await ctx.loadGroup(gid);
-          } }));
+          controls.append(actionsMenu({ label: ctx.show(m.user), testid: `member-menu-${m.user}`, items: [
+            confirmButton({ text: invited ? 'Withdraw invitation' : 'Remove from group', ariaLabel: `Remove ${ctx.show(m.user)}`, question, testid: `member-remove-${m.user}`, onError: ctx.showError, action: async () => {
+              await ctx.api.removeMember(gid, m.user);
+              await ctx.loadGroup(gid);
+            } }),
+          ] }));
         }
+        const roleChoice = controls.querySelector('select');
         return h('li', { class: 'row', testid: `member-${m.user}` },
           h('span', { class: 'row-main' }, h('span', { class: 'avatar', 'aria-hidden': 'true' }, initial(ctx.show(m.user))), h('span', { class: 'row-title' }, ctx.label(m.user), self ? h('span', { class: 'muted' }, ' (you)') : null)),
           invited ? h('span', { class: 'badge status-invited', testid: `member-status-${m.user}`, title: 'Invited: has not accepted yet' }, 'invited') : null,
-          h('span', { class: `badge role-${m.role}` }, ROLE_LABEL[m.role] || m.role),
+          roleChoice ? null : h('span', { class: `badge role-${m.role}` }, ROLE_LABEL[m.role] || m.role),
           controls.childNodes.length ? controls : null);
       }),
     );
@@ -276,23 +291,36 @@ export function mount(root, ctx, { gid }) {
       invitesList,
       invites.length
         ? invites.map((inv) => {
-            const id = uid('invite');
             const url = inviteUrl(inv);
-            const input = h('input', { id, value: url, readonly: true, testid: `invite-url-${inv.code}` });
+            // The whole link, wrapped over lines (an input showed only its start); Copy
+            // selects it where the clipboard is refused.
+            const shown = h('code', { class: 'invite-link', testid: `invite-url-${inv.code}`, 'aria-label': 'Invite link' }, url);
+            const share = navigator.share
+              ? h('button', { class: 'btn', type: 'button', testid: `invite-share-${inv.code}`, onclick: async () => {
+                  try {
+                    await navigator.share({ title: `Join “${g.name}” on VoiceChat`, url });
+                  } catch (err) {
+                    if (err && err.name !== 'AbortError') ctx.notify('Could not share the link; copy it instead.');
+                  }
+                } }, 'Share')
+              : null;
             return h('li', { class: 'row invite' },
               h('span', { class: 'row-main stack-tight' },
-                h('label', { for: id, class: 'sr-only' }, 'Invite link'), input,
+                shown,
                 h('span', { class: 'row-sub muted' }, `${formatExpiry(inv.expires_at)} · used ${inv.uses}${inv.max_uses ? ` of ${inv.max_uses}` : ''} times`)),
               h('span', { class: 'row-actions' },
-                h('button', { class: 'btn', type: 'button', testid: `invite-copy-${inv.code}`, onclick: async () => {
-                  const ok = await copyText(url, input);
+                h('button', { class: 'btn btn-primary', type: 'button', testid: `invite-copy-${inv.code}`, onclick: async () => {
+                  const ok = await copyText(url, shown);
                   ctx.notify(ok ? 'Link copied.' : 'Press Ctrl+C (⌘C) to copy the selected link.', 'info');
                 } }, 'Copy'),
-                confirmButton({ text: 'Revoke', ariaLabel: 'Revoke this invite link', question: 'Revoke this invite link? It stops working at once.', testid: `invite-revoke-${inv.code}`, onError: ctx.showError, action: async () => {
-                  await ctx.api.revokeInvite(gid, inv.code);
-                  invites = invites.filter((i) => i.code !== inv.code);
-                  renderInvites();
-                } })));
+                share,
+                actionsMenu({ label: 'this invite link', testid: `invite-menu-${inv.code}`, items: [
+                  confirmButton({ text: 'Revoke link', ariaLabel: 'Revoke this invite link', question: 'Revoke this invite link? It stops working at once.', testid: `invite-revoke-${inv.code}`, onError: ctx.showError, action: async () => {
+                    await ctx.api.revokeInvite(gid, inv.code);
+                    invites = invites.filter((i) => i.code !== inv.code);
+                    renderInvites();
+                  } }),
+                ] })));
           })
         : h('li', { class: 'empty-row muted' }, 'No active invite links.'),
     );

@@ -68,15 +68,45 @@ export function confirmButton({ text, question, testid, danger = true, action, o
   return btn;
 }
 
-/** Copy text; falls back to selecting an input when the clipboard API is refused. */
-export async function copyText(text, input) {
+/**
+ * A "⋯" menu holding a row's rarer and destructive actions (each still asks before it acts),
+ * so a list is not a wall of red buttons. A native <details>: keyboard and screen-reader
+ * friendly; Escape or a click elsewhere closes it.
+ */
+export function actionsMenu({ label, testid, items }) {
+  const present = items.filter(Boolean);
+  if (!present.length) return null;
+  const menu = h('details', { class: 'menu', testid },
+    h('summary', { class: 'btn btn-quiet', 'aria-label': `More actions for ${label}`, title: 'More actions' }, '⋯'),
+    h('div', { class: 'menu-items', role: 'group', 'aria-label': `Actions for ${label}` }, present));
+  menu.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Escape' && menu.open) {
+      menu.open = false;
+      menu.querySelector('summary').focus();
+    }
+  });
+  document.addEventListener('click', (ev) => {
+    if (menu.open && !menu.contains(ev.target)) menu.open = false;
+  });
+  return menu;
+}
+
+/** Copy text; falls back to selecting it on the page (an input, or any element's text)
+ *  when the clipboard API is refused, so Ctrl+C copies it. */
+export async function copyText(text, shown) {
   try {
     await navigator.clipboard.writeText(text);
     return true;
   } catch {
-    if (input) {
-      input.focus();
-      input.select();
+    if (shown && typeof shown.select === 'function') {
+      shown.focus();
+      shown.select();
+    } else if (shown) {
+      const range = document.createRange();
+      range.selectNodeContents(shown);
+      const sel = window.getSelection();
+      sel.removeAllRanges();
+      sel.addRange(range);
     }
     return false;
   }
