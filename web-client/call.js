@@ -19,6 +19,21 @@ import { Stage } from './stage.js';
 import { CallKeys } from './e2ee/keys.js';
 import { LEVEL_POLL_MS, PATH_POLL_MS, readLevels, readPaths, describeConnections } from './callstats.js';
 
+/** A call prepared on the room page (ICE configuration, open microphone, keys) is used by
+ *  Join within this long; older, it is fetched again. */
+const PREPARED_MAX_MS = 10 * 60_000;
+/** sessionStorage: the call this tab is in, so a reload or the room's URL rejoins it. */
+const IN_CALL_KEY = 'voicechat.call';
+
+function rememberCall(value) {
+  try {
+    if (value) sessionStorage.setItem(IN_CALL_KEY, JSON.stringify(value));
+    else sessionStorage.removeItem(IN_CALL_KEY);
+  } catch {
+    /* storage unavailable: no rejoin after a reload */
+  }
+}
+
 export class Call {
   /**
    * @param {import('./socket.js').Socket} socket
@@ -39,6 +54,7 @@ export class Call {
     this.myNode = null; // its node part
     this.mode = 'mesh'; // mesh | sfu: how people of this node reach each other in this call
     this.formerSessions = new Set(); // this tab's earlier sessions (may linger on the node a while)
+    this.prepared = null; // {group, room, stream, ice, keys, at}: made ready on the room page
     this.voice = new Voice(this);
     this.ice = new IceServers();
     this.mesh = null;
@@ -188,6 +204,59 @@ export class Call {
     return this.status !== 'idle' && this.group === group && this.room === room;
   }
 
+  /** Whether this tab was in `room`'s call before the page was reloaded (or left by URL). */
+  wasIn(group, room) {
+    try {
+      const c = JSON.parse(sessionStorage.getItem(IN_CALL_KEY) || 'null');
+      return !!c && c.group === group && c.room === room;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * The room page is open: fetch the call's ICE configuration, open the microphone (not on
+   * a stage, where it opens only on stage) and make the call's keys now, so that Join only
+   * signals. The page shows that the microphone is open (nothing is sent before Join).
+   */
+  async prepare(group, room, { stage = false } = {}) {
+    if (this.status !== 'idle' || (this.prepared && this.prepared.group === group && this.prepared.room === room)) return;
+    this.unprepare();
+    const p = { group, room, stream: null, ice: null, keys: false, at: Date.now() };
+    this.prepared = p;
+    const [stream, ice] = await Promise.all([
+      stage ? null : this.voice.mic.request().catch(() => null), // Join asks again, and says why
+      api.ice(group, room).catch(() => null),
+    ]);
+    if (this.prepared !== p || this.status !== 'idle') {
+      if (stream) for (const t of stream.getTracks()) t.stop();
+      return;
+    }
+    p.stream = stream;
+    p.ice = ice;
+    if (ice) {
+      await this.keys.start(ice.e2ee !== false);
+      p.keys = this.prepared === p && this.status === 'idle';
+    }
+    this.changed('prepared');
+  }
+
+  /** The room page closes without joining: the microphone is released. */
+  unprepare(group = null, room = null) {
+    const p = this.prepared;
+    if (!p || (group && (p.group !== group || p.room !== room))) return;
+    this.prepared = null;
+    if (p.stream) for (const t of p.stream.getTracks()) t.stop();
+    if (this.status === 'idle') this.keys.stop();
+    this.changed('prepared');
+  }
+
+  /** Whether the room page's microphone is open, waiting for Join. */
+  micReady(group, room) {
+    const p = this.prepared;
+    return !!(p && p.group === group && p.room === room && p.stream && p.stream.getAudioTracks().some((t) => t.readyState === 'live'));
+  }
+
   /**
    * Join `room` (leaving any other call of this tab), with the microphone open; on a stage
    * (`stage`: the room is one) it opens only once we are on stage.
@@ -195,6 +264,9 @@ export class Call {
   async join(group, room, { stage = false } = {}) {
     if (this.inRoom(group, room)) return;
     if (this.status !== 'idle') this.leave();
+    const p = this.prepared && this.prepared.group === group && this.prepared.room === room && Date.now() - this.prepared.at < PREPARED_MAX_MS ? this.prepared : null;
+    if (p) this.prepared = null;
+    else this.unprepare();
     this.status = 'joining';
     this.group = group;
     this.room = room;
@@ -202,8 +274,12 @@ export class Call {
     this.changed('status');
     let ice = null;
     let stream = null;
+    const live = (s) => s && s.getAudioTracks().some((t) => t.readyState === 'live');
     try {
-      [stream, ice] = await Promise.all([stage ? null : this.voice.mic.request(), api.ice(group, room)]);
+      [stream, ice] = await Promise.all([
+        stage ? null : live(p && p.stream) ? p.stream : this.voice.mic.request(),
+        p && p.ice ? p.ice : api.ice(group, room),
+      ]);
     } catch (err) {
       this.stop();
       this.notify(err instanceof ApiError ? `Could not join the call: ${err.message}` : micError(err));
@@ -215,7 +291,7 @@ export class Call {
     }
     if (stream) this.voice.mic.take(stream);
     this.ice.take(ice);
-    await this.keys.start(ice.e2ee !== false);
+    if (!(p && p.keys && this.keys.wanted === (ice.e2ee !== false) && this.keys.me)) await this.keys.start(ice.e2ee !== false);
     if (this.status !== 'joining' || this.room !== room) return;
     this.voice.apply();
     this.mesh = createMesh(this);
@@ -333,6 +409,7 @@ export class Call {
   onJoined(msg) {
     if (!this.inRoom(msg.group, msg.room)) return;
     this.status = 'joined';
+    rememberCall({ group: msg.group, room: msg.room });
     if (msg.session) this.mySession = msg.session;
     this.mode = msg.mode === 'sfu' ? 'sfu' : 'mesh';
     if (this.mode === 'sfu') this.sfuLeg.start();
@@ -361,6 +438,7 @@ export class Call {
   }
 
   stop() {
+    rememberCall(null); // left, dropped or failed: a reload does not bring it back
     this.sfuLeg.stop();
     this.keys.stop();
     this.mode = 'mesh';

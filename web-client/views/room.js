@@ -138,8 +138,12 @@ export function mount(root, ctx, { gid, rid }) {
       joinBtn.textContent = others.length || count > list.length ? 'Join' : 'Start call';
       joinBtn.disabled = false;
       const elsewhere = call.status !== 'idle' ? h('p', { class: 'hint' }, 'Joining leaves the call you are in now.') : null;
+      // The microphone is opened on this page so that Join is quick: say so.
+      const ready = call.micReady(gid, rid)
+        ? h('p', { class: 'hint mic-ready', testid: 'mic-ready' }, h('span', { class: 'mic-dot', 'aria-hidden': 'true' }), 'Your microphone is on and ready; nothing is sent until you join.')
+        : null;
       stageHint.textContent = isModerator(group()) ? 'A stage: you moderate it, and join on stage.' : 'A stage: you join in the audience, with your microphone off. Raise your hand to ask to speak.';
-      replaceChildren(controls, h('div', { class: 'button-row' }, joinBtn), elsewhere, isStage() ? [stageHint, stageBox.el] : pttField);
+      replaceChildren(controls, h('div', { class: 'button-row' }, joinBtn), elsewhere, ready, isStage() ? [stageHint, stageBox.el] : pttField);
     } else if (layout === 'joining') {
       joinBtn.textContent = 'Connecting…';
       joinBtn.disabled = true;
@@ -348,6 +352,11 @@ export function mount(root, ctx, { gid, rid }) {
     try {
       await ctx.loadGroup(gid);
       render();
+      if (gone || !room()) return;
+      // Back in the call this tab was in before a reload (or by the room's URL); otherwise
+      // get everything ready so that Join only has to signal.
+      if (call.status === 'idle' && call.wasIn(gid, rid)) call.join(gid, rid, { stage: isStage() });
+      else if (call.status === 'idle') call.prepare(gid, rid, { stage: isStage() });
     } catch (err) {
       if (err.status === 404 || err.status === 400) {
         gone = true;
@@ -385,6 +394,7 @@ export function mount(root, ctx, { gid, rid }) {
     },
     unmount() {
       document.title = 'VoiceChat';
+      call.unprepare(gid, rid);
     },
   };
 }
