@@ -437,7 +437,10 @@ function render() {
   if (state.user) follow(params.gid || null);
   main.textContent = '';
   route.instance = view.mount(main, ctx, params) || {};
-  main.focus({ preventScroll: true });
+  // A view whose point is a form (log in, sign up) puts the cursor in its first field.
+  const first = main.querySelector('[autofocus]');
+  (first || main).focus({ preventScroll: true });
+  for (const fn of listeners) fn('route', { path });
 }
 
 function decodeParams(params) {

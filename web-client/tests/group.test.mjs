@@ -51,6 +51,11 @@ describe('the group page', { timeout: 120_000 }, () => {
     // Back to the group page inside the app (a reload would leave the call).
     await byId(B.page, 'room-group-link').click();
     await byId(B.page, 'room-open-Hall').waitFor();
+    // Away from the room page the header strip carries the call (there only: not twice).
+    await byId(B.page, 'callbar-room').waitFor();
+    await byId(B.page, 'callbar-room').click();
+    await byId(B.page, 'call-leave').waitFor();
+    assert.equal(await byId(B.page, 'callbar-room').count(), 0, 'the header strip on the call\'s own page');
     assert.equal(await byId(B.page, 'room-join-Hall').count(), 0, 'a Join button for the call you are in');
   });
 

@@ -191,7 +191,8 @@ export async function startPeeredPair(first = 'alpha', second = 'beta') {
 /**
  * One Chromium process (own user-data-dir) whose fake microphone plays `wav`.
  * `executablePath`: another program to start (e.g. a wrapper that runs Chromium in a network
- * namespace); `args`: more flags; `loopback: false` leaves out --allow-loopback-in-peer-connection.
+ * namespace); `args`: more flags; `loopback: false` leaves out --allow-loopback-in-peer-connection;
+ * `device`: more context options (a phone: `{isMobile: true, hasTouch: true}`).
  */
 function chromiumArgs(wav, loopback, args) {
   return [
@@ -211,12 +212,13 @@ function chromiumArgs(wav, loopback, args) {
   ];
 }
 
-export async function launchBrowser(wav, { viewport = { width: 1280, height: 800 }, executablePath = CHROMIUM, args = [], loopback = true } = {}) {
+export async function launchBrowser(wav, { viewport = { width: 1280, height: 800 }, executablePath = CHROMIUM, args = [], loopback = true, device = {} } = {}) {
   const userDataDir = tempDir('chromium');
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath,
     headless: true,
     viewport,
+    ...device, // e.g. {isMobile: true, hasTouch: true} for a phone
     args: chromiumArgs(wav, loopback, args),
   });
   const page = context.pages()[0] || (await context.newPage());

@@ -1,12 +1,13 @@
-//! The header strip shown while this tab is in a call (on any page): where, mute (not for a
-//! stage's listener), leave.
+//! The header strip shown while this tab is in a call (on any other page than the call's
+//! room, whose own controls say the same): where, mute (not for a stage's listener), leave.
 
 import { h, link, replaceChildren } from '../dom.js';
 
 export function mountCallbar(el, ctx, subscribe) {
   const call = ctx.call;
   function render() {
-    if (call.status === 'idle') {
+    // On the call's own room page its big controls are there: not twice.
+    if (call.status === 'idle' || location.pathname === `/g/${call.group}/r/${call.room}`) {
       el.hidden = true;
       el.textContent = '';
       return;
@@ -27,7 +28,7 @@ export function mountCallbar(el, ctx, subscribe) {
     );
   }
   subscribe((kind, data) => {
-    if ((kind === 'call' && data.what !== 'levels' && data.what !== 'peers' && data.what !== 'paths') || kind === 'group') render();
+    if ((kind === 'call' && data.what !== 'levels' && data.what !== 'peers' && data.what !== 'paths') || kind === 'group' || kind === 'route') render();
   });
   render();
 }

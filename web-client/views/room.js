@@ -78,7 +78,20 @@ export function mount(root, ctx, { gid, rid }) {
     h('p', { class: 'hint', id: `${pttId}-hint` }, 'Hold Space to talk; the microphone is muted otherwise.'),
   );
   const transport = h('p', { class: 'hint transport', testid: 'call-transport' });
-  const localMeter = h('span', { class: 'meter', role: 'meter', 'aria-label': 'Your microphone level', 'aria-valuemin': '0', 'aria-valuemax': '100', 'aria-valuenow': '0' }, h('span', { class: 'meter-fill' }));
+  const meterId = uid('meter');
+  const localMeter = h('span', { class: 'meter', role: 'meter', 'aria-labelledby': meterId, 'aria-valuemin': '0', 'aria-valuemax': '100', 'aria-valuenow': '0' }, h('span', { class: 'meter-fill' }));
+  const localMeterField = h('span', { class: 'meter-field', testid: 'local-meter' }, h('span', { class: 'meter-label', id: meterId }, 'Your level'), localMeter);
+  // Push to talk needs a Space key: offered only where there is likely a keyboard.
+  const hasKeyboard = () => !(window.matchMedia && window.matchMedia('(pointer: coarse)').matches && !window.matchMedia('(any-hover: hover)').matches);
+  // The microphone's settings: after the people on a phone, beside the call's controls on
+  // a wide screen.
+  const settingsBody = h('div', { class: 'stack' });
+  const settingsCard = h('div', { class: 'card room-settings', testid: 'call-settings' }, h('h2', { class: 'card-title' }, 'Your microphone'), settingsBody);
+  function renderSettings(fields) {
+    const shown = fields.filter(Boolean);
+    settingsCard.hidden = !shown.length;
+    replaceChildren(settingsBody, shown);
+  }
 
   const group = () => ctx.state.groups.get(gid);
   // An earlier session of this tab (before a reconnect) stays listed until the node times it out.
@@ -100,7 +113,9 @@ export function mount(root, ctx, { gid, rid }) {
     replaceChildren(
       page,
       h('div', { class: 'page-head' }, crumbs, h('div', { class: 'title-row' }, title, isStage() ? h('span', { class: 'badge stage-badge', testid: 'room-stage' }, 'Stage') : null), summary),
-      h('div', { class: 'columns room-columns' }, h('div', { class: 'card' }, h('h2', { class: 'card-title' }, 'Call'), controls), peopleCard),
+      h('div', { class: 'columns room-columns' },
+        h('div', { class: 'stack room-main' }, h('div', { class: 'card room-call' }, h('h2', { class: 'card-title' }, 'Call'), controls), settingsCard),
+        peopleCard),
     );
   }
 
@@ -143,15 +158,18 @@ export function mount(root, ctx, { gid, rid }) {
         ? h('p', { class: 'hint mic-ready', testid: 'mic-ready' }, h('span', { class: 'mic-dot', 'aria-hidden': 'true' }), 'Your microphone is on and ready; nothing is sent until you join.')
         : null;
       stageHint.textContent = isModerator(group()) ? 'A stage: you moderate it, and join on stage.' : 'A stage: you join in the audience, with your microphone off. Raise your hand to ask to speak.';
-      replaceChildren(controls, h('div', { class: 'button-row' }, joinBtn), elsewhere, ready, isStage() ? [stageHint, stageBox.el] : pttField);
+      replaceChildren(controls, h('div', { class: 'button-row' }, joinBtn), elsewhere, ready, isStage() ? [stageHint, stageBox.el] : null);
+      renderSettings([isStage() || !hasKeyboard() ? null : pttField]);
     } else if (layout === 'joining') {
       joinBtn.textContent = 'Connecting…';
       joinBtn.disabled = true;
       replaceChildren(controls, h('div', { class: 'button-row' }, joinBtn, leaveBtn));
     } else if (fresh && layout === 'listener') {
       replaceChildren(controls, h('div', { class: 'button-row' }, leaveBtn), stageBox.el, transport);
+      renderSettings([]);
     } else if (fresh) {
-      replaceChildren(controls, h('div', { class: 'button-row' }, muteBtn, leaveBtn, localMeter), layout === 'speaker' ? stageBox.el : null, transport, micField, pttField);
+      replaceChildren(controls, h('div', { class: 'button-row' }, muteBtn, leaveBtn, localMeterField), layout === 'speaker' ? stageBox.el : null, transport);
+      renderSettings([micField, hasKeyboard() ? pttField : null]);
       fillMics();
     }
     stageBox.render();
