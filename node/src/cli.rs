@@ -191,7 +191,7 @@ pub struct ServeArgs {
     pub ice_server: Vec<String>,
     /// TLS mode: none; files (PEM --cert/--key, chosen by itself when HTTPS_CERT and
     /// HTTPS_KEY are set); self-signed (generated once into DIR/tls/, for a LAN); acme
-    /// (Let's Encrypt via TLS-ALPN-01 on the listen port, cache in DIR/tls/acme)
+    /// (Let's Encrypt or --acme-directory, renewed by itself; cache in DIR/tls/acme)
     /// [default: none].
     #[arg(long, value_enum, value_name = "MODE", env = "VOICECHAT_TLS")]
     pub tls: Option<TlsMode>,
@@ -223,6 +223,20 @@ pub struct ServeArgs {
           num_args = 0..=1, default_missing_value = "true",
           value_parser = clap::builder::BoolishValueParser::new())]
     pub acme_staging: Option<bool>,
+    /// ACME directory URL of another CA (private, or a test server) [default: Let's Encrypt].
+    #[arg(long, value_name = "URL", env = "VOICECHAT_ACME_DIRECTORY")]
+    pub acme_directory: Option<String>,
+    /// PEM file of a CA to trust for the ACME server's HTTPS [default: the web roots].
+    #[arg(long, value_name = "FILE", env = "VOICECHAT_ACME_CA")]
+    pub acme_ca: Option<PathBuf>,
+    /// ACME challenge: tls-alpn-01 (on the listen port) or http-01 (on --acme-http-listen)
+    /// [default: tls-alpn-01].
+    #[arg(long, value_enum, value_name = "TYPE", env = "VOICECHAT_ACME_CHALLENGE")]
+    pub acme_challenge: Option<crate::config::AcmeChallenge>,
+    /// Plain HTTP address answering http-01 challenges and redirecting the rest to HTTPS
+    /// [default: 0.0.0.0:80 with http-01].
+    #[arg(long, value_name = "ADDR:PORT", env = "VOICECHAT_ACME_HTTP_LISTEN")]
+    pub acme_http_listen: Option<SocketAddr>,
     /// The node's own STUN/TURN service for browsers: on or off [default: on].
     #[arg(long, value_enum, value_name = "ON|OFF", env = "VOICECHAT_TURN")]
     pub turn: Option<crate::config::Switch>,

@@ -99,15 +99,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             info!(?sans, dir = %dir.display(), fresh, "self-signed certificate");
             (Served::Rustls(RustlsConfig::from_config(cfg.clone())), Some(cfg))
         }
-        Tls::Acme {
-            domains,
-            contact,
-            staging,
-        } => {
+        Tls::Acme { domains, contact, directory, ca, challenge, http_listen, .. } => {
             let cache = config.data_dir.join("tls").join("acme");
-            info!(?domains, staging, cache = %cache.display(), "acme");
-            let (acceptor, same_certs) = tls::acme_acceptor(domains, contact, *staging, cache)?;
-            (Served::Acme(acceptor), Some(same_certs))
+            info!(?domains, %directory, ?challenge, cache = %cache.display(), "acme");
+            let acme = tls::acme(tls::AcmeSetup {
+                domains,
+                contact,
+                directory,
+                ca: ca.as_deref(),
+                challenge: *challenge,
+                cache_dir: cache,
+            })?;
+            if let Some(addr) = http_listen {
+                start_acme_http(*addr, acme.http01.clone(), url.clone()).await?;
+            }
+            (Served::Acme(acme.acceptor), Some(acme.same_certs))
         }
     };
 
@@ -338,6 +344,34 @@ async fn reload_on_sighup(
     }
     #[cfg(not(unix))]
     let _ = (rc, turn, cert, key);
+}
+
+/// The plain HTTP listener beside an ACME node: answers http-01 challenges and sends
+/// every other request to the same path on the HTTPS origin.
+async fn start_acme_http(
+    addr: SocketAddr,
+    http01: Option<rustls_acme::tower::TowerHttp01ChallengeService>,
+    origin: String,
+) -> anyhow::Result<()> {
+    use axum::response::{IntoResponse, Redirect};
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for ACME http-01 (choose another with --acme-http-listen)"))?;
+    let redirect = move |uri: axum::http::Uri| async move {
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        Redirect::permanent(&format!("{origin}{path}")).into_response()
+    };
+    let mut app = axum::Router::new().fallback(redirect);
+    if let Some(svc) = http01 {
+        app = app.route_service("/.well-known/acme-challenge/{token}", svc);
+    }
+    info!(addr = %listener.local_addr()?, "ACME http-01 listening");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            warn!(%e, "ACME http-01 listener stopped");
+        }
+    });
+    Ok(())
 }
 
 /// Starts the audio forwarding unit; what it says goes to the sockets of the people it

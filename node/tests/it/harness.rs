@@ -69,6 +69,11 @@ impl Node {
 
     /// `voicechat serve` on `data_dir` (or a fresh temp dir) with extra args and env.
     pub fn start_with(data_dir: Option<&Path>, extra: &[&str], env: &[(&str, &str)]) -> Node {
+        Self::start_on(data_dir, "127.0.0.1:0", extra, env)
+    }
+
+    /// [`Node::start_with`] on a chosen `--listen` address (kept across restarts).
+    pub fn start_on(data_dir: Option<&Path>, listen: &str, extra: &[&str], env: &[(&str, &str)]) -> Node {
         let data = match data_dir {
             Some(p) => DataDir::Borrowed(p.to_owned()),
             None => DataDir::Owned(tempfile::tempdir().expect("temp dir")),
@@ -81,7 +86,7 @@ impl Node {
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             stderr: Arc::default(),
             name: "alpha".into(),
-            listen: "127.0.0.1:0".into(),
+            listen: listen.into(),
             p2p_listen: "/ip4/127.0.0.1/tcp/0".into(),
             federated: false,
             p2p: String::new(),

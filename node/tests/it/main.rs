@@ -5,6 +5,7 @@
 mod harness;
 
 mod accounts;
+mod acme;
 mod bad_input;
 mod csrf;
 mod durability;
