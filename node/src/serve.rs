@@ -137,6 +137,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     core.set_sfu_threshold(config.sfu.as_ref().map(|s| s.threshold));
+    // The admin socket, so `voicechat user …` and `backup` work while the node runs.
+    let status = crate::admin::Status {
+        url: url.clone(),
+        http: bound.to_string(),
+        p2p: p2p.iter().map(ToString::to_string).collect(),
+        turn: turn.as_ref().map(|t| t.addr().to_string()),
+        sfu: sfu.as_ref().map(|s| s.addr().to_string()),
+        tls: config.tls.mode_name().to_owned(),
+    };
+    crate::admin::serve(crate::admin::Ctx {
+        store: store.clone(),
+        data_dir: config.data_dir.clone(),
+        hasher: crate::accounts::Hasher::new(1),
+        status: Some(status),
+    })?;
     let state = AppState::new(core, settings, Some(fed), turn, sfu);
     tokio::spawn(sweep_sessions(store.clone()));
     tokio::spawn(tick_counts(state.core.clone()));
@@ -187,6 +202,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     served.context("server failed")?;
 
+    let _ = std::fs::remove_file(crate::admin::socket_path(&config.data_dir));
     store.flush().await.context("cannot flush the store")?;
     info!("stopped");
     Ok(())

@@ -11,6 +11,7 @@ mod federation;
 mod groups;
 pub mod keys;
 mod records;
+mod snapshot;
 
 use std::path::Path;
 
@@ -20,6 +21,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 pub use federation::StoredState;
+pub use snapshot::Snapshot;
 pub use keys::RecordKey;
 pub use records::{
     GroupRecord, InviteRecord, MemberRecord, MemberStatus, PeerRecord, RoomRecord, SessionRecord, Trust, UserRecord,
@@ -159,6 +161,9 @@ pub struct Store {
     db: sled::Db,
     trees: Vec<sled::Tree>,
     flushes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Batches apply under the read side; a snapshot reads every tree under the write
+    /// side, so it never sees half a batch.
+    gate: std::sync::Arc<std::sync::RwLock<()>>,
 }
 
 impl Store {
@@ -193,7 +198,7 @@ impl Store {
             }
         }
         let trees = TREES.iter().map(|(_, name)| db.open_tree(name)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { db, trees, flushes: Default::default() })
+        Ok(Self { db, trees, flushes: Default::default(), gate: Default::default() })
     }
 
     pub(crate) fn tree(&self, t: T) -> &sled::Tree {
@@ -219,6 +224,7 @@ impl Store {
             return Ok(());
         }
         let trees: Vec<&sled::Tree> = self.trees.iter().collect();
+        let guard = self.gate.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         trees.as_slice().transaction(|tx| {
             for (t, k, v) in &batch.ops {
                 let tree = &tx[*t as usize];
@@ -229,6 +235,7 @@ impl Store {
             }
             Ok::<_, ConflictableTransactionError<StoreError>>(())
         })?;
+        drop(guard);
         self.flush().await
     }
 }
