@@ -9,6 +9,7 @@ mod acme;
 mod admin_backup;
 mod bad_input;
 mod csrf;
+mod doctor;
 mod durability;
 mod e2ee;
 mod fed_figures;
