@@ -165,7 +165,10 @@ fn collect(root: &Path, rel: &Path, out: &mut Vec<(PathBuf, u32, Vec<u8>)>) -> a
             #[cfg(not(unix))]
             let mode = 0o600;
             let content = std::fs::read(e.path()).with_context(|| format!("cannot read {}", e.path().display()))?;
-            out.push((name, mode, content));
+            // An earlier backup kept in the data dir is not part of the node.
+            if !content.starts_with(MAGIC) {
+                out.push((name, mode, content));
+            }
         }
     }
     Ok(())

@@ -26,6 +26,7 @@ mod fed_sync;
 mod fed_verify;
 mod flow;
 mod login_limit;
+mod packaging;
 mod presence;
 mod signaling;
 mod tls;
