@@ -46,6 +46,12 @@ pub enum Request {
     PeerBlock { node: String },
     /// Lift a block.
     PeerUnblock { node: String },
+    /// Make an admin API token; the reply shows its secret, once.
+    TokenCreate { name: String, scopes: Vec<crate::store::Scope>, user: Option<String> },
+    /// The tokens (never their secrets).
+    TokenList,
+    /// Forget a token.
+    TokenRevoke { name: String },
     /// A consistent backup of the data dir (returned as data).
     Backup,
     /// The running node's bound addresses.
@@ -187,6 +193,51 @@ pub async fn execute(ctx: &Ctx, req: Request) -> Result<Reply, String> {
             }
             out(lines.join("\n"))
         }
+        Request::TokenCreate { name, scopes, user } => {
+            let name = name.trim().to_owned();
+            if name.is_empty() || name.len() > 64 || name.contains(char::is_whitespace) {
+                return Err("a token name is 1 to 64 characters without spaces".into());
+            }
+            if scopes.is_empty() {
+                return Err("give at least one --scope (users, groups, rooms, invites)".into());
+            }
+            let user = match user {
+                None if scopes.iter().any(|s| *s != crate::store::Scope::Users) => {
+                    return Err("groups, rooms and invites act as a user: add --user NAME".into());
+                }
+                None => None,
+                Some(u) => {
+                    let n = voicechat_protocol::ids::UserName::new(&u).map_err(|e| e.to_string())?;
+                    store.user(&n).map_err(st)?.ok_or_else(|| format!("there is no user {u}"))?;
+                    Some(n)
+                }
+            };
+            let secret = format!("vct_{}", crate::time::random_hex(32));
+            let record = crate::store::TokenRecord { name: name.clone(), scopes, user, created_at: crate::time::unix_now() };
+            match store.put_token(&secret, &record).await {
+                Ok(()) => out(secret),
+                Err(StoreError::Conflict) => Err(format!("a token named {name} exists (see `voicechat token list`)")),
+                Err(e) => Err(st(e)),
+            }
+        }
+        Request::TokenList => {
+            let lines: Vec<String> = store
+                .tokens()
+                .map_err(st)?
+                .iter()
+                .map(|t| {
+                    let scopes: Vec<String> = t.scopes.iter().map(|s| format!("{s:?}").to_lowercase()).collect();
+                    let user = t.user.as_ref().map_or("-", |u| u.as_str());
+                    format!("{}	{}	user {user}	created {}", t.name, scopes.join(","), t.created_at)
+                })
+                .collect();
+            out(lines.join("\n"))
+        }
+        Request::TokenRevoke { name } => match store.remove_token(&name).await {
+            Ok(()) => out(format!("revoked token {name}")),
+            Err(StoreError::NotFound) => Err(format!("no token named {name} (see `voicechat token list`)")),
+            Err(e) => Err(st(e)),
+        },
         Request::Backup => {
             let b = crate::backup::Backup::take(&ctx.data_dir, store).map_err(|e| format!("{e:#}"))?;
             let entries = b.store.len();

@@ -61,6 +61,15 @@ pub enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Manage admin HTTP API tokens (see node/API.md, "Admin API").
+    Token {
+        /// Where the data lives.
+        #[command(flatten)]
+        dir: DirArgs,
+        /// The action.
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Write a consistent backup of the node (running or stopped) to FILE: store, node
     /// key, TURN secret, TLS material. Keep it as private as the data dir.
     Backup {
@@ -133,6 +142,29 @@ pub enum UserAction {
     /// Re-enable a disabled account.
     Enable {
         /// User name.
+        name: String,
+    },
+}
+
+/// Token actions.
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Make a token and print its secret (shown only now).
+    Create {
+        /// A name for people (unique), e.g. the bot's.
+        name: String,
+        /// What it may do: users, groups, rooms, invites (repeatable or comma-separated).
+        #[arg(long = "scope", required = true, value_delimiter = ',')]
+        scopes: Vec<crate::store::Scope>,
+        /// The local user it acts as for groups, rooms and invites.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// List tokens (names, scopes, users; never secrets).
+    List,
+    /// Revoke a token by name.
+    Revoke {
+        /// As created.
         name: String,
     },
 }
@@ -314,6 +346,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::User { dir, action }) => user(dir, action).await,
         Some(Command::Peer { dir, action }) => peer(dir, action).await,
         Some(Command::Backup { dir, file }) => backup(dir, file).await,
+        Some(Command::Token { dir, action }) => {
+            let req = match action {
+                TokenAction::Create { name, scopes, user } => Request::TokenCreate { name, scopes, user },
+                TokenAction::List => Request::TokenList,
+                TokenAction::Revoke { name } => Request::TokenRevoke { name },
+            };
+            print_output(&admin(&dir.resolve()?, req, false).await?.output);
+            Ok(())
+        }
         Some(Command::Restore { dir, file }) => restore(dir, file).await,
         Some(Command::Doctor(args)) => crate::doctor::run(args).await,
         Some(Command::Id { dir }) => {

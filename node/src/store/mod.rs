@@ -12,6 +12,7 @@ mod groups;
 pub mod keys;
 mod records;
 mod snapshot;
+mod tokens;
 
 use std::path::Path;
 
@@ -22,6 +23,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 pub use federation::StoredState;
 pub use snapshot::Snapshot;
+pub use tokens::{Scope, TokenRecord};
 pub use keys::RecordKey;
 pub use records::{
     GroupRecord, InviteRecord, MemberRecord, MemberStatus, PeerRecord, RoomRecord, SessionRecord, Trust, UserRecord,
@@ -100,9 +102,10 @@ pub(crate) enum T {
     Pins,
     Blocks,
     UserBlocks,
+    Tokens,
 }
 
-const TREES: [(T, &str); 13] = [
+const TREES: [(T, &str); 14] = [
     (T::Users, "users"),
     (T::Sessions, "sessions"),
     (T::Groups, "groups"),
@@ -117,6 +120,7 @@ const TREES: [(T, &str); 13] = [
     (T::Pins, "dial"),
     (T::Blocks, "blocks"),
     (T::UserBlocks, "user_blocks"),
+    (T::Tokens, "admin_tokens"),
 ];
 
 /// Writes to apply together: one transaction over every tree they touch, one flush.

@@ -6,6 +6,7 @@ mod harness;
 
 mod accounts;
 mod acme;
+mod admin_api;
 mod admin_backup;
 mod bad_input;
 mod csrf;
