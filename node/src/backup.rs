@@ -111,10 +111,10 @@ impl Backup {
     /// node key 0600 whatever it was), then the store. Built in a sibling directory and
     /// renamed into place, so a failure leaves no half-restored data dir.
     pub async fn restore(&self, dir: &Path) -> anyhow::Result<()> {
-        if let Ok(mut entries) = std::fs::read_dir(dir) {
-            if entries.next().is_some() {
-                bail!("{} is not empty: restore into a new directory", dir.display());
-            }
+        if let Ok(mut entries) = std::fs::read_dir(dir)
+            && entries.next().is_some()
+        {
+            bail!("{} is not empty: restore into a new directory", dir.display());
         }
         let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;

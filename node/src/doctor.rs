@@ -273,24 +273,13 @@ async fn check_public_url(c: &Config, url: &str) -> Vec<Finding> {
                 ));
             } else {
                 out.push(problem(
-                    format!("public URL {url} does not answer: {}", error_chain(&e)),
+                    format!("public URL {url} does not answer: {}", crate::federation::wellknown::chain(&e)),
                     "check --public-url, DNS, firewalls and the proxy in front of the node",
                 ));
             }
         }
     }
     out
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 fn tcp_probe(addr: &str) -> Result<(), String> {
@@ -340,7 +329,7 @@ async fn served_cert(addr: &str) -> Result<Vec<u8>, String> {
         .get(&url)
         .send()
         .await
-        .map_err(|e| error_chain(&e))?;
+        .map_err(|e| crate::federation::wellknown::chain(&e))?;
     let info = res.extensions().get::<reqwest::tls::TlsInfo>().ok_or("no TLS")?;
     info.peer_certificate().map(<[u8]>::to_vec).ok_or_else(|| "no certificate".into())
 }

@@ -3,11 +3,14 @@
 
 use super::{SCHEMA_VERSION, Store, StoreError};
 
-/// Every tree of a store at one moment: `(tree name, [(key, value)])`.
+/// One tree's entries, in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Every tree of a store at one moment: `(tree name, entries)`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     /// Trees by name, in sled's order.
-    pub trees: Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)>,
+    pub trees: Vec<(Vec<u8>, Entries)>,
 }
 
 impl Snapshot {

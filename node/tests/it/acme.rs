@@ -164,12 +164,11 @@ async fn served(url: &str, root: Option<&reqwest::Certificate>) -> Result<String
 async fn wait_for_cert(url: &str, root: &reqwest::Certificate, not: Option<&str>, node: &Node) -> String {
     let deadline = Instant::now() + ISSUE_WAIT;
     loop {
-        let last;
-        match served(url, Some(root)).await {
+        let last = match served(url, Some(root)).await {
             Ok(serial) if Some(serial.as_str()) != not => return serial,
-            Ok(serial) => last = format!("still serial {serial}"),
-            Err(e) => last = e,
-        }
+            Ok(serial) => format!("still serial {serial}"),
+            Err(e) => e,
+        };
         assert!(Instant::now() < deadline, "no (new) Pebble certificate at {url}: {last}\n{}", node.stderr());
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

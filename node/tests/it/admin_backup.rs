@@ -3,25 +3,12 @@
 //! fresh data dir, and a node started from it has every user, group, room and its key.
 //! Damaged or foreign backups and non-empty targets are refused without writing anything.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use serde_json::json;
 
 use crate::harness::*;
-
-fn cli_in(args: &[&str], stdin: &str) -> Output {
-    let mut child = voicechat()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn voicechat");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().expect("voicechat output")
-}
 
 fn show(o: &Output) -> String {
     format!("{:?}\nstdout: {}\nstderr: {}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
@@ -64,20 +51,20 @@ async fn user_add_and_backup_while_serving_a_call_then_restore_everything() {
     assert_eq!(mode(&dir.join("admin.sock")), 0o600, "only the node's user may administer it");
 
     // While the call runs: a new user, through the running node.
-    let out = cli_in(&["user", "add", "carol", "--data-dir", d(&dir)], "carol-correct-horse-1\n");
+    let out = run_cli_stdin(&["user", "add", "carol", "--data-dir", d(&dir)], "carol-correct-horse-1\n");
     assert!(out.status.success(), "user add on a running node: {}", show(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("created user carol"), "{}", show(&out));
     Client::new(&node).login("carol", "carol-correct-horse-1").await.expect(200);
-    let out = cli_in(&["user", "add", "carol", "--data-dir", d(&dir)], "another-password-1\n");
+    let out = run_cli_stdin(&["user", "add", "carol", "--data-dir", d(&dir)], "another-password-1\n");
     assert!(!out.status.success(), "a taken name is refused");
     assert!(String::from_utf8_lossy(&out.stderr).contains("taken"), "{}", show(&out));
-    let out = cli_in(&["user", "list", "--data-dir", d(&dir)], "");
+    let out = run_cli_stdin(&["user", "list", "--data-dir", d(&dir)], "");
     assert!(String::from_utf8_lossy(&out.stdout).contains("carol\tactive"), "{}", show(&out));
 
     // A backup of the running node, still in the call.
     let bdir = tempfile::tempdir().unwrap();
     let file = bdir.path().join("node.vcbak");
-    let out = cli_in(&["backup", d(&file), "--data-dir", d(&dir)], "");
+    let out = run_cli_stdin(&["backup", d(&file), "--data-dir", d(&dir)], "");
     assert!(out.status.success(), "backup of a running node: {}", show(&out));
     #[cfg(unix)]
     assert_eq!(mode(&file), 0o600, "a backup holds the node key");
@@ -92,18 +79,18 @@ async fn user_add_and_backup_while_serving_a_call_then_restore_everything() {
     std::fs::write(bdir.path().join("foreign"), b"PK\x03\x04 not ours").unwrap();
     for (bad, says) in [("damaged", "damaged"), ("foreign", "not a VoiceChat backup")] {
         let target = bdir.path().join(format!("from-{bad}"));
-        let out = cli_in(&["restore", d(&bdir.path().join(bad)), "--data-dir", d(&target)], "");
+        let out = run_cli_stdin(&["restore", d(&bdir.path().join(bad)), "--data-dir", d(&target)], "");
         assert!(!out.status.success(), "{bad} restored: {}", show(&out));
         assert!(String::from_utf8_lossy(&out.stderr).contains(says), "{}", show(&out));
         assert!(!target.exists(), "nothing written for a {bad} backup");
     }
-    let out = cli_in(&["restore", d(&file), "--data-dir", d(&dir)], "");
+    let out = run_cli_stdin(&["restore", d(&file), "--data-dir", d(&dir)], "");
     assert!(!out.status.success(), "restore over a live data dir: {}", show(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"), "{}", show(&out));
 
     // Restore into a fresh dir and start from it.
     let fresh = bdir.path().join("restored");
-    let out = cli_in(&["restore", d(&file), "--data-dir", d(&fresh)], "");
+    let out = run_cli_stdin(&["restore", d(&file), "--data-dir", d(&fresh)], "");
     assert!(out.status.success(), "restore: {}", show(&out));
     #[cfg(unix)]
     assert_eq!(mode(&fresh.join("node.key")), 0o600);
@@ -122,7 +109,7 @@ async fn user_add_and_backup_while_serving_a_call_then_restore_everything() {
 
     // Stopped: the CLI falls back to the data dir.
     drop(restored);
-    let out = cli_in(&["user", "list", "--data-dir", d(&fresh)], "");
+    let out = run_cli_stdin(&["user", "list", "--data-dir", d(&fresh)], "");
     assert!(out.status.success(), "user list on a stopped node: {}", show(&out));
     let listed = String::from_utf8_lossy(&out.stdout);
     for name in ["alice", "bob", "carol"] {

@@ -1167,6 +1167,29 @@ pub fn lacks_session(list: &[Value], session: &str) -> bool {
 }
 
 /// Runs `voicechat ARGS` to completion; returns (success, stdout, stderr).
+/// Runs `voicechat <args>` with `stdin` written to it, bounded by a timeout.
+pub fn run_cli_stdin(args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = voicechat()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn voicechat");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => out.expect("voicechat output"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            panic!("`voicechat {}` did not finish within 60 s", args.join(" "));
+        }
+    }
+}
+
 pub fn run_cli(args: &[&str]) -> (bool, String, String) {
     let out = voicechat().args(args).stdin(Stdio::null()).output().expect("run voicechat");
     (
