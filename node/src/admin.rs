@@ -309,7 +309,8 @@ async fn handle(ctx: &Ctx, conn: tokio::net::UnixStream) -> std::io::Result<()> 
     };
     let result = match parsed {
         Ok(req) => {
-            tracing::info!(op = ?std::mem::discriminant(&req), "admin request");
+            let op = serde_json::to_value(&req).ok().and_then(|v| v["op"].as_str().map(str::to_owned));
+            tracing::info!(op = op.as_deref().unwrap_or("?"), "admin request");
             execute(ctx, req).await
         }
         Err(e) => Err(e),
@@ -334,7 +335,10 @@ pub async fn call(data_dir: &Path, req: &Request) -> anyhow::Result<Option<Resul
     let path = socket_path(data_dir);
     let conn = match tokio::net::UnixStream::connect(&path).await {
         Ok(c) => c,
-        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => return Ok(None),
+        // No socket, nobody on it, or a path too long for a socket name: no node to ask.
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused | ErrorKind::InvalidInput) => {
+            return Ok(None);
+        }
         Err(e) if e.kind() == ErrorKind::PermissionDenied => {
             anyhow::bail!("cannot use {}: permission denied (run as the user the node runs as)", path.display())
         }

@@ -146,12 +146,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         sfu: sfu.as_ref().map(|s| s.addr().to_string()),
         tls: config.tls.mode_name().to_owned(),
     };
-    crate::admin::serve(crate::admin::Ctx {
+    // Without it (a data dir path too long for a socket name) the node still serves;
+    // admin commands then need it stopped.
+    if let Err(e) = crate::admin::serve(crate::admin::Ctx {
         store: store.clone(),
         data_dir: config.data_dir.clone(),
         hasher: crate::accounts::Hasher::new(1),
         status: Some(status),
-    })?;
+    }) {
+        warn!(error = %format!("{e:#}"), "no admin socket; `voicechat user …` needs the node stopped");
+    }
     let state = AppState::new(core, settings, Some(fed), turn, sfu);
     tokio::spawn(sweep_sessions(store.clone()));
     tokio::spawn(tick_counts(state.core.clone()));
