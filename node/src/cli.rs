@@ -1,5 +1,6 @@
-//! The command line: `voicechat [serve] [FLAGS]` runs the node, `voicechat user …`
-//! administers accounts in a stopped node's data dir.
+//! The command line: `voicechat [serve] [FLAGS]` runs the node; `voicechat user …`,
+//! `peer …` and `backup` administer it (over its admin socket while it runs, else in its
+//! data dir); `restore` and `doctor`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
@@ -9,7 +10,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use libp2p::Multiaddr;
 
-use crate::accounts::{self, AccountError, Hasher};
+use crate::accounts::Hasher;
+use crate::admin::{self, Request};
 use crate::config::{self, TlsMode};
 use crate::store::{Store, StoreError};
 
@@ -34,7 +36,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the node (the default).
     Serve(ServeArgs),
-    /// Manage the nodes this node federates with (stop the node first).
+    /// Manage the nodes this node federates with (on the running node, or its data dir).
     Peer {
         /// Where the data lives.
         #[command(flatten)]
@@ -50,7 +52,7 @@ pub enum Command {
         #[command(flatten)]
         dir: DirArgs,
     },
-    /// Manage local accounts in the data dir (stop the node first).
+    /// Manage local accounts (on the running node, or its data dir when it is stopped).
     User {
         /// Where the data lives.
         #[command(flatten)]
@@ -59,6 +61,34 @@ pub enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Manage admin HTTP API tokens (see node/API.md, "Admin API").
+    Token {
+        /// Where the data lives.
+        #[command(flatten)]
+        dir: DirArgs,
+        /// The action.
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Write a consistent backup of the node (running or stopped) to FILE: store, node
+    /// key, TURN secret, TLS material. Keep it as private as the data dir.
+    Backup {
+        /// Where the data lives.
+        #[command(flatten)]
+        dir: DirArgs,
+        /// The backup file to write (mode 0600).
+        file: PathBuf,
+    },
+    /// Restore a backup into a new, empty data dir (--data-dir), then start from it.
+    Restore {
+        /// The data dir to create.
+        #[command(flatten)]
+        dir: DirArgs,
+        /// A file written by `voicechat backup`.
+        file: PathBuf,
+    },
+    /// Check the configuration, certificate, ports and public URL; print what to fix.
+    Doctor(ServeArgs),
 }
 
 /// Peer actions.
@@ -112,6 +142,29 @@ pub enum UserAction {
     /// Re-enable a disabled account.
     Enable {
         /// User name.
+        name: String,
+    },
+}
+
+/// Token actions.
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Make a token and print its secret (shown only now).
+    Create {
+        /// A name for people (unique), e.g. the bot's.
+        name: String,
+        /// What it may do: users, groups, rooms, invites (repeatable or comma-separated).
+        #[arg(long = "scope", required = true, value_delimiter = ',')]
+        scopes: Vec<crate::store::Scope>,
+        /// The local user it acts as for groups, rooms and invites.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// List tokens (names, scopes, users; never secrets).
+    List,
+    /// Revoke a token by name.
+    Revoke {
+        /// As created.
         name: String,
     },
 }
@@ -191,7 +244,7 @@ pub struct ServeArgs {
     pub ice_server: Vec<String>,
     /// TLS mode: none; files (PEM --cert/--key, chosen by itself when HTTPS_CERT and
     /// HTTPS_KEY are set); self-signed (generated once into DIR/tls/, for a LAN); acme
-    /// (Let's Encrypt via TLS-ALPN-01 on the listen port, cache in DIR/tls/acme)
+    /// (Let's Encrypt or --acme-directory, renewed by itself; cache in DIR/tls/acme)
     /// [default: none].
     #[arg(long, value_enum, value_name = "MODE", env = "VOICECHAT_TLS")]
     pub tls: Option<TlsMode>,
@@ -223,6 +276,20 @@ pub struct ServeArgs {
           num_args = 0..=1, default_missing_value = "true",
           value_parser = clap::builder::BoolishValueParser::new())]
     pub acme_staging: Option<bool>,
+    /// ACME directory URL of another CA (private, or a test server) [default: Let's Encrypt].
+    #[arg(long, value_name = "URL", env = "VOICECHAT_ACME_DIRECTORY")]
+    pub acme_directory: Option<String>,
+    /// PEM file of a CA to trust for the ACME server's HTTPS [default: the web roots].
+    #[arg(long, value_name = "FILE", env = "VOICECHAT_ACME_CA")]
+    pub acme_ca: Option<PathBuf>,
+    /// ACME challenge: tls-alpn-01 (on the listen port) or http-01 (on --acme-http-listen)
+    /// [default: tls-alpn-01].
+    #[arg(long, value_enum, value_name = "TYPE", env = "VOICECHAT_ACME_CHALLENGE")]
+    pub acme_challenge: Option<crate::config::AcmeChallenge>,
+    /// Plain HTTP address answering http-01 challenges and redirecting the rest to HTTPS
+    /// [default: 0.0.0.0:80 with http-01].
+    #[arg(long, value_name = "ADDR:PORT", env = "VOICECHAT_ACME_HTTP_LISTEN")]
+    pub acme_http_listen: Option<SocketAddr>,
     /// The node's own STUN/TURN service for browsers: on or off [default: on].
     #[arg(long, value_enum, value_name = "ON|OFF", env = "VOICECHAT_TURN")]
     pub turn: Option<crate::config::Switch>,
@@ -278,6 +345,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Serve(args)) => crate::serve::run(args).await,
         Some(Command::User { dir, action }) => user(dir, action).await,
         Some(Command::Peer { dir, action }) => peer(dir, action).await,
+        Some(Command::Backup { dir, file }) => backup(dir, file).await,
+        Some(Command::Token { dir, action }) => {
+            let req = match action {
+                TokenAction::Create { name, scopes, user } => Request::TokenCreate { name, scopes, user },
+                TokenAction::List => Request::TokenList,
+                TokenAction::Revoke { name } => Request::TokenRevoke { name },
+            };
+            print_output(&admin(&dir.resolve()?, req, false).await?.output);
+            Ok(())
+        }
+        Some(Command::Restore { dir, file }) => restore(dir, file).await,
+        Some(Command::Doctor(args)) => crate::doctor::run(args).await,
         Some(Command::Id { dir }) => {
             let data_dir = dir.resolve()?;
             std::fs::create_dir_all(&data_dir)
@@ -291,59 +370,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn peer(dir: DirArgs, action: PeerAction) -> anyhow::Result<()> {
-    let data_dir = dir.resolve()?;
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
-    let store = open_store(&data_dir)?;
-    match action {
-        PeerAction::Add { addr } => {
-            crate::federation::parse_pin(&addr).map_err(|e| {
-                anyhow::anyhow!("{e}; the node prints its full address at start, and `voicechat id` its PeerId")
-            })?;
-            store.add_pin(&addr.to_string()).await?;
-            println!("pinned {addr}");
-        }
-        PeerAction::Remove { addr } => match store.remove_pin(&addr.to_string()).await {
-            Ok(()) => println!("removed pin {addr}"),
-            Err(StoreError::NotFound) => bail!("{addr} is not a pin (see `voicechat peer list`)"),
-            Err(e) => return Err(e.into()),
-        },
-        PeerAction::Block { node } => {
-            let node = node.trim().to_owned();
-            let bound = if let Ok(peer) = node.parse::<libp2p::PeerId>() {
-                let key = crate::federation::key_of(&peer).context("not an ed25519 PeerId")?;
-                store.peers()?.into_iter().find(|p| p.node_key() == Some(key)).map(|p| p.name)
-            } else {
-                let name = voicechat_protocol::ids::NodeName::new(&node)
-                    .map_err(|_| anyhow::anyhow!("{node} is neither a node name nor a PeerId"))?;
-                store.peer(&name)?.map(|p| p.name)
-            };
-            store.add_block(&node, bound.as_ref()).await?;
-            println!("blocked {node}");
-        }
-        PeerAction::Unblock { node } => match store.remove_block(node.trim()).await {
-            Ok(()) => println!("unblocked {node}"),
-            Err(StoreError::NotFound) => bail!("{node} is not blocked (see `voicechat peer list`)"),
-            Err(e) => return Err(e.into()),
-        },
-        PeerAction::List => {
-            for addr in store.pins()? {
-                println!("pin\t{addr}");
-            }
-            for b in store.blocks()? {
-                println!("block\t{b}");
-            }
-            for p in store.peers()? {
-                let trust = match p.trust {
-                    crate::store::Trust::Pinned => "pinned",
-                    crate::store::Trust::Verified => "verified",
-                    crate::store::Trust::Tofu => "first-use",
-                };
-                println!("node\t{}\t{}\t{trust}\tkey {}", p.name.as_str(), p.url, p.key);
-            }
-        }
-    }
+    let req = match action {
+        PeerAction::Add { addr } => Request::PeerAdd { addr: addr.to_string() },
+        PeerAction::List => Request::PeerList,
+        PeerAction::Remove { addr } => Request::PeerRemove { addr: addr.to_string() },
+        PeerAction::Block { node } => Request::PeerBlock { node },
+        PeerAction::Unblock { node } => Request::PeerUnblock { node },
+    };
+    let reply = admin(&dir.resolve()?, req, true).await?;
+    print_output(&reply.output);
     Ok(())
+}
+
+/// Runs an admin operation: on the running node over its socket, or (when none runs)
+/// on the data dir directly. `create` allows a data dir that does not exist yet.
+async fn admin(data_dir: &Path, req: Request, create: bool) -> anyhow::Result<admin::Reply> {
+    if let Some(result) = admin::call(data_dir, &req).await? {
+        return result.map_err(|e| anyhow::anyhow!(e));
+    }
+    if !create && !data_dir.join("db").exists() {
+        bail!("no node data in {}: check --data-dir", data_dir.display());
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let store = open_store(data_dir)?;
+    let ctx = admin::Ctx { store: store.clone(), data_dir: data_dir.to_owned(), hasher: Hasher::new(1), status: None };
+    let result = admin::execute(&ctx, req).await;
+    store.flush().await?;
+    result.map_err(|e| anyhow::anyhow!(e))
+}
+
+fn print_output(text: &str) {
+    if !text.is_empty() {
+        println!("{text}");
+    }
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
@@ -385,51 +445,60 @@ impl DirArgs {
 
 async fn user(dir: DirArgs, action: UserAction) -> anyhow::Result<()> {
     let data_dir = dir.resolve()?;
-    if !matches!(action, UserAction::Add { .. }) && !data_dir.join("db").exists() {
-        bail!("no node data in {}: check --data-dir", data_dir.display());
-    }
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
-    let store = open_store(&data_dir)?;
-    let hasher = Hasher::new(1);
-    let result = match action {
+    let create = matches!(action, UserAction::Add { .. });
+    let req = match action {
         UserAction::Add { name } => {
-            let pw = read_password(&format!("Password for {name}: "), true)?;
-            accounts::create_user(&store, &hasher, &name, &pw)
-                .await
-                .map(|u| {
-                    println!("created user {}", u.name.as_str());
-                })
+            let password = read_password(&format!("Password for {name}: "), true)?;
+            Request::UserAdd { name, password }
         }
         UserAction::Passwd { name } => {
-            let pw = read_password(&format!("New password for {name}: "), true)?;
-            accounts::set_password(&store, &hasher, &name, &pw, None)
-                .await
-                .map(|()| println!("password changed for {name}; their sessions were ended"))
+            let password = read_password(&format!("New password for {name}: "), true)?;
+            Request::UserPasswd { name, password }
         }
-        UserAction::List => {
-            let users = store.users()?;
-            for u in &users {
-                let state = if u.disabled { "disabled" } else { "active" };
-                println!("{}\t{}\tcreated {}", u.name.as_str(), state, u.created_at);
-            }
-            if users.is_empty() {
-                eprintln!("no users yet");
-            }
-            Ok(())
-        }
-        UserAction::Disable { name } => accounts::set_disabled(&store, &name, true)
-            .await
-            .map(|()| println!("disabled {name}; their sessions were ended")),
-        UserAction::Enable { name } => accounts::set_disabled(&store, &name, false)
-            .await
-            .map(|()| println!("enabled {name}")),
+        UserAction::List => Request::UserList,
+        UserAction::Disable { name } => Request::UserDisable { name },
+        UserAction::Enable { name } => Request::UserEnable { name },
     };
-    store.flush().await?;
-    result.map_err(|e| match e {
-        AccountError::Store(e) => anyhow::Error::new(e).context("storage failed"),
-        e => anyhow::anyhow!("{e}"),
-    })
+    let list = matches!(req, Request::UserList);
+    let reply = admin(&data_dir, req, create).await?;
+    if list && reply.output.is_empty() {
+        eprintln!("no users yet");
+    }
+    print_output(&reply.output);
+    Ok(())
+}
+
+/// `voicechat backup FILE`: written next to FILE first, then renamed, mode 0600.
+async fn backup(dir: DirArgs, file: PathBuf) -> anyhow::Result<()> {
+    let data_dir = dir.resolve()?;
+    let reply = admin(&data_dir, Request::Backup, false).await?;
+    let tmp = file.with_extension("partial");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(&reply.data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &file).with_context(|| format!("cannot write {}", file.display()))?;
+    println!("{} into {}", reply.output, file.display());
+    Ok(())
+}
+
+/// `voicechat restore FILE --data-dir NEW`.
+async fn restore(dir: DirArgs, file: PathBuf) -> anyhow::Result<()> {
+    let data_dir = dir.resolve()?;
+    let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let b = crate::backup::Backup::decode(&bytes).with_context(|| format!("{} cannot be restored", file.display()))?;
+    b.restore(&data_dir).await?;
+    println!(
+        "restored {} store entries and {} files into {}; start the node with --data-dir {}",
+        b.store.len(),
+        b.files.len(),
+        data_dir.display(),
+        data_dir.display()
+    );
+    Ok(())
 }
 
 /// One line from stdin; on a terminal, prompted without echo (and asked twice if `confirm`).

@@ -71,6 +71,9 @@ pub enum ConfigError {
     /// `--tls acme` without a domain.
     #[error("--tls acme needs at least one --domain")]
     MissingDomain,
+    /// `acme_directory` is not an http(s) URL.
+    #[error("bad ACME directory {0:?}: expected a URL like https://acme-v02.api.letsencrypt.org/directory")]
+    BadAcmeDirectory(String),
     /// `turn_relay_ports` is not `LOW-HIGH` within 1024..=65535.
     #[error("bad TURN relay ports {0:?}: expected LOW-HIGH, e.g. 49152-65535 (ports 1024 and up)")]
     BadRelayPorts(String),
@@ -245,7 +248,52 @@ pub struct FileTls {
     pub acme_contact: Option<Vec<String>>,
     /// Use Let's Encrypt's staging directory (untrusted certs, generous limits). Left out: false.
     pub acme_staging: Option<bool>,
+    /// ACME directory URL of another certificate authority (a private one, or a test
+    /// server such as Pebble). Left out: Let's Encrypt (production, or staging above).
+    pub acme_directory: Option<String>,
+    /// PEM file of a CA to trust for the ACME server's own HTTPS, besides the web roots.
+    /// Left out: the web roots only.
+    pub acme_ca: Option<PathBuf>,
+    /// `"tls-alpn-01"` (answered on the listen port, which must be 443 from outside) or
+    /// `"http-01"` (answered on `acme_http_listen`, port 80 from outside). Left out: tls-alpn-01.
+    pub acme_challenge: Option<AcmeChallenge>,
+    /// Plain HTTP `ADDR:PORT` for http-01 challenges (everything else there is redirected
+    /// to the public URL). Left out: `0.0.0.0:80` with http-01, none otherwise.
+    pub acme_http_listen: Option<SocketAddr>,
 }
+
+/// How the ACME server checks that this node controls its domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+pub enum AcmeChallenge {
+    /// A special certificate on the HTTPS port (443).
+    #[serde(rename = "tls-alpn-01")]
+    #[value(name = "tls-alpn-01")]
+    TlsAlpn01,
+    /// A token under `/.well-known/acme-challenge/` on plain HTTP (port 80).
+    #[serde(rename = "http-01")]
+    #[value(name = "http-01")]
+    Http01,
+}
+
+/// Where an ACME node gets its certificates, beyond the domains.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AcmeOptions {
+    /// Directory URL; `None`: Let's Encrypt.
+    pub directory: Option<String>,
+    /// Extra CA (PEM) trusted for the ACME server.
+    pub ca: Option<PathBuf>,
+    /// The challenge answered.
+    pub challenge: Option<AcmeChallenge>,
+    /// Plain HTTP listener for http-01.
+    pub http_listen: Option<SocketAddr>,
+}
+
+/// Let's Encrypt's directory.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory.
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+/// The plain HTTP listener for http-01 when none is configured.
+pub const DEFAULT_ACME_HTTP_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 80);
 
 /// One ICE server in the file: a bare URL or a full `RTCIceServer`.
 #[derive(Debug, Clone, Deserialize)]
@@ -301,6 +349,14 @@ pub enum Tls {
         contact: Vec<String>,
         /// Staging directory instead of production.
         staging: bool,
+        /// Directory URL (resolved: Let's Encrypt unless configured).
+        directory: String,
+        /// Extra CA trusted for the ACME server.
+        ca: Option<PathBuf>,
+        /// The challenge answered.
+        challenge: AcmeChallenge,
+        /// The plain HTTP listener (http-01 only).
+        http_listen: Option<SocketAddr>,
     },
 }
 
@@ -475,6 +531,7 @@ pub fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
     if let Some(tls) = file.tls.as_mut() {
         tls.cert.as_mut().map(rebase);
         tls.key.as_mut().map(rebase);
+        tls.acme_ca.as_mut().map(rebase);
     }
     if let Some(ca) = file.federation.as_mut().and_then(|f| f.ca.as_mut()) {
         ca.iter_mut().for_each(rebase);
@@ -491,6 +548,7 @@ pub fn select_tls(
     domains: Vec<String>,
     contact: Vec<String>,
     staging: bool,
+    acme: AcmeOptions,
 ) -> Result<Tls, ConfigError> {
     let mode = explicit.unwrap_or(if cert.is_some() && key.is_some() {
         TlsMode::Files
@@ -518,10 +576,25 @@ pub fn select_tls(
                     }
                 })
                 .collect();
+            let directory = match acme.directory {
+                Some(d) if d.starts_with("https://") || d.starts_with("http://") => d,
+                Some(d) => return Err(ConfigError::BadAcmeDirectory(d)),
+                None if staging => LETS_ENCRYPT_STAGING.to_owned(),
+                None => LETS_ENCRYPT.to_owned(),
+            };
+            let challenge = acme.challenge.unwrap_or(AcmeChallenge::TlsAlpn01);
+            let http_listen = match challenge {
+                AcmeChallenge::Http01 => Some(acme.http_listen.unwrap_or(DEFAULT_ACME_HTTP_LISTEN)),
+                AcmeChallenge::TlsAlpn01 => acme.http_listen,
+            };
             Tls::Acme {
                 domains,
                 contact,
                 staging,
+                directory,
+                ca: acme.ca,
+                challenge,
+                http_listen,
             }
         }
     })
@@ -628,6 +701,12 @@ impl Config {
             list_or(&args.domain, ftls.domains),
             list_or(&args.acme_contact, ftls.acme_contact),
             args.acme_staging.or(ftls.acme_staging).unwrap_or(false),
+            AcmeOptions {
+                directory: args.acme_directory.clone().or(ftls.acme_directory),
+                ca: args.acme_ca.clone().or(ftls.acme_ca),
+                challenge: args.acme_challenge.or(ftls.acme_challenge),
+                http_listen: args.acme_http_listen.or(ftls.acme_http_listen),
+            },
         )?;
 
         let name_text = args
@@ -987,7 +1066,7 @@ mod tests {
     #[test]
     fn tls_mode_selection() {
         let p = |s: &str| Some(PathBuf::from(s));
-        let sel = |m, c, k| select_tls(m, c, k, vec![], vec![], false);
+        let sel = |m, c, k| select_tls(m, c, k, vec![], vec![], false, AcmeOptions::default());
         assert_eq!(sel(None, None, None).unwrap(), Tls::None);
         assert_eq!(sel(None, p("c"), None).unwrap(), Tls::None, "needs both");
         assert_eq!(
@@ -1018,6 +1097,7 @@ mod tests {
             vec!["v.example.org".into()],
             vec!["a@example.org".into(), "mailto:b@example.org".into()],
             true,
+            AcmeOptions::default(),
         )
         .unwrap();
         assert_eq!(
@@ -1025,9 +1105,25 @@ mod tests {
             Tls::Acme {
                 domains: vec!["v.example.org".into()],
                 contact: vec!["mailto:a@example.org".into(), "mailto:b@example.org".into()],
-                staging: true
+                staging: true,
+                directory: LETS_ENCRYPT_STAGING.into(),
+                ca: None,
+                challenge: AcmeChallenge::TlsAlpn01,
+                http_listen: None,
             }
         );
+        let opts = AcmeOptions {
+            directory: Some("https://127.0.0.1:14000/dir".into()),
+            challenge: Some(AcmeChallenge::Http01),
+            ..AcmeOptions::default()
+        };
+        let acme = select_tls(Some(TlsMode::Acme), None, None, vec!["v.example.org".into()], vec![], true, opts).unwrap();
+        let Tls::Acme { directory, challenge, http_listen, .. } = acme else { panic!("not acme") };
+        assert_eq!(directory, "https://127.0.0.1:14000/dir", "an explicit directory beats staging");
+        assert_eq!((challenge, http_listen), (AcmeChallenge::Http01, Some(DEFAULT_ACME_HTTP_LISTEN)));
+        let bad = AcmeOptions { directory: Some("pebble:14000".into()), ..AcmeOptions::default() };
+        let e = select_tls(Some(TlsMode::Acme), None, None, vec!["v.example.org".into()], vec![], false, bad).unwrap_err();
+        assert!(matches!(e, ConfigError::BadAcmeDirectory(_)), "{e}");
     }
 
     #[test]

@@ -2,9 +2,12 @@
 //! WebSocket, and signaling between browsers. `main.rs` is only the command line.
 
 pub mod accounts;
+pub mod admin;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod doctor;
 pub mod federation;
 pub mod http;
 pub mod hub;

@@ -99,15 +99,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             info!(?sans, dir = %dir.display(), fresh, "self-signed certificate");
             (Served::Rustls(RustlsConfig::from_config(cfg.clone())), Some(cfg))
         }
-        Tls::Acme {
-            domains,
-            contact,
-            staging,
-        } => {
+        Tls::Acme { domains, contact, directory, ca, challenge, http_listen, .. } => {
             let cache = config.data_dir.join("tls").join("acme");
-            info!(?domains, staging, cache = %cache.display(), "acme");
-            let (acceptor, same_certs) = tls::acme_acceptor(domains, contact, *staging, cache)?;
-            (Served::Acme(acceptor), Some(same_certs))
+            info!(?domains, %directory, ?challenge, cache = %cache.display(), "acme");
+            let acme = tls::acme(tls::AcmeSetup {
+                domains,
+                contact,
+                directory,
+                ca: ca.as_deref(),
+                challenge: *challenge,
+                cache_dir: cache,
+            })?;
+            if let Some(addr) = http_listen {
+                start_acme_http(*addr, acme.http01.clone(), url.clone()).await?;
+            }
+            (Served::Acme(acme.acceptor), Some(acme.same_certs))
         }
     };
 
@@ -131,6 +137,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     core.set_sfu_threshold(config.sfu.as_ref().map(|s| s.threshold));
+    // The admin socket, so `voicechat user …` and `backup` work while the node runs.
+    let status = crate::admin::Status {
+        url: url.clone(),
+        http: bound.to_string(),
+        p2p: p2p.iter().map(ToString::to_string).collect(),
+        turn: turn.as_ref().map(|t| t.addr().to_string()),
+        sfu: sfu.as_ref().map(|s| s.addr().to_string()),
+        tls: config.tls.mode_name().to_owned(),
+    };
+    // Without it (a data dir path too long for a socket name) the node still serves;
+    // admin commands then need it stopped.
+    if let Err(e) = crate::admin::serve(crate::admin::Ctx {
+        store: store.clone(),
+        data_dir: config.data_dir.clone(),
+        hasher: crate::accounts::Hasher::new(1),
+        status: Some(status),
+    }) {
+        warn!(error = %format!("{e:#}"), "no admin socket; `voicechat user …` needs the node stopped");
+    }
     let state = AppState::new(core, settings, Some(fed), turn, sfu);
     tokio::spawn(sweep_sessions(store.clone()));
     tokio::spawn(tick_counts(state.core.clone()));
@@ -181,6 +206,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     served.context("server failed")?;
 
+    let _ = std::fs::remove_file(crate::admin::socket_path(&config.data_dir));
     store.flush().await.context("cannot flush the store")?;
     info!("stopped");
     Ok(())
@@ -338,6 +364,34 @@ async fn reload_on_sighup(
     }
     #[cfg(not(unix))]
     let _ = (rc, turn, cert, key);
+}
+
+/// The plain HTTP listener beside an ACME node: answers http-01 challenges and sends
+/// every other request to the same path on the HTTPS origin.
+async fn start_acme_http(
+    addr: SocketAddr,
+    http01: Option<rustls_acme::tower::TowerHttp01ChallengeService>,
+    origin: String,
+) -> anyhow::Result<()> {
+    use axum::response::{IntoResponse, Redirect};
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for ACME http-01 (choose another with --acme-http-listen)"))?;
+    let redirect = move |uri: axum::http::Uri| async move {
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        Redirect::permanent(&format!("{origin}{path}")).into_response()
+    };
+    let mut app = axum::Router::new().fallback(redirect);
+    if let Some(svc) = http01 {
+        app = app.route_service("/.well-known/acme-challenge/{token}", svc);
+    }
+    info!(addr = %listener.local_addr()?, "ACME http-01 listening");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            warn!(%e, "ACME http-01 listener stopped");
+        }
+    });
+    Ok(())
 }
 
 /// Starts the audio forwarding unit; what it says goes to the sockets of the people it

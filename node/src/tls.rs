@@ -176,35 +176,94 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An acceptor that gets and renews Let's Encrypt certificates for `domains` (TLS-ALPN-01
-/// on the listening socket; the cache of account and certificates is `cache_dir`).
-/// Spawns the task that drives ACME; it logs every event. Also returns a plain TLS config
-/// serving the same certificates (for TURN over TLS, which answers no challenges).
-pub fn acme_acceptor(
-    domains: &[String],
-    contact: &[String],
-    staging: bool,
-    cache_dir: PathBuf,
-) -> anyhow::Result<(rustls_acme::axum::AxumAcceptor, Arc<ServerConfig>)> {
-    let mut state = rustls_acme::AcmeConfig::new(domains)
-        .contact(contact)
-        .cache(rustls_acme::caches::DirCache::new(cache_dir))
-        .directory_lets_encrypt(!staging)
+/// What an ACME node serves with: the acceptor for the HTTPS port (it answers
+/// TLS-ALPN-01 challenges itself), a plain TLS config with the same certificates (for TURN
+/// over TLS), and for http-01 the service answering `/.well-known/acme-challenge/`.
+pub struct Acme {
+    /// For the HTTPS listener.
+    pub acceptor: rustls_acme::axum::AxumAcceptor,
+    /// The same certificates, for other TLS listeners.
+    pub same_certs: Arc<ServerConfig>,
+    /// Answers http-01 challenges (present with http-01).
+    pub http01: Option<rustls_acme::tower::TowerHttp01ChallengeService>,
+}
+
+/// Where an ACME node gets its certificates.
+pub struct AcmeSetup<'a> {
+    /// Names on the certificate (the first is the public URL's host).
+    pub domains: &'a [String],
+    /// `mailto:` contacts of the account.
+    pub contact: &'a [String],
+    /// The directory URL.
+    pub directory: &'a str,
+    /// A CA (PEM) trusted for the ACME server besides the web roots.
+    pub ca: Option<&'a Path>,
+    /// The challenge answered.
+    pub challenge: crate::config::AcmeChallenge,
+    /// Account and certificates, kept across restarts (the last good certificate is
+    /// served at start, before the ACME server is reached).
+    pub cache_dir: PathBuf,
+}
+
+/// Starts getting and renewing certificates over ACME. Spawns the task that drives it:
+/// it orders a certificate when the cache has none, renews when two thirds of its
+/// lifetime have passed, and retries failures with exponential backoff (rustls-acme),
+/// logging every event.
+pub fn acme(setup: AcmeSetup<'_>) -> anyhow::Result<Acme> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(ca) = setup.ca {
+        let pem = std::fs::read(ca).with_context(|| format!("cannot read ACME CA file {}", ca.display()))?;
+        let mut found = 0;
+        for cert in rustls_pemfile::certs(&mut &pem[..]) {
+            let cert = cert.map_err(|e| anyhow!("ACME CA file {}: not valid PEM: {e}", ca.display()))?;
+            roots.add(cert).map_err(|e| anyhow!("ACME CA file {}: {e}", ca.display()))?;
+            found += 1;
+        }
+        if found == 0 {
+            bail!("ACME CA file {}: no CERTIFICATE block", ca.display());
+        }
+    }
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let challenge = match setup.challenge {
+        crate::config::AcmeChallenge::TlsAlpn01 => rustls_acme::UseChallenge::TlsAlpn01,
+        crate::config::AcmeChallenge::Http01 => rustls_acme::UseChallenge::Http01,
+    };
+    let mut state = rustls_acme::AcmeConfig::new_with_client_config(setup.domains, Arc::new(client))
+        .contact(setup.contact)
+        .directory(setup.directory)
+        .challenge_type(challenge)
+        .cache(rustls_acme::caches::DirCache::new(setup.cache_dir))
         .state();
-    let config = server_config_builder()?
-        .with_no_client_auth()
-        .with_cert_resolver(state.resolver());
+    let config = server_config_builder()?.with_no_client_auth().with_cert_resolver(state.resolver());
     let same_certs = Arc::new(server_config_builder()?.with_no_client_auth().with_cert_resolver(state.resolver()));
     let acceptor = state.axum_acceptor(with_alpn(config));
+    let http01 = (setup.challenge == crate::config::AcmeChallenge::Http01).then(|| state.http01_challenge_tower_service());
+    let directory = setup.directory.to_owned();
     tokio::spawn(async move {
         while let Some(event) = state.next().await {
             match event {
-                Ok(ok) => tracing::info!(event = ?ok, "acme"),
-                Err(err) => tracing::warn!(error = %err, "acme failed"),
+                Ok(ok) => {
+                    metrics::counter!("voicechat_acme_events_total", "event" => format!("{ok:?}")).increment(1);
+                    tracing::info!(event = ?ok, %directory, "acme");
+                }
+                Err(err) => {
+                    metrics::counter!("voicechat_acme_errors_total").increment(1);
+                    tracing::warn!(error = %err, %directory, "acme failed; retrying with backoff");
+                }
             }
         }
     });
-    Ok((acceptor, same_certs))
+    Ok(Acme { acceptor, same_certs, http01 })
+}
+
+/// The serial number (hex) and expiry (unix seconds) of a DER certificate.
+pub fn cert_facts(der: &[u8]) -> anyhow::Result<(String, i64)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| anyhow!("not an X.509 certificate: {e}"))?;
+    Ok((hex::encode(cert.raw_serial()), cert.validity().not_after.timestamp()))
 }
 
 #[cfg(test)]

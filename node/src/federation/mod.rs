@@ -14,7 +14,7 @@ mod driver;
 pub mod machine;
 pub mod net;
 pub mod proto;
-mod wellknown;
+pub(crate) mod wellknown;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -72,7 +72,7 @@ impl Verifier {
 }
 
 /// An error with its causes, on one line (the certificate error is usually a cause).
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

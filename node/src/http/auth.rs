@@ -34,6 +34,10 @@ impl Auth {
     /// Looks up the session cookie in `headers`; `None` if absent, unknown, expired or the
     /// account is disabled.
     pub fn from_headers(state: &AppState, headers: &HeaderMap) -> Result<Option<Self>, AppError> {
+        // An admin API token, when given, is the only credential looked at.
+        if super::tokens::bearer(headers).is_some() {
+            return super::tokens::acting_user(state, headers);
+        }
         let Some(sid) = cookies::get(headers, cookies::SESSION) else { return Ok(None) };
         let Some(s) = state.store.session(sid)? else { return Ok(None) };
         if s.expires_at <= unix_now() {
@@ -56,9 +60,11 @@ impl FromRequestParts<AppState> for Auth {
 }
 
 /// Refuses state-changing requests whose `X-CSRF-Token` header does not match the
-/// `vc_csrf` cookie (double-submit; the cookie is SameSite=Strict and HttpOnly).
+/// `vc_csrf` cookie (double-submit; the cookie is SameSite=Strict and HttpOnly). A request
+/// with a bearer token uses no cookie, so it cannot be forged cross-site: it is let through.
 pub async fn require_csrf(req: Request, next: Next) -> Response {
-    let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        && super::tokens::bearer(req.headers()).is_none();
     if unsafe_method {
         let cookie = cookies::get(req.headers(), cookies::CSRF);
         let header = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok());

@@ -6,6 +6,7 @@ mod cookies;
 mod error;
 mod groups;
 mod members;
+pub(crate) mod tokens;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Query, State};
@@ -67,8 +68,11 @@ pub fn app(state: AppState) -> Router {
         .route("/invitations/{gid}/decline", post(members::decline_invitation))
         .route("/blocks", get(members::blocks).post(members::block))
         .route("/blocks/{node}", axum::routing::delete(members::unblock))
+        .route("/admin/users", get(tokens::list_users).post(tokens::create_user))
+        .route("/admin/users/{name}/{action}", post(tokens::set_disabled))
         .fallback(|| async { AppError::not_found("no such API endpoint") })
-        .layer(middleware::from_fn(auth::require_csrf));
+        .layer(middleware::from_fn(auth::require_csrf))
+        .layer(middleware::from_fn_with_state(state.clone(), tokens::require_scope));
 
     let hsts = state
         .settings

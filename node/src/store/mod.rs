@@ -11,6 +11,8 @@ mod federation;
 mod groups;
 pub mod keys;
 mod records;
+mod snapshot;
+mod tokens;
 
 use std::path::Path;
 
@@ -20,6 +22,8 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 pub use federation::StoredState;
+pub use snapshot::Snapshot;
+pub use tokens::{Scope, TokenRecord};
 pub use keys::RecordKey;
 pub use records::{
     GroupRecord, InviteRecord, MemberRecord, MemberStatus, PeerRecord, RoomRecord, SessionRecord, Trust, UserRecord,
@@ -98,9 +102,10 @@ pub(crate) enum T {
     Pins,
     Blocks,
     UserBlocks,
+    Tokens,
 }
 
-const TREES: [(T, &str); 13] = [
+const TREES: [(T, &str); 14] = [
     (T::Users, "users"),
     (T::Sessions, "sessions"),
     (T::Groups, "groups"),
@@ -115,6 +120,7 @@ const TREES: [(T, &str); 13] = [
     (T::Pins, "dial"),
     (T::Blocks, "blocks"),
     (T::UserBlocks, "user_blocks"),
+    (T::Tokens, "admin_tokens"),
 ];
 
 /// Writes to apply together: one transaction over every tree they touch, one flush.
@@ -159,6 +165,9 @@ pub struct Store {
     db: sled::Db,
     trees: Vec<sled::Tree>,
     flushes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Batches apply under the read side; a snapshot reads every tree under the write
+    /// side, so it never sees half a batch.
+    gate: std::sync::Arc<std::sync::RwLock<()>>,
 }
 
 impl Store {
@@ -193,7 +202,7 @@ impl Store {
             }
         }
         let trees = TREES.iter().map(|(_, name)| db.open_tree(name)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { db, trees, flushes: Default::default() })
+        Ok(Self { db, trees, flushes: Default::default(), gate: Default::default() })
     }
 
     pub(crate) fn tree(&self, t: T) -> &sled::Tree {
@@ -219,6 +228,7 @@ impl Store {
             return Ok(());
         }
         let trees: Vec<&sled::Tree> = self.trees.iter().collect();
+        let guard = self.gate.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         trees.as_slice().transaction(|tx| {
             for (t, k, v) in &batch.ops {
                 let tree = &tx[*t as usize];
@@ -229,6 +239,7 @@ impl Store {
             }
             Ok::<_, ConflictableTransactionError<StoreError>>(())
         })?;
+        drop(guard);
         self.flush().await
     }
 }

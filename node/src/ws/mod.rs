@@ -47,6 +47,9 @@ pub async fn upgrade(
     if !origin_allowed(&state, &headers) {
         return Err(AppError::forbidden("WebSocket connections are only accepted from this node's own pages"));
     }
+    if crate::http::tokens::bearer(&headers).is_some() {
+        return Err(AppError::forbidden("admin API tokens cannot open sockets"));
+    }
     let auth = Auth::from_headers(&state, &headers)?.ok_or_else(|| AppError::unauthenticated("log in first"))?;
     Ok(ws
         .max_message_size(MAX_MESSAGE)

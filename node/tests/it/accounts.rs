@@ -2,10 +2,8 @@
 //! session, a password change ending the other sessions, and the offline admin CLI
 //! (`user add` from stdin, `user list`, `user disable`).
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Output, Stdio};
-use std::time::Duration;
+use std::process::Output;
 
 use serde_json::{Value, json};
 
@@ -83,28 +81,11 @@ async fn sessions_rotate_end_at_logout_and_at_password_change() {
     fresh.login("alice", "a-second-password").await.expect(200);
 }
 
-/// Run `voicechat <args>` with `stdin`, bounded by a timeout.
+/// Run `voicechat <args> --data-dir DIR` with `stdin`, bounded by a timeout.
 fn cli(args: &[&str], data_dir: &Path, stdin: &str) -> Output {
-    let mut child = voicechat()
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn voicechat");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(out) => out.expect("voicechat output"),
-        Err(_) => {
-            let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-            panic!("`voicechat {}` did not finish within 60 s", args.join(" "));
-        }
-    }
+    let mut all = args.to_vec();
+    all.extend(["--data-dir", data_dir.to_str().unwrap()]);
+    run_cli_stdin(&all, stdin)
 }
 
 fn show(o: &Output) -> String {

@@ -69,6 +69,11 @@ impl Node {
 
     /// `voicechat serve` on `data_dir` (or a fresh temp dir) with extra args and env.
     pub fn start_with(data_dir: Option<&Path>, extra: &[&str], env: &[(&str, &str)]) -> Node {
+        Self::start_on(data_dir, "127.0.0.1:0", extra, env)
+    }
+
+    /// [`Node::start_with`] on a chosen `--listen` address (kept across restarts).
+    pub fn start_on(data_dir: Option<&Path>, listen: &str, extra: &[&str], env: &[(&str, &str)]) -> Node {
         let data = match data_dir {
             Some(p) => DataDir::Borrowed(p.to_owned()),
             None => DataDir::Owned(tempfile::tempdir().expect("temp dir")),
@@ -81,7 +86,7 @@ impl Node {
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             stderr: Arc::default(),
             name: "alpha".into(),
-            listen: "127.0.0.1:0".into(),
+            listen: listen.into(),
             p2p_listen: "/ip4/127.0.0.1/tcp/0".into(),
             federated: false,
             p2p: String::new(),
@@ -1162,6 +1167,29 @@ pub fn lacks_session(list: &[Value], session: &str) -> bool {
 }
 
 /// Runs `voicechat ARGS` to completion; returns (success, stdout, stderr).
+/// Runs `voicechat <args>` with `stdin` written to it, bounded by a timeout.
+pub fn run_cli_stdin(args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = voicechat()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn voicechat");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => out.expect("voicechat output"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            panic!("`voicechat {}` did not finish within 60 s", args.join(" "));
+        }
+    }
+}
+
 pub fn run_cli(args: &[&str]) -> (bool, String, String) {
     let out = voicechat().args(args).stdin(Stdio::null()).output().expect("run voicechat");
     (

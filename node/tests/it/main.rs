@@ -5,8 +5,12 @@
 mod harness;
 
 mod accounts;
+mod acme;
+mod admin_api;
+mod admin_backup;
 mod bad_input;
 mod csrf;
+mod doctor;
 mod durability;
 mod e2ee;
 mod fed_figures;
@@ -23,6 +27,7 @@ mod fed_sync;
 mod fed_verify;
 mod flow;
 mod login_limit;
+mod packaging;
 mod presence;
 mod signaling;
 mod tls;
