@@ -260,7 +260,7 @@ async fn check_public_url(c: &Config, url: &str) -> Vec<Finding> {
         Ok(r) if r.status().is_success() => out.push(ok(format!("public URL {url} answers"))),
         Ok(r) => out.push(problem(
             format!("public URL {url} answers {} at /healthz", r.status()),
-            "a proxy in front may point elsewhere: check its upstream (packaging/nginx.conf)",
+            "a proxy in front may point elsewhere: check its upstream (node/packaging/nginx.conf)",
         )),
         Err(e) => {
             let untrusted = client(false).get(&health).send().await.is_ok_and(|r| r.status().is_success());

@@ -11,7 +11,7 @@ fn repo() -> PathBuf {
 
 #[test]
 fn systemd_unit_verifies_and_is_hardened() {
-    let unit = std::fs::read_to_string(repo().join("packaging/voicechat.service")).unwrap();
+    let unit = std::fs::read_to_string(repo().join("node/packaging/voicechat.service")).unwrap();
     for opt in ["DynamicUser=yes", "ProtectSystem=strict", "NoNewPrivileges=yes", "StateDirectory=voicechat", "ProtectHome=yes"] {
         assert!(unit.lines().any(|l| l.trim() == opt), "{opt} missing from the unit");
     }
@@ -33,7 +33,7 @@ fn systemd_unit_verifies_and_is_hardened() {
 
 #[test]
 fn container_file_builds_where_an_engine_answers() {
-    let file = repo().join("packaging/Dockerfile");
+    let file = repo().join("node/packaging/Dockerfile");
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.matches("\nFROM ").count() >= 2 && text.contains(" AS build"), "multi-stage");
     assert!(text.contains("\nUSER voicechat"), "runs as a non-root user");
