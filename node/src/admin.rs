@@ -112,6 +112,22 @@ pub struct Ctx {
     pub hasher: Hasher,
     /// Present in a running node.
     pub status: Option<Status>,
+    /// The running node's federation: pins and blocks apply to it at once.
+    pub fed: Option<crate::federation::Federation>,
+}
+
+/// A node named by the operator as a PeerId or a name: its key and name, as far as known.
+fn node_of(store: &Store, node: &str) -> Result<(Option<voicechat_protocol::keys::NodeKey>, Option<voicechat_protocol::ids::NodeName>), String> {
+    let st = |e: StoreError| format!("storage failed: {e}");
+    if let Ok(peer) = node.parse::<libp2p::PeerId>() {
+        let key = crate::federation::key_of(&peer).ok_or("not an ed25519 PeerId")?;
+        let name = store.peers().map_err(st)?.into_iter().find(|p| p.node_key() == Some(key)).map(|p| p.name);
+        Ok((Some(key), name))
+    } else {
+        let name = voicechat_protocol::ids::NodeName::new(node).map_err(|_| format!("{node} is neither a node name nor a PeerId"))?;
+        let key = store.peer(&name).map_err(st)?.and_then(|p| p.node_key());
+        Ok((key, Some(name)))
+    }
 }
 
 /// Runs one operation. Errors are one line for a person.
@@ -123,7 +139,6 @@ pub async fn execute(ctx: &Ctx, req: Request) -> Result<Reply, String> {
         e => e.to_string(),
     };
     let st = |e: StoreError| format!("storage failed: {e}");
-    let running = ctx.status.is_some();
     match req {
         Request::UserAdd { name, password } => {
             let u = accounts::create_user(store, &ctx.hasher, &name, &password).await.map_err(acc)?;
@@ -154,29 +169,40 @@ pub async fn execute(ctx: &Ctx, req: Request) -> Result<Reply, String> {
             crate::federation::parse_pin(&ma)
                 .map_err(|e| format!("{e}; the node prints its full address at start, and `voicechat id` its PeerId"))?;
             store.add_pin(&ma.to_string()).await.map_err(st)?;
-            let when = if running { " (the running node dials it from its next start)" } else { "" };
+            if let Some(fed) = &ctx.fed {
+                fed.pin(&ma, true).await.map_err(|e| e.to_string())?;
+            }
+            let when = if ctx.fed.is_some() { " (the running node admits it now, and dials it if the address has one)" } else { "" };
             out(format!("pinned {ma}{when}"))
         }
         Request::PeerRemove { addr } => match store.remove_pin(&addr).await {
-            Ok(()) => out(format!("removed pin {addr}")),
+            Ok(()) => {
+                if let (Some(fed), Ok(ma)) = (&ctx.fed, addr.parse::<libp2p::Multiaddr>()) {
+                    let _ = fed.pin(&ma, false).await;
+                }
+                out(format!("removed pin {addr}"))
+            }
             Err(StoreError::NotFound) => Err(format!("{addr} is not a pin (see `voicechat peer list`)")),
             Err(e) => Err(st(e)),
         },
         Request::PeerBlock { node } => {
             let node = node.trim().to_owned();
-            let bound = if let Ok(peer) = node.parse::<libp2p::PeerId>() {
-                let key = crate::federation::key_of(&peer).ok_or("not an ed25519 PeerId")?;
-                store.peers().map_err(st)?.into_iter().find(|p| p.node_key() == Some(key)).map(|p| p.name)
-            } else {
-                let name = voicechat_protocol::ids::NodeName::new(&node)
-                    .map_err(|_| format!("{node} is neither a node name nor a PeerId"))?;
-                store.peer(&name).map_err(st)?.map(|p| p.name)
-            };
+            let (key, name) = node_of(store, &node)?;
+            // A name not known yet is blocked as a name; a known one with its key too.
+            let bound = if node.parse::<libp2p::PeerId>().is_ok() { name.clone() } else { name.clone().filter(|_| key.is_some()) };
             store.add_block(&node, bound.as_ref()).await.map_err(st)?;
-            out(format!("blocked {node}"))
+            if let Some(fed) = &ctx.fed {
+                fed.block(key, name, true).await;
+            }
+            out(format!("blocked {node}{}", if ctx.fed.is_some() { " (its connections are closed now)" } else { "" }))
         }
         Request::PeerUnblock { node } => match store.remove_block(node.trim()).await {
-            Ok(()) => out(format!("unblocked {node}")),
+            Ok(()) => {
+                if let (Some(fed), Ok((key, name))) = (&ctx.fed, node_of(store, node.trim())) {
+                    fed.block(key, name, false).await;
+                }
+                out(format!("unblocked {node}"))
+            }
             Err(StoreError::NotFound) => Err(format!("{node} is not blocked (see `voicechat peer list`)")),
             Err(e) => Err(st(e)),
         },

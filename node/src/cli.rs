@@ -394,7 +394,7 @@ async fn admin(data_dir: &Path, req: Request, create: bool) -> anyhow::Result<ad
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let store = open_store(data_dir)?;
-    let ctx = admin::Ctx { store: store.clone(), data_dir: data_dir.to_owned(), hasher: Hasher::new(1), status: None };
+    let ctx = admin::Ctx { store: store.clone(), data_dir: data_dir.to_owned(), hasher: Hasher::new(1), status: None, fed: None };
     let result = admin::execute(&ctx, req).await;
     store.flush().await?;
     result.map_err(|e| anyhow::anyhow!(e))

@@ -153,6 +153,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: config.data_dir.clone(),
         hasher: crate::accounts::Hasher::new(1),
         status: Some(status),
+        fed: Some(fed.clone()),
     }) {
         warn!(error = %format!("{e:#}"), "no admin socket; `voicechat user …` needs the node stopped");
     }

@@ -128,6 +128,39 @@ impl Federation {
         self.mode
     }
 
+    /// Blocks a node now (by PeerId, or by name: also the key bound to it), or lifts the
+    /// block: its connections close and it is refused from then on. The store keeps it
+    /// for the next start (the caller's part).
+    pub async fn block(&self, key: Option<NodeKey>, name: Option<NodeName>, on: bool) {
+        if let Some(CommandResult::Admin(keys)) = self.call(Command::Block { key, name, on }).await {
+            for k in keys {
+                let peer = peer_of(&k);
+                if on {
+                    self.net.block(peer).await;
+                } else {
+                    self.net.unblock(peer).await;
+                }
+            }
+        }
+    }
+
+    /// Pins a node now (admitted in closed federation, dialled at the address if it has one)
+    /// or removes the pin (in closed federation its connections close).
+    pub async fn pin(&self, addr: &Multiaddr, on: bool) -> Result<(), FedError> {
+        let (key, dial) = parse_pin(addr)?;
+        let peer = peer_of(&key);
+        if on {
+            self.net.allow(peer, true).await;
+        }
+        let addrs: Vec<String> = dial.iter().map(ToString::to_string).collect();
+        self.call(Command::Pin { key, addrs, on }).await;
+        if !on {
+            self.net.remove_peer(peer).await;
+            self.net.allow(peer, false).await;
+        }
+        Ok(())
+    }
+
     /// Stops the network.
     pub async fn shutdown(&self) {
         self.net.shutdown().await;

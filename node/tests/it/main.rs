@@ -13,6 +13,7 @@ mod csrf;
 mod doctor;
 mod durability;
 mod e2ee;
+mod fed_admin_live;
 mod fed_figures;
 mod fed_idle;
 mod fed_invite;

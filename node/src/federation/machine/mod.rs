@@ -249,6 +249,25 @@ pub enum Command {
     },
     /// Make sure a node name is bound (in open mode, by verifying its HTTPS origin).
     Discover(NodeName),
+    /// The operator blocked (`on`) a node, by key or by name, or lifted the block: it is
+    /// refused and its connections close at once, not from the next start.
+    Block {
+        /// The node's key, if given as a PeerId.
+        key: Option<NodeKey>,
+        /// Its name, if given by name.
+        name: Option<NodeName>,
+        /// Block, or lift.
+        on: bool,
+    },
+    /// The operator pinned a node (`on`: admitted, dialled at `addrs`) or removed the pin.
+    Pin {
+        /// The node's key.
+        key: NodeKey,
+        /// Where to dial it (may be empty: admitted when it connects).
+        addrs: Vec<String>,
+        /// Pin, or unpin.
+        on: bool,
+    },
 }
 
 /// What a [`Command`] came to.
@@ -260,6 +279,8 @@ pub enum CommandResult {
     Joined(Result<GroupId, RpcError>),
     /// The name is bound, or why not (words for a person).
     Discovered(Result<(), String>),
+    /// A block or pin was applied; the keys it concerns (for the network's lists).
+    Admin(Vec<NodeKey>),
 }
 
 /// Why a relayed signal did not arrive.
@@ -637,6 +658,40 @@ impl Machine {
             Command::Signal(s) => self.send_signal(id, s),
             Command::Join { home, code, user } => self.send_invite(id, home, code, user),
             Command::Discover(name) => self.discover(id, name),
+            Command::Block { key, name, on } => {
+                let keys: Vec<NodeKey> = key.into_iter().chain(name.as_ref().and_then(|n| self.trust.key_of_name(n))).collect();
+                if on {
+                    if let Some(n) = name {
+                        self.trust.block_name(n);
+                    }
+                    for k in &keys {
+                        self.trust.block_key(*k);
+                        self.outputs.push_back(Output::Disconnect(*k));
+                    }
+                } else {
+                    if let Some(n) = &name {
+                        self.trust.unblock_name(n);
+                    }
+                    for k in &keys {
+                        self.trust.unblock_key(k);
+                    }
+                }
+                self.outputs.push_back(Output::Done { id, result: CommandResult::Admin(keys) });
+            }
+            Command::Pin { key, addrs, on } => {
+                if on {
+                    self.trust.pin(key, addrs.clone());
+                    if !addrs.is_empty() && !self.trust.is_blocked(&key) {
+                        self.outputs.push_back(Output::Dial { peer: key, addrs });
+                    }
+                } else {
+                    self.trust.unpin(&key);
+                    if !self.trust.may_connect(&key) {
+                        self.outputs.push_back(Output::Disconnect(key));
+                    }
+                }
+                self.outputs.push_back(Output::Done { id, result: CommandResult::Admin(vec![key]) });
+            }
         }
     }
 

@@ -116,6 +116,23 @@ impl TrustTable {
         self.blocked_names.insert(name);
     }
 
+    pub(crate) fn unpin(&mut self, key: &NodeKey) {
+        self.pins.remove(key);
+    }
+
+    pub(crate) fn unblock_key(&mut self, key: &NodeKey) {
+        self.blocked_keys.remove(key);
+    }
+
+    pub(crate) fn unblock_name(&mut self, name: &NodeName) {
+        self.blocked_names.remove(name);
+    }
+
+    /// The key `name` is bound to, if any.
+    pub(crate) fn key_of_name(&self, name: &NodeName) -> Option<NodeKey> {
+        self.by_name.get(name).map(|b| b.key)
+    }
+
     pub(crate) fn is_pinned(&self, key: &NodeKey) -> bool {
         self.pins.contains_key(key)
     }

@@ -217,6 +217,23 @@ impl EventLoop {
                 self.swarm.behaviour_mut().blocked.block_peer(peer);
                 let _ = tx.send(());
             }
+            Command::Unblock(peer, tx) => {
+                self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+                let _ = tx.send(());
+            }
+            Command::Allow(peer, on, tx) => {
+                if let Some(allowed) = self.swarm.behaviour_mut().allowed.as_mut() {
+                    if on {
+                        allowed.allow_peer(peer);
+                    } else {
+                        allowed.disallow_peer(peer);
+                    }
+                }
+                if !on {
+                    self.redial.remove(&peer);
+                }
+                let _ = tx.send(());
+            }
             Command::Shutdown(_) => unreachable!("handled by the loop"),
         }
     }

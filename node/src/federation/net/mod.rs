@@ -144,6 +144,9 @@ pub(crate) enum Command {
     Connected(oneshot::Sender<Vec<PeerId>>),
     Disconnect(PeerId, oneshot::Sender<()>),
     Block(PeerId, oneshot::Sender<()>),
+    Unblock(PeerId, oneshot::Sender<()>),
+    /// Admit (true) or stop admitting (false) a peer in closed federation.
+    Allow(PeerId, bool, oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -240,6 +243,17 @@ impl Net {
     /// Blocks a peer: its connections close and none is accepted or dialled again.
     pub async fn block(&self, peer: PeerId) {
         let _ = self.call(|tx| Command::Block(peer, tx)).await;
+    }
+
+    /// Lifts a block.
+    pub async fn unblock(&self, peer: PeerId) {
+        let _ = self.call(|tx| Command::Unblock(peer, tx)).await;
+    }
+
+    /// In closed federation, admits a peer (an operator pinned it) or stops admitting it
+    /// (its connections close); without an allow list (open federation) nothing changes.
+    pub async fn allow(&self, peer: PeerId, on: bool) {
+        let _ = self.call(|tx| Command::Allow(peer, on, tx)).await;
     }
 
     /// Stops the event loop and waits until the swarm (listeners, connections) is dropped.
