@@ -417,7 +417,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let status = Status { url: "http://localhost:1".into(), ..Status::default() };
-        serve(Ctx { store, data_dir: dir.path().into(), hasher: Hasher::new(1), status: Some(status) }).unwrap();
+        serve(Ctx { store, data_dir: dir.path().into(), hasher: Hasher::new(1), status: Some(status), fed: None }).unwrap();
         let path = socket_path(dir.path());
         {
             use std::os::unix::fs::PermissionsExt;
