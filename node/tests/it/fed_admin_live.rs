@@ -30,7 +30,7 @@ async fn blocks_and_pins_apply_to_a_running_node() {
     // gamma dials alpha, which has not pinned it: refused (closed federation)…
     let gamma_plan = plan("gamma");
     let gamma_id = gamma_plan.peer_id.clone();
-    let gamma = Node::start_planned(gamma_plan, &[&alpha], &[], &[]);
+    let _gamma = Node::start_planned(gamma_plan, &[&alpha], &[], &[]);
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert_eq!(peers(&metrics_text(&alpha).await), 1.0, "an unpinned node was admitted");
     // …until alpha's operator pins it, while alpha runs.
