@@ -52,6 +52,8 @@ pub enum AccountError {
 pub struct Hasher {
     permits: Arc<Semaphore>,
     buffers: Arc<Mutex<Vec<Vec<Block>>>>,
+    /// A hash of a random password, checked against for names that do not exist.
+    decoy: Arc<tokio::sync::OnceCell<String>>,
 }
 
 fn owasp() -> Params {
@@ -105,7 +107,7 @@ fn verify_with(buf: &mut Vec<Block>, hash: &str, password: &[u8]) -> bool {
 impl Hasher {
     /// A hasher that runs at most `max_concurrent` hashes at once.
     pub fn new(max_concurrent: usize) -> Self {
-        Self { permits: Arc::new(Semaphore::new(max_concurrent.max(1))), buffers: Arc::default() }
+        Self { permits: Arc::new(Semaphore::new(max_concurrent.max(1))), buffers: Arc::default(), decoy: Arc::default() }
     }
 
     /// Runs `f` on the blocking pool with a permit and a work buffer.
@@ -128,10 +130,19 @@ impl Hasher {
         self.run(move |buf| hash_into(buf, pw.as_bytes())).await?.ok_or(AccountError::Hash)
     }
 
-    /// Whether `password` matches the PHC string `hash`.
+    /// Whether `password` matches the PHC string `hash`. Counted in
+    /// `voicechat_password_checks_total`.
     pub async fn verify(&self, hash: &str, password: &str) -> Result<bool, AccountError> {
         let (hash, pw) = (hash.to_owned(), password.to_owned());
+        metrics::counter!("voicechat_password_checks_total").increment(1);
         self.run(move |buf| verify_with(buf, &hash, pw.as_bytes())).await
+    }
+
+    /// The hash a password is checked against when the name does not exist: same
+    /// algorithm and parameters as a real one, so both take the same work.
+    async fn decoy(&self) -> Result<String, AccountError> {
+        let decoy = self.decoy.get_or_try_init(|| async { self.hash(&crate::time::random_hex(16)).await }).await?;
+        Ok(decoy.clone())
     }
 }
 
@@ -144,7 +155,8 @@ fn check_password(password: &str) -> Result<(), AccountError> {
     }
 }
 
-/// Creates a local account.
+/// Creates a local account. The first account created on a node becomes its
+/// administrator (claimed atomically, so two racing first sign-ups get one admin).
 pub async fn create_user(
     store: &Store,
     hasher: &Hasher,
@@ -156,21 +168,28 @@ pub async fn create_user(
     if store.user(&name)?.is_some() {
         return Err(AccountError::Taken);
     }
-    let user = UserRecord {
+    let mut user = UserRecord {
         name,
         password_hash: hasher.hash(password).await?,
         disabled: false,
         created_at: unix_now(),
+        admin: false,
     };
     store.create_user(&user).await.map_err(|e| match e {
         StoreError::Conflict => AccountError::Taken,
         e => e.into(),
     })?;
+    if store.claim_admin(&user.name).await? {
+        user.admin = true;
+        store.update_user(&user).await?;
+        tracing::info!(user = %user.name, "first account: administrator");
+    }
     Ok(user)
 }
 
-/// Checks a name/password pair. Unknown names cost a hash too, so timing does not tell
-/// which names exist.
+/// Checks a name/password pair. Every attempt costs exactly one argon2 check, whether the
+/// name exists or not and whatever the password's length, so timing does not tell which
+/// names exist.
 pub async fn authenticate(
     store: &Store,
     hasher: &Hasher,
@@ -178,18 +197,18 @@ pub async fn authenticate(
     password: &str,
 ) -> Result<UserRecord, AccountError> {
     let user = UserName::new(name).ok().map(|n| store.user(&n)).transpose()?.flatten();
-    let Some(user) = user else {
-        // Burn the same time as a real check.
-        let _ = hasher.hash(password).await;
-        return Err(AccountError::WrongCredentials);
+    // Over-long passwords are hashed only up to the longest allowed, for every name alike
+    // (refusing them early only for existing names was what gave names away).
+    let cut = password.char_indices().nth(MAX_PASSWORD).map_or(password, |(i, _)| &password[..i]);
+    let hash = match &user {
+        Some(u) => u.password_hash.clone(),
+        None => hasher.decoy().await?,
     };
-    if password.len() > MAX_PASSWORD * 4 || !hasher.verify(&user.password_hash, password).await? {
-        return Err(AccountError::WrongCredentials);
+    let right = hasher.verify(&hash, cut).await? && cut.len() == password.len();
+    match user {
+        Some(u) if right && !u.disabled => Ok(u),
+        _ => Err(AccountError::WrongCredentials),
     }
-    if user.disabled {
-        return Err(AccountError::WrongCredentials);
-    }
-    Ok(user)
 }
 
 /// Sets a new password and ends every session of the user except `keep_session`.

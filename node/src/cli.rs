@@ -269,6 +269,23 @@ pub struct ServeArgs {
     /// encrypted only between each browser and whatever forwards it, and pages say so.
     #[arg(long, value_enum, value_name = "ON|OFF", env = "VOICECHAT_E2EE")]
     pub e2ee: Option<crate::config::Switch>,
+    /// Who may sign up until the administrator chooses on the admin page: open, invite-only
+    /// (a group invite link is the ticket) or closed [default: open].
+    #[arg(long, value_enum, value_name = "MODE", env = "VOICECHAT_REGISTRATION")]
+    pub registration: Option<crate::store::RegistrationMode>,
+    /// Password login and sign-up [default: on].
+    #[arg(long, value_enum, value_name = "ON|OFF", env = "VOICECHAT_PASSWORD_LOGIN")]
+    pub password_login: Option<crate::config::Switch>,
+    /// Open WebSockets (tabs, devices) one user may hold [default: 8].
+    #[arg(long, value_name = "N", env = "VOICECHAT_SOCKETS_PER_USER")]
+    pub sockets_per_user: Option<usize>,
+    /// Seats in calls one user may hold; a tab joining beyond it takes over the oldest,
+    /// which says "moved to another tab" [default: 1]. Load tests raise it.
+    #[arg(long, value_name = "N", env = "VOICECHAT_CALL_SEATS_PER_USER")]
+    pub call_seats_per_user: Option<usize>,
+    /// Accounts one client address may create per hour [default: 10].
+    #[arg(long, value_name = "N", env = "VOICECHAT_REGISTRATIONS_PER_HOUR")]
+    pub registrations_per_hour: Option<u32>,
 }
 
 /// Runs the parsed command line.

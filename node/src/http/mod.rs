@@ -1,6 +1,7 @@
 //! The HTTP surface: `app(state)` builds every route, the CSRF and security-header layers,
 //! body limits, the embedded web client, health and metrics.
 
+mod admin;
 mod auth;
 mod cookies;
 mod error;
@@ -50,6 +51,9 @@ pub fn app(state: AppState) -> Router {
         .route("/login", post(auth::login))
         .route("/logout", post(auth::logout))
         .route("/password", post(auth::change_password))
+        .route("/admin/users", get(admin::users))
+        .route("/admin/users/{name}", patch(admin::set_user))
+        .route("/admin/settings", get(admin::settings).put(admin::set_settings))
         .route("/ice", get(ice))
         .route("/groups", get(groups::list).post(groups::create))
         .route("/groups/{gid}", get(groups::get).patch(groups::rename).delete(groups::delete))

@@ -19,15 +19,17 @@ use serde::de::DeserializeOwned;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
+pub use accounts::{RegistrationMode, session_tag};
 pub use federation::StoredState;
 pub use keys::RecordKey;
 pub use records::{
     GroupRecord, InviteRecord, MemberRecord, MemberStatus, PeerRecord, RoomRecord, SessionRecord, Trust, UserRecord,
 };
 
-/// The schema this code reads and writes. Version 1 (before signed records were kept)
-/// is upgraded in place when opened; any other version is refused.
-pub const SCHEMA_VERSION: u32 = 2;
+/// The schema this code reads and writes. Versions 1 (before signed records were kept)
+/// and 2 (session ids stored in plain text) are upgraded in place when opened; any other
+/// version is refused.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// What went wrong in storage.
 #[derive(Debug, thiserror::Error)]
@@ -98,9 +100,10 @@ pub(crate) enum T {
     Pins,
     Blocks,
     UserBlocks,
+    Settings,
 }
 
-const TREES: [(T, &str); 13] = [
+const TREES: [(T, &str); 14] = [
     (T::Users, "users"),
     (T::Sessions, "sessions"),
     (T::Groups, "groups"),
@@ -115,6 +118,8 @@ const TREES: [(T, &str); 13] = [
     (T::Pins, "dial"),
     (T::Blocks, "blocks"),
     (T::UserBlocks, "user_blocks"),
+    // Node-wide settings changed at run time (registration mode, who is admin).
+    (T::Settings, "settings"),
 ];
 
 /// Writes to apply together: one transaction over every tree they touch, one flush.
@@ -182,11 +187,17 @@ impl Store {
                     // Version 1 kept the last seq of every subject in `seqs`, never pruned;
                     // version 2 keeps the signed records themselves (`records`), whose seqs
                     // replace it. Groups homed here get their records signed at start.
-                    1 => {
-                        db.drop_tree("seqs")?;
+                    // Version 2 keyed sessions by the cookie itself; version 3 by its SHA-256.
+                    // Old sessions cannot be rekeyed without keeping them readable, so they
+                    // end: everyone logs in once more.
+                    1 | 2 => {
+                        if found == 1 {
+                            db.drop_tree("seqs")?;
+                        }
+                        db.drop_tree("sessions")?;
                         meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
                         db.flush()?;
-                        tracing::info!(from = 1, to = SCHEMA_VERSION, "upgraded the store");
+                        tracing::info!(from = found, to = SCHEMA_VERSION, "upgraded the store");
                     }
                     found => return Err(StoreError::Schema { found }),
                 }

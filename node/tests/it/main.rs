@@ -4,6 +4,7 @@
 #[allow(dead_code)]
 mod harness;
 
+mod account_attacks;
 mod accounts;
 mod bad_input;
 mod csrf;
@@ -24,6 +25,7 @@ mod fed_verify;
 mod flow;
 mod login_limit;
 mod presence;
+mod registration;
 mod signaling;
 mod tls;
 mod turn;
