@@ -71,6 +71,9 @@ pub enum ConfigError {
     /// `--tls acme` without a domain.
     #[error("--tls acme needs at least one --domain")]
     MissingDomain,
+    /// An `[[oidc]]` provider is misconfigured.
+    #[error("{0}")]
+    BadOidc(String),
     /// `turn_relay_ports` is not `LOW-HIGH` within 1024..=65535.
     #[error("bad TURN relay ports {0:?}: expected LOW-HIGH, e.g. 49152-65535 (ports 1024 and up)")]
     BadRelayPorts(String),
@@ -163,6 +166,11 @@ pub struct FileConfig {
     pub e2ee: Option<Switch>,
     /// Accounts: sign-up mode, password login and per-user limits.
     pub accounts: Option<FileAccounts>,
+    /// OpenID Connect providers, each a `[[oidc]]` table with `id`, `name`, `issuer`,
+    /// `client_id`, optional `client_secret` and `scopes`; register
+    /// `<public_url>/auth/oidc/<id>/callback` as the redirect URI at the provider. Left
+    /// out: none (password login only).
+    pub oidc: Option<Vec<crate::oidc::ProviderConfig>>,
 }
 
 /// The `[accounts]` table.
@@ -379,6 +387,8 @@ pub struct Config {
     pub password_login: bool,
     /// Per-user and per-address limits.
     pub limits: crate::state::Limits,
+    /// OpenID Connect providers.
+    pub oidc: Vec<crate::oidc::ProviderConfig>,
 }
 
 /// The SFU, resolved (its address still to be bound).
@@ -788,6 +798,13 @@ impl Config {
             }
         };
 
+        let oidc = file.oidc.unwrap_or_default();
+        for (i, p) in oidc.iter().enumerate() {
+            p.check().map_err(ConfigError::BadOidc)?;
+            if oidc[..i].iter().any(|q| q.id == p.id) {
+                return Err(ConfigError::BadOidc(format!("oidc provider id {:?} is used twice", p.id)));
+            }
+        }
         let fa = file.accounts.unwrap_or_default();
         let d = crate::state::Limits::default();
         let limits = crate::state::Limits {
@@ -801,6 +818,7 @@ impl Config {
             registration: args.registration.or(fa.registration).unwrap_or_default(),
             password_login: args.password_login.or(fa.password_login).unwrap_or(Switch::On) == Switch::On,
             limits,
+            oidc,
             e2ee: args.e2ee.or(file.e2ee).unwrap_or(Switch::On) == Switch::On,
             federation,
             name,
@@ -842,6 +860,7 @@ impl Config {
         s.limits = self.limits;
         s.registration = self.registration;
         s.password_login = self.password_login;
+        s.oidc = self.oidc.clone();
         s
     }
 }
@@ -906,6 +925,13 @@ mod tests {
         assert_eq!(c.limits.registrations_per_hour, 1000);
         assert_eq!(c.registration, crate::store::RegistrationMode::InviteOnly);
         assert!(!c.password_login);
+        let f = "[[oidc]]\nid = \"corp\"\nname = \"Corp\"\nissuer = \"https://id.example.org\"\nclient_id = \"vc\"\n";
+        let c = Config::resolve(&args(&[]), file(f)).unwrap();
+        assert_eq!((c.oidc.len(), c.oidc[0].id.as_str(), c.oidc[0].client_secret.is_none()), (1, "corp", true));
+        let twice = format!("{f}{f}");
+        assert!(Config::resolve(&args(&[]), file(&twice)).unwrap_err().to_string().contains("used twice"));
+        let bad = f.replace("https://id.example.org", "id.example.org");
+        assert!(Config::resolve(&args(&[]), file(&bad)).unwrap_err().to_string().contains("not an http(s) URL"));
     }
 
     #[test]

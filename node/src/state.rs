@@ -36,6 +36,8 @@ pub struct Settings {
     pub registration: RegistrationMode,
     /// Password login (and sign-up with a password) is offered.
     pub password_login: bool,
+    /// OpenID Connect providers people may sign in with.
+    pub oidc: Vec<crate::oidc::ProviderConfig>,
 }
 
 /// Limits on what one account or one address may do. The defaults suit a real node; load
@@ -80,6 +82,7 @@ impl Settings {
             limits: Limits::default(),
             registration: RegistrationMode::Open,
             password_login: true,
+            oidc: Vec::new(),
         }
     }
 }
@@ -98,6 +101,8 @@ pub struct Inner {
     pub settings: Settings,
     /// Failed-login counters (password changes count here too).
     pub limiter: Mutex<LoginLimiter>,
+    /// OpenID Connect sign-in: providers and flows under way.
+    pub oidc: crate::oidc::Oidc,
     /// Sign-ups per client address.
     pub signups: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
     /// argon2id with a concurrency cap.
@@ -128,6 +133,7 @@ impl AppState {
             store: core.store.clone(),
             core,
             limiter: Mutex::new(LoginLimiter::default()),
+            oidc: crate::oidc::Oidc::new(settings.oidc.clone(), &settings.public_url),
             signups: governor::RateLimiter::keyed(governor::Quota::per_hour(
                 std::num::NonZeroU32::new(settings.limits.registrations_per_hour.max(1)).expect("at least 1"),
             )),

@@ -112,6 +112,8 @@ export async function startNode({
 } = {}) {
   const bin = nodeBin();
   const args = ['serve', '--listen', listen, '--data-dir', dataDir, '--name', name, '--p2p-listen', p2pListen, ...extra];
+  // Tests sign up many accounts from one address; the node's default is 10 an hour.
+  if (!extra.includes('--registrations-per-hour')) args.push('--registrations-per-hour', '1000');
   for (const peer of peers) args.push('--peer', peer);
   const [file, argv] = netns ? ['ip', ['netns', 'exec', netns, bin, ...args]] : [bin, args];
   const proc = spawn(file, argv, {

@@ -22,7 +22,7 @@ use super::error::{AppError, Body};
 use crate::accounts;
 use crate::state::AppState;
 use crate::store::{RegistrationMode, SessionRecord};
-use crate::time::{random_hex, unix_now};
+use crate::time::{constant_eq, random_hex, unix_now};
 
 /// A logged-in user, taken from the session cookie.
 pub struct Auth {
@@ -74,10 +74,6 @@ pub async fn require_csrf(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-fn constant_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn user_json(state: &AppState, name: &UserName) -> serde_json::Value {
     let admin = state.store.user(name).ok().flatten().is_some_and(|u| u.admin);
     json!({"id": state.local_user(name).to_string(), "name": name.as_str(), "node": state.settings.node_name.as_str(), "admin": admin})
@@ -95,20 +91,25 @@ pub fn signed_out(why: &str) -> crate::hub::Outbound {
 
 /// Starts a fresh session (new id, new CSRF token) and builds the answer.
 async fn start_session(state: &AppState, name: &UserName, status: StatusCode) -> Result<Response, AppError> {
+    let csrf = random_hex(32);
+    let mut res = (status, axum::Json(json!({"user": user_json(state, name), "csrf": csrf}))).into_response();
+    session_cookies(state, name, &csrf, res.headers_mut()).await?;
+    Ok(res)
+}
+
+/// Stores a fresh session for `name` and adds its cookie and the CSRF cookie to `h`.
+pub async fn session_cookies(state: &AppState, name: &UserName, csrf: &str, h: &mut HeaderMap) -> Result<(), AppError> {
     let sid = random_hex(32);
     let now = unix_now();
     let record = SessionRecord { user: name.clone(), created_at: now, expires_at: now + cookies::SESSION_TTL };
     state.store.put_session(&sid, &record).await?;
-    let csrf = random_hex(32);
     let secure = state.settings.secure_cookies;
-    let mut res = (status, axum::Json(json!({"user": user_json(state, name), "csrf": csrf}))).into_response();
-    let h = res.headers_mut();
     h.append(header::SET_COOKIE, set_cookie(cookies::SESSION, &sid, Some(cookies::SESSION_TTL), secure));
-    h.append(header::SET_COOKIE, set_cookie(cookies::CSRF, &csrf, None, secure));
-    Ok(res)
+    h.append(header::SET_COOKIE, set_cookie(cookies::CSRF, csrf, None, secure));
+    Ok(())
 }
 
-fn set_cookie(name: &str, value: &str, max_age: Option<u64>, secure: bool) -> HeaderValue {
+pub(super) fn set_cookie(name: &str, value: &str, max_age: Option<u64>, secure: bool) -> HeaderValue {
     HeaderValue::from_str(&cookies::set(name, value, max_age, secure)).expect("cookie is ASCII")
 }
 
@@ -122,6 +123,7 @@ pub async fn session(State(state): State<AppState>, headers: HeaderMap) -> Resul
     let body = json!({
         "user": user, "csrf": csrf, "node": state.settings.node_name.as_str(),
         "registration": registration_mode(&state)?, "password_login": state.settings.password_login,
+        "providers": state.oidc.list().into_iter().map(|(id, name)| json!({"id": id, "name": name})).collect::<Vec<_>>(),
     });
     let mut res = axum::Json(body).into_response();
     if fresh {
@@ -158,24 +160,28 @@ pub async fn register(
     if !state.settings.password_login {
         return Err(AppError::forbidden("this node signs people in through its identity provider only"));
     }
-    let mode = registration_mode(&state)?;
     let invite = c.invite.as_deref().map(str::trim).filter(|i| !i.is_empty());
-    match mode {
-        RegistrationMode::Open => {}
+    let ticket = may_sign_up(&state, client_ip(addr), invite)?;
+    let user = accounts::create_user(&state.store, &state.hasher, &c.username, &c.password).await?;
+    tracing::info!(user = %user.name, "registered");
+    use_ticket(&state, &user.name, ticket).await?;
+    start_session(&state, &user.name, StatusCode::CREATED).await
+}
+
+/// Whether someone at `ip` holding `invite` may create an account now (registration mode,
+/// then the per-address limit, which this spends); the invite to use up if it was the
+/// ticket.
+pub fn may_sign_up<'a>(state: &AppState, ip: IpAddr, invite: Option<&'a str>) -> Result<Option<&'a str>, AppError> {
+    let ticket = match registration_mode(state)? {
+        RegistrationMode::Open => None,
         RegistrationMode::Closed => {
             return Err(AppError::forbidden("this node does not take sign-ups; ask its administrator for an account"));
         }
-        RegistrationMode::InviteOnly => {
-            let usable = match invite {
-                Some(code) => state.store.invite(code)?.is_some_and(|i| i.usable(unix_now())),
-                None => false,
-            };
-            if !usable {
-                return Err(AppError::forbidden("this node takes sign-ups only through a valid invite link"));
-            }
-        }
-    }
-    let ip = client_ip(addr);
+        RegistrationMode::InviteOnly => match invite {
+            Some(code) if state.store.invite(code)?.is_some_and(|i| i.usable(unix_now())) => Some(code),
+            _ => return Err(AppError::forbidden("this node takes sign-ups only through a valid invite link")),
+        },
+    };
     if state.signups.len() > 10_000 {
         state.signups.retain_recent();
     }
@@ -184,20 +190,23 @@ pub async fn register(
         metrics::counter!("voicechat_registrations_total", "result" => "limited").increment(1);
         return Err(AppError::rate_limited_signup(wait.as_secs_f64().ceil() as u64));
     }
-    let user = accounts::create_user(&state.store, &state.hasher, &c.username, &c.password).await?;
     metrics::counter!("voicechat_registrations_total", "result" => "ok").increment(1);
-    tracing::info!(user = %user.name, "registered");
-    if let Some(code) = invite.filter(|_| mode == RegistrationMode::InviteOnly) {
-        // The ticket is used up like an accepted invite (so a one-use link signs up one).
-        let (_, fx) = state.core.accept_invite(&state.local_user(&user.name), code).await?;
+    Ok(ticket)
+}
+
+/// Uses up the invite a new account signed up with, joining its group (so a one-use link
+/// signs up one person).
+pub async fn use_ticket(state: &AppState, user: &UserName, ticket: Option<&str>) -> Result<(), AppError> {
+    if let Some(code) = ticket {
+        let (_, fx) = state.core.accept_invite(&state.local_user(user), code).await?;
         state.commit(fx).await;
     }
-    start_session(&state, &user.name, StatusCode::CREATED).await
+    Ok(())
 }
 
 /// The client address when the server recorded it (absent when a test drives the router
 /// directly).
-fn client_ip(parts: Option<Extension<ConnectInfo<SocketAddr>>>) -> IpAddr {
+pub fn client_ip(parts: Option<Extension<ConnectInfo<SocketAddr>>>) -> IpAddr {
     parts.map(|Extension(ConnectInfo(a))| a.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 

@@ -134,6 +134,8 @@ impl From<AccountError> for AppError {
             AccountError::BadName(e) => Self::bad_request(e.to_string()),
             AccountError::BadPassword => Self::bad_request(e.to_string()),
             AccountError::Taken => Self::conflict(e.to_string()),
+            AccountError::LinkedElsewhere => Self::conflict(e.to_string()),
+            AccountError::SignUpRefused(m) => Self::forbidden(m),
             AccountError::NoSuchUser => Self::not_found(e.to_string()),
             AccountError::WrongCredentials => Self::unauthenticated(e.to_string()),
             AccountError::Store(e) => e.into(),

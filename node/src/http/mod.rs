@@ -6,6 +6,7 @@ mod auth;
 mod cookies;
 mod error;
 mod groups;
+mod oidc;
 mod members;
 
 use axum::Router;
@@ -81,6 +82,8 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .nest("/api", api)
         .route("/ws", get(crate::ws::upgrade))
+        .route("/auth/oidc/{id}/start", get(oidc::start))
+        .route("/auth/oidc/{id}/callback", get(oidc::callback))
         .route("/healthz", get(|| async { "ok" }))
         .route("/.well-known/voicechat/node", get(node_card))
         .route("/metrics", get(|| async { crate::metrics::handle().render() }))

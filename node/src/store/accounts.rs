@@ -137,4 +137,38 @@ impl Store {
         self.tree(T::Settings).insert(REGISTRATION_KEY, enc(&mode))?;
         self.flush().await
     }
+
+    /// The local account an identity provider's subject signs in as.
+    pub fn oidc_link(&self, provider: &str, sub: &str) -> Result<Option<UserName>, StoreError> {
+        let Some(v) = self.tree(T::OidcLinks).get(link_key(provider, sub))? else { return Ok(None) };
+        let name = std::str::from_utf8(&v).ok().and_then(|s| UserName::new(s).ok()).ok_or(StoreError::Corrupt("oidc_links"))?;
+        Ok(Some(name))
+    }
+
+    /// Links an identity to a local account; `Conflict` if it is linked already.
+    pub async fn put_oidc_link(&self, provider: &str, sub: &str, user: &UserName) -> Result<(), StoreError> {
+        self.tree(T::OidcLinks)
+            .compare_and_swap(link_key(provider, sub), None::<&[u8]>, Some(user.as_str().as_bytes()))?
+            .map_err(|_| StoreError::Conflict)?;
+        self.flush().await
+    }
+
+    /// The identities linked to `user`, as `(provider, sub)`.
+    pub fn oidc_links_of(&self, user: &UserName) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree(T::OidcLinks).iter() {
+            let (k, v) = item?;
+            if &*v == user.as_str().as_bytes() {
+                let k = String::from_utf8_lossy(&k);
+                if let Some((p, s)) = k.split_once('\0') {
+                    out.push((p.to_owned(), s.to_owned()));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn link_key(provider: &str, sub: &str) -> Vec<u8> {
+    format!("{provider}\0{sub}").into_bytes()
 }

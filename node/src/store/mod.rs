@@ -101,9 +101,10 @@ pub(crate) enum T {
     Blocks,
     UserBlocks,
     Settings,
+    OidcLinks,
 }
 
-const TREES: [(T, &str); 14] = [
+const TREES: [(T, &str); 15] = [
     (T::Users, "users"),
     (T::Sessions, "sessions"),
     (T::Groups, "groups"),
@@ -120,6 +121,8 @@ const TREES: [(T, &str); 14] = [
     (T::UserBlocks, "user_blocks"),
     // Node-wide settings changed at run time (registration mode, who is admin).
     (T::Settings, "settings"),
+    // `<provider>\0<sub>` → local user name: identities that sign in as an account.
+    (T::OidcLinks, "oidc_links"),
 ];
 
 /// Writes to apply together: one transaction over every tree they touch, one flush.

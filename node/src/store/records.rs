@@ -19,6 +19,10 @@ pub struct UserRecord {
     /// account of a node gets it (absent in data written before: false).
     #[serde(default)]
     pub admin: bool,
+    /// An email address an identity provider vouched for (verified); a first sign-in
+    /// through another provider with the same verified address links to this account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }
 
 /// A browser's login session, keyed by the SHA-256 of its random cookie value (a copy of

@@ -131,7 +131,7 @@ async fn reopening_keeps_data_checks_the_schema_and_upgrades_version_one() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open(dir.path()).unwrap();
-        let u = UserRecord { name: UserName::new("alice").unwrap(), password_hash: "h".into(), disabled: false, created_at: 1, admin: false };
+        let u = UserRecord { name: UserName::new("alice").unwrap(), password_hash: "h".into(), disabled: false, created_at: 1, admin: false, email: None };
         store.create_user(&u).await.unwrap();
         assert!(matches!(store.create_user(&u).await, Err(StoreError::Conflict)));
         // Make it look like a version 1 data dir, with its unpruned seq tree.
