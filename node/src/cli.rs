@@ -283,7 +283,7 @@ pub struct ServeArgs {
     /// which says "moved to another tab" [default: 1]. Load tests raise it.
     #[arg(long, value_name = "N", env = "VOICECHAT_CALL_SEATS_PER_USER")]
     pub call_seats_per_user: Option<usize>,
-    /// Accounts one client address may create per hour [default: 10].
+    /// Sign-ups one client address may attempt per hour [default: 10].
     #[arg(long, value_name = "N", env = "VOICECHAT_REGISTRATIONS_PER_HOUR")]
     pub registrations_per_hour: Option<u32>,
 }

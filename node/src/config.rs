@@ -188,7 +188,7 @@ pub struct FileAccounts {
     /// Seats in calls one user may hold (a tab joining beyond it takes the oldest over).
     /// Left out: 1.
     pub call_seats_per_user: Option<usize>,
-    /// Accounts one client address may create per hour. Left out: 10.
+    /// Sign-ups one client address may attempt per hour. Left out: 10.
     pub registrations_per_hour: Option<u32>,
 }
 

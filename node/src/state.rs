@@ -48,7 +48,8 @@ pub struct Limits {
     pub sockets_per_user: usize,
     /// Seats in calls per user; a socket joining beyond it takes over the oldest seat.
     pub call_seats_per_user: usize,
-    /// Accounts one client address may create per hour.
+    /// Sign-ups one client address may attempt per hour (allowed by the mode; a taken name
+    /// counts too).
     pub registrations_per_hour: u32,
 }
 

@@ -8,7 +8,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { assertPrivateNetns, tempDir, writeBeepWav, startNode, launchBrowser, waitFor, registerOn, joinCall } from './helpers.mjs';
+import { assertPrivateNetns, tempDir, writeBeepWav, startNode, launchBrowser, waitFor, registerOn, joinCall, createGroupWithInvite } from './helpers.mjs';
 
 const byId = (page, id) => page.locator(`[data-testid="${id}"]`);
 const PASSWORD = 'correct horse battery';
@@ -85,13 +85,7 @@ describe('accounts: admin page, registration modes, one call seat', { timeout: 1
     assert.match(await byId(B.page, 'signup-closed').textContent(), /invite link/);
 
     await A.page.goto(new URL('/', node.url).href);
-    await byId(A.page, 'group-create-name').fill('Choir');
-    await byId(A.page, 'group-create-submit').click();
-    await byId(A.page, 'group-title').waitFor();
-    await byId(A.page, 'invite-create').click();
-    const urlInput = A.page.locator('[data-testid^="invite-url-"]').first();
-    await urlInput.waitFor();
-    const inviteUrl = await urlInput.inputValue();
+    const inviteUrl = await createGroupWithInvite(A.page, 'Choir');
     await B.page.goto(inviteUrl);
     await byId(B.page, 'invite-register').click();
     await byId(B.page, 'register-username').fill('carol');

@@ -436,6 +436,17 @@ export async function setUpRoom(url, browsers, users, extraMembers = [], passwor
   return { gid, rid, roomUrl: owner.url() };
 }
 
+/** On the page's My groups, creates group `name` and an invite link to it; resolves to the link. */
+export async function createGroupWithInvite(page, name) {
+  await byTestId(page, 'group-create-name').fill(name);
+  await byTestId(page, 'group-create-submit').click();
+  await byTestId(page, 'group-title').waitFor();
+  await byTestId(page, 'invite-create').click();
+  const urlInput = page.locator('[data-testid^="invite-url-"]').first();
+  await urlInput.waitFor();
+  return urlInput.inputValue();
+}
+
 export async function joinCall(page, roomUrl) {
   if (page.url() !== roomUrl) await page.goto(roomUrl);
   await byTestId(page, 'call-join').click();

@@ -4,12 +4,13 @@
 //! the same account. Refused, each with the reason on the sign-in page and nobody signed
 //! in: a forged `state`, a replayed callback, a used code under a fresh state, an answer
 //! naming another issuer (`iss`), and a provider whose discovery names another issuer.
+//! A password account links its provider identity explicitly, then signs in with it.
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { assertPrivateNetns, tempDir, writeBeepWav, startNode, launchBrowser, waitFor } from './helpers.mjs';
+import { assertPrivateNetns, tempDir, writeBeepWav, startNode, launchBrowser, waitFor, registerOn } from './helpers.mjs';
 import { startProvider } from './oidc-provider.mjs';
 
 const byId = (page, id) => page.locator(`[data-testid="${id}"]`);
@@ -18,6 +19,7 @@ describe('OpenID Connect sign-in', { timeout: 120_000 }, () => {
   let node;
   let idp;
   let A;
+  let B;
   let dir;
 
   before(async () => {
@@ -32,11 +34,13 @@ describe('OpenID Connect sign-in', { timeout: 120_000 }, () => {
     );
     node = await startNode({ args: ['--config', config] });
     idp.configure({ redirectUris: [new URL('/auth/oidc/corp/callback', node.url).href] });
-    A = await launchBrowser(writeBeepWav(path.join(dir, 'beeps.wav'), { seconds: 1 }));
+    const wav = writeBeepWav(path.join(dir, 'beeps.wav'), { seconds: 1 });
+    A = await launchBrowser(wav);
+    B = await launchBrowser(wav);
   });
 
   after(async () => {
-    if (A) await A.close();
+    for (const b of [A, B]) if (b) await b.close();
     if (node) await node.stop();
     if (idp) idp.stop();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
@@ -128,5 +132,22 @@ describe('OpenID Connect sign-in', { timeout: 120_000 }, () => {
     assert.match(await byId(A.page, 'signin-error').textContent(), /does not say it is/);
     assert.equal((await session()).user, null);
     await waitFor(async () => (await session()).user === null, { message: 'still signed out' });
+  });
+
+  it('a password account links its provider identity, then signs in with it', async () => {
+    await registerOn(B.page, node.url, 'bea', 'bea-password-1');
+    await byId(B.page, 'oidc-link-corp').click();
+    await B.page.locator('input[name="login"]').fill('b.smith');
+    await B.page.locator('input[name="password"]').fill('anything');
+    await B.page.locator('button[type="submit"]').click();
+    await B.page.locator('button[type="submit"]').click();
+    await byId(B.page, 'group-list').waitFor();
+    const me = () => B.page.evaluate(() => fetch('/api/session').then((r) => r.json()));
+    assert.equal((await me()).user.id, 'bea@alpha', 'linked, not a new account');
+    await byId(B.page, 'logout').click();
+    await byId(B.page, 'login-username').waitFor();
+    await byId(B.page, 'oidc-corp').click();
+    await byId(B.page, 'group-list').waitFor();
+    assert.equal((await me()).user.id, 'bea@alpha', 'the provider signs bea in');
   });
 });

@@ -157,9 +157,7 @@ pub async fn register(
     addr: Option<Extension<ConnectInfo<SocketAddr>>>,
     Body(c): Body<SignUp>,
 ) -> Result<Response, AppError> {
-    if !state.settings.password_login {
-        return Err(AppError::forbidden("this node signs people in through its identity provider only"));
-    }
+    require_password_login(&state)?;
     let invite = c.invite.as_deref().map(str::trim).filter(|i| !i.is_empty());
     let ticket = may_sign_up(&state, client_ip(addr), invite)?;
     let user = accounts::create_user(&state.store, &state.hasher, &c.username, &c.password).await?;
@@ -210,15 +208,22 @@ pub fn client_ip(parts: Option<Extension<ConnectInfo<SocketAddr>>>) -> IpAddr {
     parts.map(|Extension(ConnectInfo(a))| a.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
+/// Refuses password sign-up and login on a node that turned them off.
+fn require_password_login(state: &AppState) -> Result<(), AppError> {
+    if state.settings.password_login {
+        Ok(())
+    } else {
+        Err(AppError::forbidden("this node signs people in through its identity provider only"))
+    }
+}
+
 /// `POST /api/login`.
 pub async fn login(
     State(state): State<AppState>,
     addr: Option<Extension<ConnectInfo<SocketAddr>>>,
     Body(c): Body<Credentials>,
 ) -> Result<Response, AppError> {
-    if !state.settings.password_login {
-        return Err(AppError::forbidden("this node signs people in through its identity provider only"));
-    }
+    require_password_login(&state)?;
     let ip = client_ip(addr);
     let at = reserve(&state, &c.username, ip)?;
     match accounts::authenticate(&state.store, &state.hasher, &c.username, &c.password).await {

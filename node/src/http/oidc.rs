@@ -97,12 +97,14 @@ async fn finish(state: &AppState, id: &str, q: &Callback, binding: Option<&str>,
         Err(e) => return Err(e.to_string()),
     };
     if how == accounts::OidcMatch::Created {
-        use_ticket(state, &user.name, ticket.as_deref()).await.map_err(|e| format!("{e:?}"))?;
+        use_ticket(state, &user.name, ticket).await.map_err(|_| "the account was made, but its invite could not be used; log in and open the link again".to_owned())?;
     }
     metrics::counter!("voicechat_oidc_logins_total", "result" => "ok").increment(1);
     tracing::info!(user = %user.name, provider = %id, ?how, "signed in through identity provider");
     let mut res = redirect("/");
-    session_cookies(state, &user.name, &random_hex(32), res.headers_mut()).await.map_err(|e| format!("{e:?}"))?;
+    session_cookies(state, &user.name, &random_hex(32), res.headers_mut())
+        .await
+        .map_err(|_| "something went wrong on the node; try again".to_owned())?;
     Ok(res)
 }
 
