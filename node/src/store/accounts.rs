@@ -127,6 +127,23 @@ impl Store {
         Ok(won)
     }
 
+    /// Makes the oldest account the administrator if none was claimed (the upgrade from
+    /// data written before administrators existed). Not flushed: the caller flushes.
+    pub(crate) fn adopt_oldest_admin(&self) -> Result<(), StoreError> {
+        let settings = self.tree(T::Settings);
+        if settings.contains_key(ADMIN_KEY)? {
+            return Ok(());
+        }
+        let oldest = self.users()?.into_iter().min_by(|a, b| (a.created_at, a.name.as_str()).cmp(&(b.created_at, b.name.as_str())));
+        if let Some(mut user) = oldest {
+            user.admin = true;
+            self.tree(T::Users).insert(user.name.as_str(), enc(&user))?;
+            settings.insert(ADMIN_KEY, user.name.as_str().as_bytes())?;
+            tracing::info!(user = %user.name, "the oldest account administers this node");
+        }
+        Ok(())
+    }
+
     /// The registration mode an administrator set, if any.
     pub fn registration_mode(&self) -> Result<Option<RegistrationMode>, StoreError> {
         self.tree(T::Settings).get(REGISTRATION_KEY)?.map(|v| dec("settings", &v)).transpose()

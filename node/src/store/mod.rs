@@ -178,6 +178,7 @@ impl Store {
             e => StoreError::Sled(e),
         })?;
         let meta = db.open_tree("meta")?;
+        let mut before_admins = false;
         match meta.get("schema_version")? {
             None => {
                 meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
@@ -194,12 +195,11 @@ impl Store {
                     // Old sessions cannot be rekeyed without keeping them readable, so they
                     // end: everyone logs in once more.
                     1 | 2 => {
+                        before_admins = true;
                         if found == 1 {
                             db.drop_tree("seqs")?;
                         }
                         db.drop_tree("sessions")?;
-                        meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
-                        db.flush()?;
                         tracing::info!(from = found, to = SCHEMA_VERSION, "upgraded the store");
                     }
                     found => return Err(StoreError::Schema { found }),
@@ -207,7 +207,15 @@ impl Store {
             }
         }
         let trees = TREES.iter().map(|(_, name)| db.open_tree(name)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { db, trees, flushes: Default::default() })
+        let store = Self { db, trees, flushes: Default::default() };
+        if before_admins {
+            // Nodes from before administrators existed: the oldest account administers
+            // (else the next sign-up would, being the first to claim it).
+            store.adopt_oldest_admin()?;
+            meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
+            store.db.flush()?;
+        }
+        Ok(store)
     }
 
     pub(crate) fn tree(&self, t: T) -> &sled::Tree {

@@ -163,14 +163,22 @@ async fn sessions_are_stored_under_a_hash_and_version_two_sessions_end_at_upgrad
             assert!(!String::from_utf8_lossy(&v).contains(cookie));
             assert_eq!(&*k, session_tag(cookie).as_bytes());
         }
-        // A version 2 data dir kept the cookie itself as the key.
+        // A version 2 data dir kept the cookie itself as the key, and had no administrator.
         store.tree(T::Sessions).insert(cookie, b"{}".to_vec()).unwrap();
+        for (name, at) in [("zed", 5), ("amy", 9)] {
+            let u = UserRecord { name: UserName::new(name).unwrap(), password_hash: "h".into(), disabled: false, created_at: at, admin: false, email: None };
+            store.create_user(&u).await.unwrap();
+        }
         store.db.open_tree("meta").unwrap().insert("schema_version", &2u32.to_be_bytes()).unwrap();
         store.flush().await.unwrap();
     }
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.session_count(), 0, "plain-text sessions ended at the upgrade");
     assert!(store.session(cookie).unwrap().is_none());
+    // The oldest account administers; the next sign-up does not get it.
+    assert!(store.user(&UserName::new("zed").unwrap()).unwrap().unwrap().admin);
+    assert!(!store.user(&UserName::new("amy").unwrap()).unwrap().unwrap().admin);
+    assert!(!store.claim_admin(&UserName::new("newcomer").unwrap()).await.unwrap());
 }
 
 #[tokio::test]
