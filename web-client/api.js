@@ -68,6 +68,7 @@ export async function request(method, path, body) {
 export const get = (path) => request('GET', path);
 export const post = (path, body = {}) => request('POST', path, body);
 export const patch = (path, body) => request('PATCH', path, body);
+export const put = (path, body) => request('PUT', path, body);
 export const del = (path) => request('DELETE', path);
 
 const seg = encodeURIComponent;
@@ -100,8 +101,9 @@ export const api = {
     setCsrf(s.csrf);
     return s;
   },
-  async register(username, password) {
-    const r = await post('/api/register', { username, password });
+  /** `invite`: a group invite code, the ticket on an invite-only node (null otherwise). */
+  async register(username, password, invite = null) {
+    const r = await post('/api/register', invite ? { username, password, invite } : { username, password });
     setCsrf(r.csrf);
     return r;
   },
@@ -113,6 +115,10 @@ export const api = {
   logout: () => post('/api/logout'),
   changePassword: (oldPassword, newPassword) =>
     post('/api/password', { old_password: oldPassword, new_password: newPassword }),
+  adminUsers: () => get('/api/admin/users'),
+  adminSetDisabled: (name, disabled) => patch(`/api/admin/users/${seg(name)}`, { disabled }),
+  adminSettings: () => get('/api/admin/settings'),
+  adminSetRegistration: (registration) => put('/api/admin/settings', { registration }),
   groups: () => get('/api/groups'),
   createGroup: (name) => post('/api/groups', { name }),
   group: (gid) => get(`/api/groups/${seg(gid)}`),

@@ -5,6 +5,7 @@ import { api, ApiError } from './api.js';
 import { Socket } from './socket.js';
 import { Call } from './call.js';
 import { h, link, replaceChildren, displayUser, userLabel } from './dom.js';
+import * as adminView from './views/admin.js';
 import * as authView from './views/auth.js';
 import * as groupsView from './views/groups.js';
 import * as groupView from './views/group.js';
@@ -26,7 +27,14 @@ const state = {
   invitationsLoaded: false,
   blocks: [], // node names whose invitations this user refuses
   blocksLoaded: false,
+  // How people sign in here, from /api/session: identity providers [{id, name}], who may
+  // sign up ("open" | "invite-only" | "closed"), and whether passwords are accepted.
+  signIn: { providers: [], registration: 'open', passwordLogin: true },
 };
+
+function learnSignIn(s) {
+  state.signIn = { providers: s.providers || [], registration: s.registration || 'open', passwordLogin: s.password_login !== false };
+}
 
 let route = { view: null, instance: null, params: {} };
 const listeners = new Set(); // long-lived (header, call bar)
@@ -291,6 +299,18 @@ socket.on('hello', () => {
   // Events may have been missed while disconnected: catch up.
   if (state.user) refreshAfterReconnect();
 });
+// The node closed this socket because its login session ended (logout elsewhere in this
+// browser, a password change on another device, or the administrator disabled the account).
+const SIGNED_OUT = { 'logged out': 'You logged out.', 'password changed': 'Your password was changed.', 'account disabled': 'Your account was disabled.' };
+socket.on('signed_out', (m) => {
+  if (state.user) sessionEnded(SIGNED_OUT[m.reason] || 'Your session has ended.');
+});
+// Another tab of this account joined a call: it holds the seat now.
+socket.on('moved', (m) => {
+  if (!call.inRoom(m.group, m.room)) return;
+  call.stop();
+  notify('Moved to another tab: you are in this call there.', 'info');
+});
 let lostConnection = false;
 socket.on('close', (m) => {
   if (m.wasConnected && state.user) {
@@ -359,17 +379,17 @@ async function resetSession() {
   state.blocksLoaded = false;
   renderAccount();
   try {
-    await api.session(); // fresh CSRF token
+    learnSignIn(await api.session()); // fresh CSRF token
   } catch {
     /* shown on the next request */
   }
 }
 
-async function sessionEnded() {
+async function sessionEnded(why = 'Your session has ended.') {
   call.stop();
   socket.close();
   await resetSession();
-  notify('Your session has ended. Log in again.');
+  notify(`${why} Log in again.`);
   navigate(`/login?next=${encodeURIComponent(location.pathname)}`);
 }
 
@@ -388,6 +408,7 @@ function renderAccount() {
           h('span', {}, waiting === 1 ? ' invitation' : ' invitations'),
           h('span', { class: 'sr-only' }, ' waiting for your answer'))
       : null,
+    state.user.admin ? link('/admin', { class: 'btn btn-quiet', testid: 'goto-admin' }, 'Admin') : null,
     h('span', { class: 'whoami', title: state.user.id, testid: 'whoami' }, displayUser(state.user.id, state.node)),
     h('button', { class: 'btn btn-quiet', type: 'button', testid: 'logout', onclick: () => logout() }, 'Log out'),
   );
@@ -402,6 +423,7 @@ const routes = [
   { pattern: /^\/g\/(?<gid>[^/]+)$/, view: groupView, auth: true },
   { pattern: /^\/g\/(?<gid>[^/]+)\/r\/(?<rid>[^/]+)$/, view: roomView, auth: true },
   { pattern: /^\/invite\/(?<code>[^/]+)$/, view: inviteView },
+  { pattern: /^\/admin$/, view: adminView, auth: true },
 ];
 
 const main = document.getElementById('main');
@@ -583,6 +605,7 @@ let offlineTries = 0;
 async function start() {
   try {
     const s = await api.session();
+    learnSignIn(s);
     state.node = s.node || '';
     if (s.user) await loggedIn(s.user);
   } catch (err) {

@@ -34,6 +34,12 @@ pub enum AccountError {
     /// Wrong name/password pair, or a disabled account.
     #[error("wrong user name or password")]
     WrongCredentials,
+    /// The identity signs in as another account already.
+    #[error("that identity is linked to another account")]
+    LinkedElsewhere,
+    /// Sign-up is not open to this person (registration mode).
+    #[error("{0}")]
+    SignUpRefused(&'static str),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -52,6 +58,8 @@ pub enum AccountError {
 pub struct Hasher {
     permits: Arc<Semaphore>,
     buffers: Arc<Mutex<Vec<Vec<Block>>>>,
+    /// A hash of a random password, checked against for names that do not exist.
+    decoy: Arc<tokio::sync::OnceCell<String>>,
 }
 
 fn owasp() -> Params {
@@ -105,7 +113,7 @@ fn verify_with(buf: &mut Vec<Block>, hash: &str, password: &[u8]) -> bool {
 impl Hasher {
     /// A hasher that runs at most `max_concurrent` hashes at once.
     pub fn new(max_concurrent: usize) -> Self {
-        Self { permits: Arc::new(Semaphore::new(max_concurrent.max(1))), buffers: Arc::default() }
+        Self { permits: Arc::new(Semaphore::new(max_concurrent.max(1))), buffers: Arc::default(), decoy: Arc::default() }
     }
 
     /// Runs `f` on the blocking pool with a permit and a work buffer.
@@ -128,10 +136,19 @@ impl Hasher {
         self.run(move |buf| hash_into(buf, pw.as_bytes())).await?.ok_or(AccountError::Hash)
     }
 
-    /// Whether `password` matches the PHC string `hash`.
+    /// Whether `password` matches the PHC string `hash`. Counted in
+    /// `voicechat_password_checks_total`.
     pub async fn verify(&self, hash: &str, password: &str) -> Result<bool, AccountError> {
         let (hash, pw) = (hash.to_owned(), password.to_owned());
+        metrics::counter!("voicechat_password_checks_total").increment(1);
         self.run(move |buf| verify_with(buf, &hash, pw.as_bytes())).await
+    }
+
+    /// The hash a password is checked against when the name does not exist: same
+    /// algorithm and parameters as a real one, so both take the same work.
+    async fn decoy(&self) -> Result<String, AccountError> {
+        let decoy = self.decoy.get_or_try_init(|| async { self.hash(&crate::time::random_hex(16)).await }).await?;
+        Ok(decoy.clone())
     }
 }
 
@@ -144,7 +161,8 @@ fn check_password(password: &str) -> Result<(), AccountError> {
     }
 }
 
-/// Creates a local account.
+/// Creates a local account. The first account created on a node becomes its
+/// administrator (claimed atomically, so two racing first sign-ups get one admin).
 pub async fn create_user(
     store: &Store,
     hasher: &Hasher,
@@ -161,16 +179,116 @@ pub async fn create_user(
         password_hash: hasher.hash(password).await?,
         disabled: false,
         created_at: unix_now(),
+        admin: false,
+        email: None,
     };
+    insert_user(store, user).await
+}
+
+/// Stores a new account; the first of the node becomes its administrator.
+async fn insert_user(store: &Store, mut user: UserRecord) -> Result<UserRecord, AccountError> {
     store.create_user(&user).await.map_err(|e| match e {
         StoreError::Conflict => AccountError::Taken,
         e => e.into(),
     })?;
+    if store.claim_admin(&user.name).await? {
+        user.admin = true;
+        store.update_user(&user).await?;
+        tracing::info!(user = %user.name, "first account: administrator");
+    }
     Ok(user)
 }
 
-/// Checks a name/password pair. Unknown names cost a hash too, so timing does not tell
-/// which names exist.
+/// How a sign-in through an identity provider found its local account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OidcMatch {
+    /// The identity was linked before.
+    Linked,
+    /// Linked now: to the logged-in user who asked, or to the account with the same
+    /// verified email.
+    NewLink,
+    /// A new account was created (the caller checked the registration mode).
+    Created,
+}
+
+/// Finds (or makes) the local account for an identity the provider vouched for. Never by
+/// name: an existing account is only reached by a link made before, by the logged-in user
+/// asking to link, or by an email a provider verified for both. `may_create` is asked
+/// before a new account is made (registration mode, limits).
+pub async fn sign_in_oidc(
+    store: &Store,
+    id: &crate::oidc::Identity,
+    may_create: impl FnOnce() -> Result<(), AccountError>,
+) -> Result<(UserRecord, OidcMatch), AccountError> {
+    let usable = |u: Option<UserRecord>| u.filter(|u| !u.disabled).ok_or(AccountError::WrongCredentials);
+    if let Some(name) = store.oidc_link(&id.provider, &id.sub)? {
+        if id.link_to.as_ref().is_some_and(|l| l != name.as_str()) {
+            return Err(AccountError::LinkedElsewhere);
+        }
+        return Ok((usable(store.user(&name)?)?, OidcMatch::Linked));
+    }
+    let by_request = match &id.link_to {
+        Some(n) => Some(usable(store.user(&UserName::new(n)?)?)?),
+        None => None,
+    };
+    let by_email = match (&by_request, &id.verified_email) {
+        (None, Some(email)) => store.users()?.into_iter().find(|u| u.email.as_deref() == Some(email.as_str())),
+        _ => None,
+    };
+    if let Some(user) = by_request.or(by_email) {
+        let user = usable(Some(user))?;
+        store.put_oidc_link(&id.provider, &id.sub, &user.name).await?;
+        tracing::info!(user = %user.name, provider = %id.provider, "identity linked");
+        return Ok((user, OidcMatch::NewLink));
+    }
+    may_create()?;
+    let base = local_name(id.name_hint.as_deref().unwrap_or("user"));
+    for n in 1..=100u32 {
+        let candidate = if n == 1 { base.clone() } else { format!("{}{n}", &base[..base.len().min(28)]) };
+        let Ok(name) = UserName::new(&candidate) else { continue };
+        if store.user(&name)?.is_some() {
+            continue;
+        }
+        let user = UserRecord {
+            name,
+            // No password: only the provider signs this account in (a password can be set
+            // later by the administrator with `voicechat user passwd`).
+            password_hash: String::new(),
+            disabled: false,
+            created_at: unix_now(),
+            admin: false,
+            email: id.verified_email.clone(),
+        };
+        match insert_user(store, user).await {
+            Ok(user) => {
+                store.put_oidc_link(&id.provider, &id.sub, &user.name).await?;
+                tracing::info!(user = %user.name, provider = %id.provider, "account created through identity provider");
+                return Ok((user, OidcMatch::Created));
+            }
+            Err(AccountError::Taken) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(AccountError::Taken)
+}
+
+/// A user name from what a provider calls the person: allowed characters only, 3 to 32.
+fn local_name(hint: &str) -> String {
+    let mut s: String = hint
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c.to_ascii_lowercase() } else { '-' })
+        .skip_while(|c| !c.is_ascii_alphanumeric())
+        .take(32)
+        .collect();
+    while s.len() < 3 {
+        s.push('0');
+    }
+    s
+}
+
+/// Checks a name/password pair. Every attempt costs exactly one argon2 check, whether the
+/// name exists or not and whatever the password's length, so timing does not tell which
+/// names exist.
 pub async fn authenticate(
     store: &Store,
     hasher: &Hasher,
@@ -178,18 +296,22 @@ pub async fn authenticate(
     password: &str,
 ) -> Result<UserRecord, AccountError> {
     let user = UserName::new(name).ok().map(|n| store.user(&n)).transpose()?.flatten();
-    let Some(user) = user else {
-        // Burn the same time as a real check.
-        let _ = hasher.hash(password).await;
-        return Err(AccountError::WrongCredentials);
+    // Over-long passwords are hashed only up to the longest allowed, for every name alike
+    // (refusing them early only for existing names was what gave names away).
+    let cut = password.char_indices().nth(MAX_PASSWORD).map_or(password, |(i, _)| &password[..i]);
+    // Unknown names, and accounts that only sign in through a provider (no password),
+    // are checked against the decoy.
+    let hash = match &user {
+        Some(u) if !u.password_hash.is_empty() => u.password_hash.clone(),
+        _ => hasher.decoy().await?,
     };
-    if password.len() > MAX_PASSWORD * 4 || !hasher.verify(&user.password_hash, password).await? {
-        return Err(AccountError::WrongCredentials);
+    let right = hasher.verify(&hash, cut).await?
+        && cut.len() == password.len()
+        && user.as_ref().is_some_and(|u| !u.password_hash.is_empty());
+    match user {
+        Some(u) if right && !u.disabled => Ok(u),
+        _ => Err(AccountError::WrongCredentials),
     }
-    if user.disabled {
-        return Err(AccountError::WrongCredentials);
-    }
-    Ok(user)
 }
 
 /// Sets a new password and ends every session of the user except `keep_session`.
@@ -226,6 +348,62 @@ mod tests {
     use argon2::{PasswordHasher, PasswordVerifier};
 
     use super::*;
+
+    fn who(provider: &str, sub: &str, email: Option<&str>, name: &str) -> crate::oidc::Identity {
+        crate::oidc::Identity {
+            provider: provider.into(),
+            sub: sub.into(),
+            verified_email: email.map(str::to_owned),
+            name_hint: Some(name.into()),
+            link_to: None,
+            invite: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn provider_identities_map_by_link_or_verified_email_never_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let hasher = Hasher::new(1);
+        let ada = create_user(&store, &hasher, "ada", "ada-password-1").await.unwrap();
+        assert!(ada.admin);
+        let open = || Ok(());
+        // Same name as a password account, no verified email: a new account, not ada's.
+        let (u, how) = sign_in_oidc(&store, &who("corp", "s-1", None, "Ada"), open).await.unwrap();
+        assert_eq!((u.name.as_str(), how, u.admin), ("ada2", OidcMatch::Created, false));
+        // The same subject again: the same account.
+        let (again, how) = sign_in_oidc(&store, &who("corp", "s-1", None, "someone-else"), open).await.unwrap();
+        assert_eq!((again.name, how), (u.name.clone(), OidcMatch::Linked));
+        // A verified email: the account gets it; another provider vouching for it links there.
+        let (bea, _) = sign_in_oidc(&store, &who("corp", "s-2", Some("bea@example.org"), "bea"), open).await.unwrap();
+        let (same, how) = sign_in_oidc(&store, &who("other", "x-9", Some("bea@example.org"), "b"), open).await.unwrap();
+        assert_eq!((same.name, how), (bea.name.clone(), OidcMatch::NewLink));
+        // A logged-in user links explicitly; an identity linked elsewhere cannot be moved.
+        let mut link = who("other", "x-7", None, "whatever");
+        link.link_to = Some("ada".into());
+        let (linked, how) = sign_in_oidc(&store, &link, open).await.unwrap();
+        assert_eq!((linked.name.as_str(), how), ("ada", OidcMatch::NewLink));
+        let mut steal = who("corp", "s-2", None, "x");
+        steal.link_to = Some("ada".into());
+        assert!(matches!(sign_in_oidc(&store, &steal, open).await, Err(AccountError::LinkedElsewhere)));
+        // Sign-up refused: nothing is created; a disabled account does not sign in.
+        let closed = || Err(AccountError::SignUpRefused("closed"));
+        assert!(matches!(sign_in_oidc(&store, &who("corp", "s-3", None, "carl"), closed).await, Err(AccountError::SignUpRefused(_))));
+        assert!(store.user(&UserName::new("carl").unwrap()).unwrap().is_none());
+        set_disabled(&store, "bea", true).await.unwrap();
+        assert!(matches!(sign_in_oidc(&store, &who("other", "x-9", None, "b"), open).await, Err(AccountError::WrongCredentials)));
+        // An account made through a provider has no password to log in with.
+        assert!(matches!(authenticate(&store, &hasher, "ada2", "").await, Err(AccountError::WrongCredentials)));
+    }
+
+    #[test]
+    fn local_names_follow_the_rules() {
+        assert_eq!(local_name("Ada Lovelace"), "ada-lovelace");
+        assert_eq!(local_name("__x"), "x00");
+        assert_eq!(local_name("Zoë"), "zo-");
+        assert_eq!(local_name(&"é".repeat(40)), "000");
+        assert_eq!(local_name(&"a".repeat(40)).len(), 32);
+    }
 
     #[test]
     fn our_hashes_are_standard_phc_strings_and_reuse_one_buffer() {

@@ -112,8 +112,22 @@ pub struct Ctx {
     pub hasher: Hasher,
     /// Present in a running node.
     pub status: Option<Status>,
-    /// The running node's federation: pins and blocks apply to it at once.
-    pub fed: Option<crate::federation::Federation>,
+    /// The running node: pins and blocks apply to its federation at once, and a disabled
+    /// user or a changed password signs that user's pages out at once.
+    pub app: Option<crate::state::AppState>,
+}
+
+impl Ctx {
+    fn fed(&self) -> Option<&crate::federation::Federation> {
+        self.app.as_ref().and_then(|a| a.fed())
+    }
+
+    /// Signs `name`'s open pages out (their sockets close) on a running node.
+    async fn sign_out(&self, name: &str, why: &str) {
+        if let (Some(app), Ok(name)) = (&self.app, voicechat_protocol::ids::UserName::new(name)) {
+            crate::http::close_sockets(app, &app.local_user(&name), None, None, why).await;
+        }
+    }
 }
 
 /// A node named by the operator as a PeerId or a name: its key and name, as far as known.
@@ -146,6 +160,7 @@ pub async fn execute(ctx: &Ctx, req: Request) -> Result<Reply, String> {
         }
         Request::UserPasswd { name, password } => {
             accounts::set_password(store, &ctx.hasher, &name, &password, None).await.map_err(acc)?;
+            ctx.sign_out(&name, "password changed").await;
             out(format!("password changed for {name}; their sessions were ended"))
         }
         Request::UserList => {
@@ -158,6 +173,7 @@ pub async fn execute(ctx: &Ctx, req: Request) -> Result<Reply, String> {
         }
         Request::UserDisable { name } => {
             accounts::set_disabled(store, &name, true).await.map_err(acc)?;
+            ctx.sign_out(&name, "account disabled").await;
             out(format!("disabled {name}; their sessions were ended"))
         }
         Request::UserEnable { name } => {
@@ -169,15 +185,15 @@ pub async fn execute(ctx: &Ctx, req: Request) -> Result<Reply, String> {
             crate::federation::parse_pin(&ma)
                 .map_err(|e| format!("{e}; the node prints its full address at start, and `voicechat id` its PeerId"))?;
             store.add_pin(&ma.to_string()).await.map_err(st)?;
-            if let Some(fed) = &ctx.fed {
+            if let Some(fed) = ctx.fed() {
                 fed.pin(&ma, true).await.map_err(|e| e.to_string())?;
             }
-            let when = if ctx.fed.is_some() { " (the running node admits it now, and dials it if the address has one)" } else { "" };
+            let when = if ctx.fed().is_some() { " (the running node admits it now, and dials it if the address has one)" } else { "" };
             out(format!("pinned {ma}{when}"))
         }
         Request::PeerRemove { addr } => match store.remove_pin(&addr).await {
             Ok(()) => {
-                if let (Some(fed), Ok(ma)) = (&ctx.fed, addr.parse::<libp2p::Multiaddr>()) {
+                if let (Some(fed), Ok(ma)) = (ctx.fed(), addr.parse::<libp2p::Multiaddr>()) {
                     let _ = fed.pin(&ma, false).await;
                 }
                 out(format!("removed pin {addr}"))
@@ -191,14 +207,14 @@ pub async fn execute(ctx: &Ctx, req: Request) -> Result<Reply, String> {
             // A name not known yet is blocked as a name; a known one with its key too.
             let bound = if node.parse::<libp2p::PeerId>().is_ok() { name.clone() } else { name.clone().filter(|_| key.is_some()) };
             store.add_block(&node, bound.as_ref()).await.map_err(st)?;
-            if let Some(fed) = &ctx.fed {
+            if let Some(fed) = ctx.fed() {
                 fed.block(key, name, true).await;
             }
-            out(format!("blocked {node}{}", if ctx.fed.is_some() { " (its connections are closed now)" } else { "" }))
+            out(format!("blocked {node}{}", if ctx.fed().is_some() { " (its connections are closed now)" } else { "" }))
         }
         Request::PeerUnblock { node } => match store.remove_block(node.trim()).await {
             Ok(()) => {
-                if let (Some(fed), Ok((key, name))) = (&ctx.fed, node_of(store, node.trim())) {
+                if let (Some(fed), Ok((key, name))) = (ctx.fed(), node_of(store, node.trim())) {
                     fed.block(key, name, false).await;
                 }
                 out(format!("unblocked {node}"))
@@ -417,7 +433,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let status = Status { url: "http://localhost:1".into(), ..Status::default() };
-        serve(Ctx { store, data_dir: dir.path().into(), hasher: Hasher::new(1), status: Some(status), fed: None }).unwrap();
+        serve(Ctx { store, data_dir: dir.path().into(), hasher: Hasher::new(1), status: Some(status), app: None }).unwrap();
         let path = socket_path(dir.path());
         {
             use std::os::unix::fs::PermissionsExt;

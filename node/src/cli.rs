@@ -336,6 +336,23 @@ pub struct ServeArgs {
     /// encrypted only between each browser and whatever forwards it, and pages say so.
     #[arg(long, value_enum, value_name = "ON|OFF", env = "VOICECHAT_E2EE")]
     pub e2ee: Option<crate::config::Switch>,
+    /// Who may sign up until the administrator chooses on the admin page: open, invite-only
+    /// (a group invite link is the ticket) or closed [default: open].
+    #[arg(long, value_enum, value_name = "MODE", env = "VOICECHAT_REGISTRATION")]
+    pub registration: Option<crate::store::RegistrationMode>,
+    /// Password login and sign-up [default: on].
+    #[arg(long, value_enum, value_name = "ON|OFF", env = "VOICECHAT_PASSWORD_LOGIN")]
+    pub password_login: Option<crate::config::Switch>,
+    /// Open WebSockets (tabs, devices) one user may hold [default: 8].
+    #[arg(long, value_name = "N", env = "VOICECHAT_SOCKETS_PER_USER")]
+    pub sockets_per_user: Option<usize>,
+    /// Seats in calls one user may hold; a tab joining beyond it takes over the oldest,
+    /// which says "moved to another tab" [default: 1]. Load tests raise it.
+    #[arg(long, value_name = "N", env = "VOICECHAT_CALL_SEATS_PER_USER")]
+    pub call_seats_per_user: Option<usize>,
+    /// Sign-ups one client address may attempt per hour [default: 10].
+    #[arg(long, value_name = "N", env = "VOICECHAT_REGISTRATIONS_PER_HOUR")]
+    pub registrations_per_hour: Option<u32>,
 }
 
 /// Runs the parsed command line.
@@ -394,7 +411,7 @@ async fn admin(data_dir: &Path, req: Request, create: bool) -> anyhow::Result<ad
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let store = open_store(data_dir)?;
-    let ctx = admin::Ctx { store: store.clone(), data_dir: data_dir.to_owned(), hasher: Hasher::new(1), status: None, fed: None };
+    let ctx = admin::Ctx { store: store.clone(), data_dir: data_dir.to_owned(), hasher: Hasher::new(1), status: None, app: None };
     let result = admin::execute(&ctx, req).await;
     store.flush().await?;
     result.map_err(|e| anyhow::anyhow!(e))

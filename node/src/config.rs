@@ -74,6 +74,9 @@ pub enum ConfigError {
     /// `acme_directory` is not an http(s) URL.
     #[error("bad ACME directory {0:?}: expected a URL like https://acme-v02.api.letsencrypt.org/directory")]
     BadAcmeDirectory(String),
+    /// An `[[oidc]]` provider is misconfigured.
+    #[error("{0}")]
+    BadOidc(String),
     /// `turn_relay_ports` is not `LOW-HIGH` within 1024..=65535.
     #[error("bad TURN relay ports {0:?}: expected LOW-HIGH, e.g. 49152-65535 (ports 1024 and up)")]
     BadRelayPorts(String),
@@ -164,6 +167,32 @@ pub struct FileConfig {
     pub sfu: Option<FileSfu>,
     /// `"on"` or `"off"`: browsers encrypt call audio end to end. Left out: on.
     pub e2ee: Option<Switch>,
+    /// Accounts: sign-up mode, password login and per-user limits.
+    pub accounts: Option<FileAccounts>,
+    /// OpenID Connect providers, each a `[[oidc]]` table with `id`, `name`, `issuer`,
+    /// `client_id`, optional `client_secret` and `scopes`; register
+    /// `<public_url>/auth/oidc/<id>/callback` as the redirect URI at the provider. Left
+    /// out: none (password login only).
+    pub oidc: Option<Vec<crate::oidc::ProviderConfig>>,
+}
+
+/// The `[accounts]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccounts {
+    /// `"open"`, `"invite-only"` (a group invite link is the ticket) or `"closed"`, until
+    /// the administrator chooses on the admin page (that choice is stored and wins). Left
+    /// out: open.
+    pub registration: Option<crate::store::RegistrationMode>,
+    /// `"on"` or `"off"`: password login and sign-up. Left out: on.
+    pub password_login: Option<Switch>,
+    /// Open WebSockets one user may hold. Left out: 8.
+    pub sockets_per_user: Option<usize>,
+    /// Seats in calls one user may hold (a tab joining beyond it takes the oldest over).
+    /// Left out: 1.
+    pub call_seats_per_user: Option<usize>,
+    /// Sign-ups one client address may attempt per hour. Left out: 10.
+    pub registrations_per_hour: Option<u32>,
 }
 
 /// The `[turn]` table.
@@ -408,6 +437,14 @@ pub struct Config {
     pub sfu: Option<SfuConfig>,
     /// Browsers encrypt call audio end to end.
     pub e2ee: bool,
+    /// Sign-up mode until the administrator chooses.
+    pub registration: crate::store::RegistrationMode,
+    /// Password login and sign-up.
+    pub password_login: bool,
+    /// Per-user and per-address limits.
+    pub limits: crate::state::Limits,
+    /// OpenID Connect providers.
+    pub oidc: Vec<crate::oidc::ProviderConfig>,
 }
 
 /// The SFU, resolved (its address still to be bound).
@@ -840,9 +877,27 @@ impl Config {
             }
         };
 
+        let oidc = file.oidc.unwrap_or_default();
+        for (i, p) in oidc.iter().enumerate() {
+            p.check().map_err(ConfigError::BadOidc)?;
+            if oidc[..i].iter().any(|q| q.id == p.id) {
+                return Err(ConfigError::BadOidc(format!("oidc provider id {:?} is used twice", p.id)));
+            }
+        }
+        let fa = file.accounts.unwrap_or_default();
+        let d = crate::state::Limits::default();
+        let limits = crate::state::Limits {
+            sockets_per_user: args.sockets_per_user.or(fa.sockets_per_user).unwrap_or(d.sockets_per_user).max(1),
+            call_seats_per_user: args.call_seats_per_user.or(fa.call_seats_per_user).unwrap_or(d.call_seats_per_user).max(1),
+            registrations_per_hour: args.registrations_per_hour.or(fa.registrations_per_hour).unwrap_or(d.registrations_per_hour).max(1),
+        };
         Ok(Config {
             turn,
             sfu,
+            registration: args.registration.or(fa.registration).unwrap_or_default(),
+            password_login: args.password_login.or(fa.password_login).unwrap_or(Switch::On) == Switch::On,
+            limits,
+            oidc,
             e2ee: args.e2ee.or(file.e2ee).unwrap_or(Switch::On) == Switch::On,
             federation,
             name,
@@ -881,6 +936,10 @@ impl Config {
         s.ice_servers = self.ice_servers.clone();
         s.max_concurrent_hashes = self.max_concurrent_hashes;
         s.e2ee = self.e2ee;
+        s.limits = self.limits;
+        s.registration = self.registration;
+        s.password_login = self.password_login;
+        s.oidc = self.oidc.clone();
         s
     }
 }
@@ -931,6 +990,27 @@ mod tests {
         assert!(Config::resolve(&args(&[]), file("")).unwrap().e2ee, "end to end by default");
         assert!(!Config::resolve(&args(&[]), file("e2ee = \"off\"\n")).unwrap().e2ee);
         assert!(Config::resolve(&args(&["--e2ee", "on"]), file("e2ee = \"off\"\n")).unwrap().e2ee);
+    }
+
+    #[test]
+    fn account_limits_default_as_documented_and_flags_beat_the_file() {
+        let c = Config::resolve(&args(&[]), file("")).unwrap();
+        assert_eq!(c.limits, crate::state::Limits { sockets_per_user: 8, call_seats_per_user: 1, registrations_per_hour: 10 });
+        assert_eq!(c.registration, crate::store::RegistrationMode::Open);
+        assert!(c.password_login);
+        let f = "[accounts]\nregistration = \"invite-only\"\nsockets_per_user = 3\npassword_login = \"off\"\n";
+        let c = Config::resolve(&args(&["--sockets-per-user", "500", "--registrations-per-hour", "1000"]), file(f)).unwrap();
+        assert_eq!(c.limits.sockets_per_user, 500, "the flag beats the file");
+        assert_eq!(c.limits.registrations_per_hour, 1000);
+        assert_eq!(c.registration, crate::store::RegistrationMode::InviteOnly);
+        assert!(!c.password_login);
+        let f = "[[oidc]]\nid = \"corp\"\nname = \"Corp\"\nissuer = \"https://id.example.org\"\nclient_id = \"vc\"\n";
+        let c = Config::resolve(&args(&[]), file(f)).unwrap();
+        assert_eq!((c.oidc.len(), c.oidc[0].id.as_str(), c.oidc[0].client_secret.is_none()), (1, "corp", true));
+        let twice = format!("{f}{f}");
+        assert!(Config::resolve(&args(&[]), file(&twice)).unwrap_err().to_string().contains("used twice"));
+        let bad = f.replace("https://id.example.org", "id.example.org");
+        assert!(Config::resolve(&args(&[]), file(&bad)).unwrap_err().to_string().contains("not an http(s) URL"));
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //!
 //! Sending never waits. A socket whose queue is full is a client that stopped reading: it
 //! is cut off (its queue closed) instead of letting it grow the node's memory.
+//!
+//! Each socket is tagged with the login session it was opened with, so logging out,
+//! changing the password or disabling the account closes the right sockets at once; and a
+//! user holds at most a set number of sockets.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,9 +20,15 @@ pub const SOCKET_QUEUE: usize = 256;
 /// One encoded message, shared by every socket it goes to.
 pub type Outbound = Arc<str>;
 
+/// One open socket: its queue and the login session (its [`crate::store::session_tag`]).
+struct Socket {
+    tx: mpsc::Sender<Outbound>,
+    login: Arc<str>,
+}
+
 #[derive(Default)]
 struct Inner {
-    by_user: HashMap<UserId, HashMap<SessionId, mpsc::Sender<Outbound>>>,
+    by_user: HashMap<UserId, HashMap<SessionId, Socket>>,
     sockets: usize,
 }
 
@@ -46,14 +56,55 @@ pub fn encode<T: Serialize>(msg: &T) -> Outbound {
 }
 
 impl Hub {
-    /// Registers a new socket and returns its queue.
-    pub fn register(&self, user: &UserId, session: SessionId) -> mpsc::Receiver<Outbound> {
+    /// Registers a new socket opened with login session `login` and returns its queue;
+    /// `None` if the user has `max_per_user` sockets open already.
+    pub fn register(&self, user: &UserId, session: SessionId, login: &str, max_per_user: usize) -> Option<mpsc::Receiver<Outbound>> {
         let (tx, rx) = mpsc::channel(SOCKET_QUEUE);
         let mut inner = self.inner.lock().expect("hub lock");
-        inner.by_user.entry(user.clone()).or_default().insert(session, tx);
+        let mine = inner.by_user.entry(user.clone()).or_default();
+        if mine.len() >= max_per_user {
+            if mine.is_empty() {
+                inner.by_user.remove(user);
+            }
+            return None;
+        }
+        mine.insert(session, Socket { tx, login: login.into() });
         inner.sockets += 1;
         metrics::gauge!("voicechat_ws_connected").set(inner.sockets as f64);
-        rx
+        Some(rx)
+    }
+
+    /// Number of sockets `user` has open.
+    pub fn user_sockets(&self, user: &UserId) -> usize {
+        self.inner.lock().expect("hub lock").by_user.get(user).map_or(0, HashMap::len)
+    }
+
+    /// The sockets `user` has open, other than `except`.
+    pub fn other_sessions(&self, user: &UserId, except: &SessionId) -> Vec<SessionId> {
+        let inner = self.inner.lock().expect("hub lock");
+        inner.by_user.get(user).map_or_else(Vec::new, |m| m.keys().filter(|s| *s != except).copied().collect())
+    }
+
+    /// Closes the sockets of `user` opened with login session `login` (or, with `None`,
+    /// all of them), except those opened with `keep`; each gets `last` as its final
+    /// message. Returns the sessions closed, so their seats can be given up.
+    pub fn close(&self, user: &UserId, login: Option<&str>, keep: Option<&str>, last: &Outbound) -> Vec<SessionId> {
+        let mut inner = self.inner.lock().expect("hub lock");
+        let Some(mine) = inner.by_user.get_mut(user) else { return Vec::new() };
+        let doomed: Vec<SessionId> = mine
+            .iter()
+            .filter(|(_, s)| login.is_none_or(|l| &*s.login == l) && keep.is_none_or(|k| &*s.login != k))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &doomed {
+            if let Some(s) = mine.remove(id) {
+                // Dropping the only sender ends the socket's loop after it sent this.
+                let _ = s.tx.try_send(last.clone());
+            }
+        }
+        let n = doomed.len();
+        inner.cut_off(n);
+        doomed
     }
 
     /// Forgets a socket (it closed).
@@ -81,7 +132,7 @@ impl Hub {
         for user in users {
             let Some(sessions) = inner.by_user.get_mut(user) else { continue };
             let before = sessions.len();
-            sessions.retain(|_, tx| push(tx, msg));
+            sessions.retain(|_, s| push(&s.tx, msg));
             cut += before - sessions.len();
         }
         inner.cut_off(cut);
@@ -93,8 +144,8 @@ impl Hub {
         let mut cut = 0;
         for (user, session) in sockets {
             let Some(sessions) = inner.by_user.get_mut(user) else { continue };
-            let Some(tx) = sessions.get(session) else { continue };
-            if !push(tx, msg) {
+            let Some(s) = sessions.get(session) else { continue };
+            if !push(&s.tx, msg) {
                 sessions.remove(session);
                 cut += 1;
             }
@@ -106,8 +157,8 @@ impl Hub {
     pub fn send_session(&self, user: &UserId, session: &SessionId, msg: &Outbound) -> bool {
         let mut inner = self.inner.lock().expect("hub lock");
         let Some(sessions) = inner.by_user.get_mut(user) else { return false };
-        let Some(tx) = sessions.get(session) else { return false };
-        if push(tx, msg) {
+        let Some(s) = sessions.get(session) else { return false };
+        if push(&s.tx, msg) {
             true
         } else {
             sessions.remove(session);
@@ -138,8 +189,8 @@ mod tests {
         let hub = Hub::default();
         let alice: UserId = "alice@alpha".parse().unwrap();
         let (s1, s2) = (SessionId([1; 16]), SessionId([2; 16]));
-        let mut slow = hub.register(&alice, s1);
-        let mut fast = hub.register(&alice, s2);
+        let mut slow = hub.register(&alice, s1, "l1", 8).unwrap();
+        let mut fast = hub.register(&alice, s2, "l1", 8).unwrap();
         let msg = encode(&serde_json::json!({"type": "pong"}));
         for _ in 0..SOCKET_QUEUE {
             hub.send_users([&alice], &msg);
@@ -159,5 +210,34 @@ mod tests {
         assert_eq!(hub.sockets(), 1);
         hub.unregister(&alice, &s1);
         assert_eq!(hub.sockets(), 1, "a socket cut off earlier is not counted twice");
+    }
+
+    #[test]
+    fn sockets_per_user_are_capped_and_closed_by_login_session() {
+        let hub = Hub::default();
+        let alice: UserId = "alice@alpha".parse().unwrap();
+        let bob: UserId = "bob@alpha".parse().unwrap();
+        let mut queues = Vec::new();
+        for i in 0..3u8 {
+            let login = if i == 0 { "phone" } else { "laptop" };
+            queues.push(hub.register(&alice, SessionId([i; 16]), login, 3).expect("under the cap"));
+        }
+        assert!(hub.register(&alice, SessionId([9; 16]), "laptop", 3).is_none(), "the 4th socket is refused");
+        let mut b = hub.register(&bob, SessionId([7; 16]), "bob", 3).unwrap();
+        let bye = encode(&serde_json::json!({"type": "signed_out"}));
+        // Logging the laptop out closes its two sockets; the phone's stays.
+        let closed = hub.close(&alice, Some("laptop"), None, &bye);
+        assert_eq!(closed.len(), 2);
+        for q in &mut queues[1..] {
+            assert_eq!(q.try_recv().unwrap(), bye, "told why before the end");
+            assert!(matches!(q.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)));
+        }
+        assert!(matches!(queues[0].try_recv(), Err(mpsc::error::TryRecvError::Empty)), "the phone stays open");
+        // Everything of alice but the phone's login: nothing more to close.
+        assert!(hub.close(&alice, None, Some("phone"), &bye).is_empty());
+        assert_eq!(hub.close(&alice, None, None, &bye), vec![SessionId([0; 16])]);
+        assert_eq!(hub.user_sockets(&alice), 0);
+        assert!(matches!(b.try_recv(), Err(mpsc::error::TryRecvError::Empty)), "bob is untouched");
+        assert_eq!(hub.sockets(), 1);
     }
 }

@@ -13,6 +13,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod node_key;
+pub mod oidc;
 pub mod ratelimit;
 pub mod rooms;
 pub mod serve;

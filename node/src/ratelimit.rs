@@ -3,7 +3,11 @@
 //!
 //! Only *failures* count: a user who logs in correctly five times a minute is never
 //! limited. That is why this is not `governor`: a GCRA limiter consumes a cell on every
-//! check and has no way to ask "would this be allowed?" without spending it.
+//! check and cannot give a cell back when the password turns out right.
+//!
+//! An attempt *reserves* its slot before the password is hashed (counted as a failure at
+//! once) and gives it back only if the password was right. Counting after the hash let
+//! 120 simultaneous wrong logins through to 102 password checks; now at most the limit do.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -81,26 +85,31 @@ impl Default for LoginLimiter {
 }
 
 impl LoginLimiter {
-    /// `Err(retry_after)` if a login for `account` from `ip` must be refused at `now`.
-    /// Call before checking the password.
-    pub fn check(&mut self, account: &str, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        let a = self.accounts.blocked(&account.to_ascii_lowercase(), now);
+    /// Reserves a password check for `account` from `ip` at `now`: `Err(retry_after)` if it
+    /// must be refused, else the attempt is counted as a failure right away (so attempts
+    /// racing each other cannot all pass the check before any is counted). Call before
+    /// hashing; call [`LoginLimiter::succeeded`] if the password was right.
+    pub fn reserve(&mut self, account: &str, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let account = account.to_ascii_lowercase();
+        let a = self.accounts.blocked(&account, now);
         let i = self.ips.blocked(&ip, now);
-        match a.max(i) {
-            Some(wait) => Err(wait.max(Duration::from_secs(1))),
-            None => Ok(()),
+        if let Some(wait) = a.max(i) {
+            return Err(wait.max(Duration::from_secs(1)));
         }
-    }
-
-    /// Counts a wrong password.
-    pub fn failed(&mut self, account: &str, ip: IpAddr, now: Instant) {
-        self.accounts.record(&account.to_ascii_lowercase(), now);
+        self.accounts.record(&account, now);
         self.ips.record(&ip, now);
+        Ok(())
     }
 
-    /// A correct login clears the account's failures (not the IP's).
-    pub fn succeeded(&mut self, account: &str) {
+    /// A correct password: clears the account's failures, and gives back the slot the
+    /// attempt reserved at `at` from `ip` (other failures from that IP stay).
+    pub fn succeeded(&mut self, account: &str, ip: IpAddr, at: Instant) {
         self.accounts.hits.remove(&account.to_ascii_lowercase());
+        if let Some(q) = self.ips.hits.get_mut(&ip)
+            && let Some(i) = q.iter().rposition(|t| *t == at)
+        {
+            q.remove(i);
+        }
     }
 }
 
@@ -116,20 +125,40 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..5 {
             let now = t0 + Duration::from_secs(i);
-            assert_eq!(l.check("bob", IP, now), Ok(()), "attempt {i}");
-            l.failed("bob", IP, now);
+            assert_eq!(l.reserve("bob", IP, now), Ok(()), "attempt {i}");
         }
         let now = t0 + Duration::from_secs(10);
-        let wait = l.check("Bob", IP, now).expect_err("6th attempt is limited");
+        let wait = l.reserve("Bob", IP, now).expect_err("6th attempt is limited");
         // The first failure (t0) leaves the window at t0+60.
         assert_eq!(wait, Duration::from_secs(50));
         // Another account from the same IP is unaffected.
-        assert_eq!(l.check("alice", IP, now), Ok(()));
+        assert_eq!(l.reserve("alice", IP, now), Ok(()));
+        l.succeeded("alice", IP, now);
         // Just before the window passes: still refused. At it: allowed again.
-        assert!(l.check("bob", IP, t0 + Duration::from_millis(59_999)).is_err());
-        assert_eq!(l.check("bob", IP, t0 + WINDOW), Ok(()));
-        l.succeeded("bob");
-        assert_eq!(l.check("bob", IP, t0 + WINDOW), Ok(()));
+        assert!(l.reserve("bob", IP, t0 + Duration::from_millis(59_999)).is_err());
+        assert_eq!(l.reserve("bob", IP, t0 + WINDOW), Ok(()));
+        l.succeeded("bob", IP, t0 + WINDOW);
+        assert_eq!(l.reserve("bob", IP, t0 + WINDOW), Ok(()));
+    }
+
+    #[test]
+    fn racing_attempts_reserve_before_any_is_checked() {
+        // 120 attempts arrive before any password check finishes: only the limit pass.
+        let mut l = LoginLimiter::default();
+        let now = Instant::now();
+        let passed = (0..120).filter(|_| l.reserve("bob", IP, now).is_ok()).count();
+        assert_eq!(passed, ACCOUNT_FAILURES);
+    }
+
+    #[test]
+    fn a_right_password_gives_its_slot_back() {
+        let mut l = LoginLimiter::default();
+        let now = Instant::now();
+        for i in 0..IP_FAILURES * 2 {
+            let acct = format!("user{}", i % 3);
+            l.reserve(&acct, IP, now).expect("right passwords are never limited");
+            l.succeeded(&acct, IP, now);
+        }
     }
 
     #[test]
@@ -138,12 +167,11 @@ mod tests {
         let now = Instant::now();
         for i in 0..IP_FAILURES {
             let acct = format!("user{i}");
-            assert_eq!(l.check(&acct, IP, now), Ok(()));
-            l.failed(&acct, IP, now);
+            assert_eq!(l.reserve(&acct, IP, now), Ok(()));
         }
-        assert!(l.check("fresh", IP, now).is_err());
+        assert!(l.reserve("fresh", IP, now).is_err());
         let other: IpAddr = "127.0.0.2".parse().unwrap();
-        assert_eq!(l.check("fresh", other, now), Ok(()));
+        assert_eq!(l.reserve("fresh", other, now), Ok(()));
     }
 
     #[test]

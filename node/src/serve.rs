@@ -137,13 +137,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     core.set_sfu_threshold(config.sfu.as_ref().map(|s| s.threshold));
+    let state = AppState::new(core, settings, Some(fed), turn, sfu);
     // The admin socket, so `voicechat user …` and `backup` work while the node runs.
     let status = crate::admin::Status {
         url: url.clone(),
         http: bound.to_string(),
         p2p: p2p.iter().map(ToString::to_string).collect(),
-        turn: turn.as_ref().map(|t| t.addr().to_string()),
-        sfu: sfu.as_ref().map(|s| s.addr().to_string()),
+        turn: state.turn.as_ref().map(|t| t.addr().to_string()),
+        sfu: state.sfu.as_ref().map(|s| s.addr().to_string()),
         tls: config.tls.mode_name().to_owned(),
     };
     // Without it (a data dir path too long for a socket name) the node still serves;
@@ -153,11 +154,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: config.data_dir.clone(),
         hasher: crate::accounts::Hasher::new(1),
         status: Some(status),
-        fed: Some(fed.clone()),
+        app: Some(state.clone()),
     }) {
         warn!(error = %format!("{e:#}"), "no admin socket; `voicechat user …` needs the node stopped");
     }
-    let state = AppState::new(core, settings, Some(fed), turn, sfu);
     tokio::spawn(sweep_sessions(store.clone()));
     tokio::spawn(tick_counts(state.core.clone()));
     let app = crate::app(state.clone())

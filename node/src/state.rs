@@ -9,7 +9,7 @@ use crate::accounts::Hasher;
 use crate::core::{Core, Effects};
 use crate::federation::Federation;
 use crate::ratelimit::LoginLimiter;
-use crate::store::Store;
+use crate::store::{RegistrationMode, Store};
 
 /// What the node needs to know about how it is deployed. Built by `config`.
 #[derive(Debug, Clone)]
@@ -29,6 +29,45 @@ pub struct Settings {
     pub max_concurrent_hashes: usize,
     /// Browsers encrypt call audio end to end (told to pages with the ICE configuration).
     pub e2ee: bool,
+    /// Limits on accounts; see [`Limits`].
+    pub limits: Limits,
+    /// Who may sign up when no administrator chose (the admin page's choice is stored and
+    /// wins).
+    pub registration: RegistrationMode,
+    /// Password login (and sign-up with a password) is offered.
+    pub password_login: bool,
+    /// OpenID Connect providers people may sign in with.
+    pub oidc: Vec<crate::oidc::ProviderConfig>,
+}
+
+/// Limits on what one account or one address may do. The defaults suit a real node; load
+/// tests that drive many sockets of few users from one address raise them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Open WebSockets per user (tabs, devices).
+    pub sockets_per_user: usize,
+    /// Seats in calls per user; a socket joining beyond it takes over the oldest seat.
+    pub call_seats_per_user: usize,
+    /// Sign-ups one client address may attempt per hour (allowed by the mode; a taken name
+    /// counts too).
+    pub registrations_per_hour: u32,
+}
+
+/// Default [`Limits::sockets_per_user`].
+pub const DEFAULT_SOCKETS_PER_USER: usize = 8;
+/// Default [`Limits::call_seats_per_user`].
+pub const DEFAULT_CALL_SEATS_PER_USER: usize = 1;
+/// Default [`Limits::registrations_per_hour`].
+pub const DEFAULT_REGISTRATIONS_PER_HOUR: u32 = 10;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            sockets_per_user: DEFAULT_SOCKETS_PER_USER,
+            call_seats_per_user: DEFAULT_CALL_SEATS_PER_USER,
+            registrations_per_hour: DEFAULT_REGISTRATIONS_PER_HOUR,
+        }
+    }
 }
 
 impl Settings {
@@ -41,6 +80,10 @@ impl Settings {
             ice_servers: Vec::new(),
             max_concurrent_hashes: 4,
             e2ee: true,
+            limits: Limits::default(),
+            registration: RegistrationMode::Open,
+            password_login: true,
+            oidc: Vec::new(),
         }
     }
 }
@@ -57,8 +100,12 @@ pub struct Inner {
     pub store: Store,
     /// Deployment settings.
     pub settings: Settings,
-    /// Failed-login counters.
+    /// Failed-login counters (password changes count here too).
     pub limiter: Mutex<LoginLimiter>,
+    /// OpenID Connect sign-in: providers and flows under way.
+    pub oidc: crate::oidc::Oidc,
+    /// Sign-ups per client address.
+    pub signups: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
     /// argon2id with a concurrency cap.
     pub hasher: Hasher,
     /// Set once when the node shuts down; open sockets watch it and close.
@@ -87,6 +134,10 @@ impl AppState {
             store: core.store.clone(),
             core,
             limiter: Mutex::new(LoginLimiter::default()),
+            oidc: crate::oidc::Oidc::new(settings.oidc.clone(), &settings.public_url),
+            signups: governor::RateLimiter::keyed(governor::Quota::per_hour(
+                std::num::NonZeroU32::new(settings.limits.registrations_per_hour.max(1)).expect("at least 1"),
+            )),
             hasher,
             settings,
             shutdown: tokio::sync::watch::Sender::new(false),

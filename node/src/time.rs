@@ -1,4 +1,4 @@
-//! Wall-clock helpers. Logic that depends on time takes `now` as a parameter; only the
+//! Wall-clock helpers, random tokens and their constant-time comparison. Logic that depends on time takes `now` as a parameter; only the
 //! edges of the node read the clock.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,4 +20,9 @@ pub fn random_16() -> [u8; 16] {
     let mut buf = [0u8; 16];
     getrandom::fill(&mut buf).expect("the OS random source works");
     buf
+}
+
+/// Whether two tokens are equal, in time that depends only on their length.
+pub fn constant_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

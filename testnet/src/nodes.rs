@@ -195,6 +195,8 @@ impl NodeProc {
         for p in &self.peers {
             cmd.args(["--peer", p]);
         }
+        // A testnet signs up all its users from one address (the node allows 10 an hour).
+        cmd.args(["--registrations-per-hour", "100000"]);
         cmd.args(&self.extra_args);
         cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())

@@ -12,7 +12,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { REPO, assertPrivateNetns, tempDir, writeBeepWav, startPeeredPair, registerOn, launchBrowser, waitFor, audioStats, sleep } from './helpers.mjs';
+import { REPO, assertPrivateNetns, tempDir, writeBeepWav, startPeeredPair, registerOn, launchBrowser, waitFor, audioStats, sleep, createGroupWithInvite } from './helpers.mjs';
 
 const PASSWORD = 'correct horse battery';
 const GROUP = 'Across Nodes';
@@ -204,13 +204,7 @@ describe('a call across two federated nodes', { timeout: 180_000 }, () => {
 
   it("(f) carol joins a second group by pasting alpha's invite link into beta's join field", async () => {
     await A.page.goto(alpha.url);
-    await byId(A.page, 'group-create-name').fill(SECOND);
-    await byId(A.page, 'group-create-submit').click();
-    await byId(A.page, 'group-title').waitFor();
-    await byId(A.page, 'invite-create').click();
-    const urlInput = A.page.locator('[data-testid^="invite-url-"]').first();
-    await urlInput.waitFor();
-    const link = (await urlInput.textContent()).trim();
+    const link = await createGroupWithInvite(A.page, SECOND);
     // The node's public URL, so the link works when pasted on another node.
     assert.ok(link.startsWith(alpha.url.replace(/\/$/, '') + '/invite/'), `invite link ${link} is not on alpha's public URL ${alpha.url}`);
 

@@ -112,6 +112,8 @@ export async function startNode({
 } = {}) {
   const bin = nodeBin();
   const args = ['serve', '--listen', listen, '--data-dir', dataDir, '--name', name, '--p2p-listen', p2pListen, ...extra];
+  // Tests sign up many accounts from one address; the node's default is 10 an hour.
+  if (!extra.includes('--registrations-per-hour')) args.push('--registrations-per-hour', '1000');
   for (const peer of peers) args.push('--peer', peer);
   const [file, argv] = netns ? ['ip', ['netns', 'exec', netns, bin, ...args]] : [bin, args];
   const proc = spawn(file, argv, {
@@ -434,6 +436,17 @@ export async function setUpRoom(url, browsers, users, extraMembers = [], passwor
   await byTestId(owner, 'call-join').waitFor();
   const [, , gid, , rid] = new URL(owner.url()).pathname.split('/');
   return { gid, rid, roomUrl: owner.url() };
+}
+
+/** On the page's My groups, creates group `name` and an invite link to it; resolves to the link. */
+export async function createGroupWithInvite(page, name) {
+  await byTestId(page, 'group-create-name').fill(name);
+  await byTestId(page, 'group-create-submit').click();
+  await byTestId(page, 'group-title').waitFor();
+  await byTestId(page, 'invite-create').click();
+  const shown = page.locator('[data-testid^="invite-url-"]').first();
+  await shown.waitFor();
+  return (await shown.textContent()).trim();
 }
 
 export async function joinCall(page, roomUrl) {

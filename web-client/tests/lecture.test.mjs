@@ -58,7 +58,10 @@ describe('a lecture: 2 Chromium speakers, 100 synthetic and 2 Chromium listeners
     bin = testnetBin();
     dir = tempDir('lecture');
     const wav = writeBeepWav(path.join(dir, 'beeps.wav'), { seconds: 10, periodMs: 500, beepMs: 250 });
-    node = await startNode();
+    // The crowd is LISTENERS sessions of one member, all in the call: above the node's
+    // per-user defaults (8 sockets, 1 call seat), which are settings for load like this.
+    const perUser = String(LISTENERS + 8);
+    node = await startNode({ args: ['--sockets-per-user', perUser, '--call-seats-per-user', perUser] });
     [A, B, L] = await Promise.all([launchBrowser(wav), launchBrowser(wav), launchSharedBrowser(wav, 2)]);
   });
 

@@ -264,6 +264,7 @@ export function mount(root, ctx) {
       h('div', { class: 'card' }, groupsTitle, list),
       h('div', { class: 'card' }, h('h2', { class: 'card-title' }, 'Join with an invite link'), linkForm),
       blocksCard,
+      linkCard(ctx),
     ),
   );
   renderList();
@@ -280,4 +281,19 @@ export function mount(root, ctx) {
       else if (kind === 'blocks') renderBlocks();
     },
   };
+}
+
+/** Links to sign in with this node's identity providers too (none: nothing shown). The
+ * node links the provider's identity to this account when it comes back. */
+function linkCard(ctx) {
+  const providers = ctx.state.signIn.providers;
+  if (!providers.length) return null;
+  return h(
+    'div',
+    { class: 'card', testid: 'identity-links' },
+    h('h2', { class: 'card-title' }, 'Sign-in methods'),
+    h('p', { class: 'hint' }, 'Link an identity provider to this account, then sign in with it instead of a password.'),
+    h('div', { class: 'button-row' }, ...providers.map((p) =>
+      h('a', { class: 'btn', href: `/auth/oidc/${encodeURIComponent(p.id)}/start?link=1`, testid: `oidc-link-${p.id}` }, `Link ${p.name}`))),
+  );
 }

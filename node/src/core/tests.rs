@@ -233,7 +233,7 @@ async fn a_stage_hears_only_speakers_and_only_moderators_change_who_speaks() {
     let e = t.core.moderate(&carol, sc, &bob_seat, stage::Moderation::Invite).unwrap_err();
     assert!(matches!(e, CoreError::Forbidden(_)), "{e}");
     // Alice invites him: nothing is heard until he says yes; his page is told who asks.
-    let mut bob_socket = t.core.hub.register(&bob, sb);
+    let mut bob_socket = t.core.hub.register(&bob, sb, "bob-login", 8).unwrap();
     let fx = t.core.moderate(&alice, sa, &bob_seat, stage::Moderation::Invite).unwrap();
     assert_eq!(fx.media, vec![(bob_seat.clone(), false)]);
     let told: serde_json::Value = serde_json::from_str(&bob_socket.try_recv().unwrap()).unwrap();
@@ -272,7 +272,7 @@ struct Sock {
 fn sock(t: &T, user: &str, n: u8) -> Sock {
     let user = uid(user);
     let session = SessionId([n; 16]);
-    let rx = t.core.hub().register(&user, session);
+    let rx = t.core.hub().register(&user, session, "test-login", 8).unwrap();
     Sock { user, session, rx }
 }
 

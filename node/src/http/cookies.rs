@@ -8,6 +8,9 @@ use axum::http::header::COOKIE;
 pub const SESSION: &str = "vc_session";
 /// The CSRF double-submit cookie.
 pub const CSRF: &str = "vc_csrf";
+/// Binds an OpenID sign-in under way to the browser that started it. SameSite=Lax: the
+/// provider's redirect back is a cross-site navigation.
+pub const OIDC: &str = "vc_oidc";
 /// Sessions last this long (seconds).
 pub const SESSION_TTL: u64 = 30 * 24 * 3600;
 
@@ -26,7 +29,8 @@ pub fn get<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// A `Set-Cookie` value; `max_age` None makes a browser-session cookie, Some(0) deletes.
 pub fn set(name: &str, value: &str, max_age: Option<u64>, secure: bool) -> String {
-    let mut c = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict");
+    let same_site = if name == OIDC { "Lax" } else { "Strict" };
+    let mut c = format!("{name}={value}; Path=/; HttpOnly; SameSite={same_site}");
     if let Some(age) = max_age {
         c.push_str(&format!("; Max-Age={age}"));
     }

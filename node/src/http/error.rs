@@ -68,6 +68,20 @@ impl AppError {
         e.retry_after = Some(retry_after_secs);
         e
     }
+    /// 429 with `Retry-After`: too many sign-ups from this address.
+    pub fn rate_limited_signup(retry_after_secs: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many sign-ups from this address; try again in {retry_after_secs} s"),
+        );
+        e.retry_after = Some(retry_after_secs.max(1));
+        e
+    }
+    /// 429 without a retry time: a cap on how much one account holds at once.
+    pub fn too_many(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many", message)
+    }
     /// 500; `detail` goes to the log only.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(%detail, "internal error");
@@ -120,6 +134,8 @@ impl From<AccountError> for AppError {
             AccountError::BadName(e) => Self::bad_request(e.to_string()),
             AccountError::BadPassword => Self::bad_request(e.to_string()),
             AccountError::Taken => Self::conflict(e.to_string()),
+            AccountError::LinkedElsewhere => Self::conflict(e.to_string()),
+            AccountError::SignUpRefused(m) => Self::forbidden(m),
             AccountError::NoSuchUser => Self::not_found(e.to_string()),
             AccountError::WrongCredentials => Self::unauthenticated(e.to_string()),
             AccountError::Store(e) => e.into(),

@@ -1,10 +1,12 @@
 //! The HTTP surface: `app(state)` builds every route, the CSRF and security-header layers,
 //! body limits, the embedded web client, health and metrics.
 
+mod admin;
 mod auth;
 mod cookies;
 mod error;
 mod groups;
+mod oidc;
 mod members;
 pub(crate) mod tokens;
 
@@ -17,7 +19,7 @@ use axum::routing::{get, patch, post};
 use rust_embed::RustEmbed;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-pub use auth::Auth;
+pub use auth::{Auth, close_sockets};
 pub use cookies::{SESSION as SESSION_COOKIE, get as get_cookie};
 pub use error::AppError;
 
@@ -51,6 +53,9 @@ pub fn app(state: AppState) -> Router {
         .route("/login", post(auth::login))
         .route("/logout", post(auth::logout))
         .route("/password", post(auth::change_password))
+        .route("/admin/users", get(admin::users).post(admin::create_user))
+        .route("/admin/users/{name}", patch(admin::set_user))
+        .route("/admin/settings", get(admin::settings).put(admin::set_settings))
         .route("/ice", get(ice))
         .route("/groups", get(groups::list).post(groups::create))
         .route("/groups/{gid}", get(groups::get).patch(groups::rename).delete(groups::delete))
@@ -68,8 +73,6 @@ pub fn app(state: AppState) -> Router {
         .route("/invitations/{gid}/decline", post(members::decline_invitation))
         .route("/blocks", get(members::blocks).post(members::block))
         .route("/blocks/{node}", axum::routing::delete(members::unblock))
-        .route("/admin/users", get(tokens::list_users).post(tokens::create_user))
-        .route("/admin/users/{name}/{action}", post(tokens::set_disabled))
         .fallback(|| async { AppError::not_found("no such API endpoint") })
         .layer(middleware::from_fn(auth::require_csrf))
         .layer(middleware::from_fn_with_state(state.clone(), tokens::require_scope));
@@ -81,6 +84,8 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .nest("/api", api)
         .route("/ws", get(crate::ws::upgrade))
+        .route("/auth/oidc/{id}/start", get(oidc::start))
+        .route("/auth/oidc/{id}/callback", get(oidc::callback))
         .route("/healthz", get(|| async { "ok" }))
         .route("/.well-known/voicechat/node", get(node_card))
         .route("/metrics", get(|| async { crate::metrics::handle().render() }))

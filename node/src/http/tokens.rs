@@ -1,20 +1,16 @@
 //! The admin HTTP API's side of authentication: `Authorization: Bearer <token>` (made
 //! with `voicechat token create`) instead of a session cookie, limited to its scopes:
-//! `users` (the `/api/admin/users` endpoints here), `groups`, `rooms` and `invites` (the
+//! `users` (the `/api/admin/…` endpoints, as the administrator has them), `groups`, `rooms` and `invites` (the
 //! ordinary group endpoints, acting as the token's user). A request with a token never
 //! uses a cookie, so it needs no CSRF header: browsers never add this header by themselves.
 
-use axum::Json;
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use voicechat_protocol::ids::UserName;
 
 use super::auth::Auth;
-use super::error::{AppError, Body};
-use crate::accounts;
+use super::error::AppError;
 use crate::state::AppState;
 use crate::store::{Scope, TokenRecord};
 
@@ -54,7 +50,7 @@ pub fn scope_for(method: &Method, path: &str) -> Option<&'static [Scope]> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     const ANY_GROUP: &[Scope] = &[Scope::Groups, Scope::Rooms, Scope::Invites];
     match parts.as_slice() {
-        ["admin", "users", ..] => Some(&[Scope::Users]),
+        ["admin", ..] => Some(&[Scope::Users]),
         ["groups"] | ["groups", _] if method == Method::GET => Some(ANY_GROUP),
         ["groups"] | ["groups", _] | ["groups", _, "members", ..] => Some(&[Scope::Groups]),
         ["groups", _, "rooms", ..] => Some(&[Scope::Rooms]),
@@ -79,62 +75,6 @@ pub async fn require_scope(State(state): State<AppState>, req: Request, next: Ne
     }
 }
 
-/// A request to `/api/admin/users`: it must carry a token (the scope was checked above).
-fn require_token(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
-    token(state, headers)?.map(drop).ok_or_else(|| AppError::unauthenticated("the admin API needs a token (voicechat token create)"))
-}
-
-/// An account as the admin API shows it.
-#[derive(Serialize)]
-pub struct UserView {
-    name: String,
-    disabled: bool,
-    created_at: u64,
-}
-
-/// `GET /api/admin/users`.
-pub async fn list_users(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Vec<UserView>>, AppError> {
-    require_token(&state, &headers)?;
-    let users = state.store.users()?;
-    Ok(Json(users.into_iter().map(|u| UserView { name: u.name.as_str().to_owned(), disabled: u.disabled, created_at: u.created_at }).collect()))
-}
-
-/// The body of `POST /api/admin/users`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewUser {
-    name: String,
-    password: String,
-}
-
-/// `POST /api/admin/users`.
-pub async fn create_user(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Body(b): Body<NewUser>,
-) -> Result<(StatusCode, Json<UserView>), AppError> {
-    require_token(&state, &headers)?;
-    let u = accounts::create_user(&state.store, &state.hasher, &b.name, &b.password).await?;
-    Ok((StatusCode::CREATED, Json(UserView { name: u.name.as_str().to_owned(), disabled: false, created_at: u.created_at })))
-}
-
-/// `POST /api/admin/users/{name}/disable` and `/enable`.
-pub async fn set_disabled(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path((name, action)): Path<(String, String)>,
-) -> Result<StatusCode, AppError> {
-    require_token(&state, &headers)?;
-    let disabled = match action.as_str() {
-        "disable" => true,
-        "enable" => false,
-        _ => return Err(AppError::not_found("no such API endpoint")),
-    };
-    UserName::new(&name).map_err(|_| AppError::not_found("no such user"))?;
-    accounts::set_disabled(&state.store, &name, disabled).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,7 +83,8 @@ mod tests {
     fn scopes_by_path() {
         let s = |m: Method, p: &str| scope_for(&m, p).map(|s| s.to_vec());
         assert_eq!(s(Method::GET, "/admin/users"), Some(vec![Scope::Users]));
-        assert_eq!(s(Method::POST, "/admin/users/bob/disable"), Some(vec![Scope::Users]));
+        assert_eq!(s(Method::PATCH, "/admin/users/bob"), Some(vec![Scope::Users]));
+        assert_eq!(s(Method::PUT, "/admin/settings"), Some(vec![Scope::Users]));
         assert_eq!(s(Method::POST, "/groups"), Some(vec![Scope::Groups]));
         assert_eq!(s(Method::GET, "/groups/g1").map(|v| v.len()), Some(3));
         assert_eq!(s(Method::DELETE, "/groups/g1"), Some(vec![Scope::Groups]));

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
+pub use accounts::{RegistrationMode, session_tag};
 pub use federation::StoredState;
 pub use snapshot::Snapshot;
 pub use tokens::{Scope, TokenRecord};
@@ -29,9 +30,10 @@ pub use records::{
     GroupRecord, InviteRecord, MemberRecord, MemberStatus, PeerRecord, RoomRecord, SessionRecord, Trust, UserRecord,
 };
 
-/// The schema this code reads and writes. Version 1 (before signed records were kept)
-/// is upgraded in place when opened; any other version is refused.
-pub const SCHEMA_VERSION: u32 = 2;
+/// The schema this code reads and writes. Versions 1 (before signed records were kept)
+/// and 2 (session ids stored in plain text) are upgraded in place when opened; any other
+/// version is refused.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// What went wrong in storage.
 #[derive(Debug, thiserror::Error)]
@@ -103,9 +105,11 @@ pub(crate) enum T {
     Blocks,
     UserBlocks,
     Tokens,
+    Settings,
+    OidcLinks,
 }
 
-const TREES: [(T, &str); 14] = [
+const TREES: [(T, &str); 16] = [
     (T::Users, "users"),
     (T::Sessions, "sessions"),
     (T::Groups, "groups"),
@@ -121,6 +125,10 @@ const TREES: [(T, &str); 14] = [
     (T::Blocks, "blocks"),
     (T::UserBlocks, "user_blocks"),
     (T::Tokens, "admin_tokens"),
+    // Node-wide settings changed at run time (registration mode, who is admin).
+    (T::Settings, "settings"),
+    // `<provider>\0<sub>` → local user name: identities that sign in as an account.
+    (T::OidcLinks, "oidc_links"),
 ];
 
 /// Writes to apply together: one transaction over every tree they touch, one flush.
@@ -179,6 +187,7 @@ impl Store {
             e => StoreError::Sled(e),
         })?;
         let meta = db.open_tree("meta")?;
+        let mut before_admins = false;
         match meta.get("schema_version")? {
             None => {
                 meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
@@ -191,18 +200,31 @@ impl Store {
                     // Version 1 kept the last seq of every subject in `seqs`, never pruned;
                     // version 2 keeps the signed records themselves (`records`), whose seqs
                     // replace it. Groups homed here get their records signed at start.
-                    1 => {
-                        db.drop_tree("seqs")?;
-                        meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
-                        db.flush()?;
-                        tracing::info!(from = 1, to = SCHEMA_VERSION, "upgraded the store");
+                    // Version 2 keyed sessions by the cookie itself; version 3 by its SHA-256.
+                    // Old sessions cannot be rekeyed without keeping them readable, so they
+                    // end: everyone logs in once more.
+                    1 | 2 => {
+                        before_admins = true;
+                        if found == 1 {
+                            db.drop_tree("seqs")?;
+                        }
+                        db.drop_tree("sessions")?;
+                        tracing::info!(from = found, to = SCHEMA_VERSION, "upgraded the store");
                     }
                     found => return Err(StoreError::Schema { found }),
                 }
             }
         }
         let trees = TREES.iter().map(|(_, name)| db.open_tree(name)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { db, trees, flushes: Default::default(), gate: Default::default() })
+        let store = Self { db, trees, flushes: Default::default(), gate: Default::default() };
+        if before_admins {
+            // Nodes from before administrators existed: the oldest account administers
+            // (else the next sign-up would, being the first to claim it).
+            store.adopt_oldest_admin()?;
+            meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
+            store.db.flush()?;
+        }
+        Ok(store)
     }
 
     pub(crate) fn tree(&self, t: T) -> &sled::Tree {

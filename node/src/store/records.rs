@@ -15,9 +15,18 @@ pub struct UserRecord {
     pub disabled: bool,
     /// Unix seconds.
     pub created_at: u64,
+    /// May list, disable and re-enable accounts and set the registration mode. The first
+    /// account of a node gets it (absent in data written before: false).
+    #[serde(default)]
+    pub admin: bool,
+    /// An email address an identity provider vouched for (verified); a first sign-in
+    /// through another provider with the same verified address links to this account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }
 
-/// A browser's login session, keyed by its random cookie value.
+/// A browser's login session, keyed by the SHA-256 of its random cookie value (a copy of
+/// the store does not hand out working cookies).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SessionRecord {
     /// Whose session it is.

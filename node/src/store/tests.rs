@@ -131,7 +131,7 @@ async fn reopening_keeps_data_checks_the_schema_and_upgrades_version_one() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open(dir.path()).unwrap();
-        let u = UserRecord { name: UserName::new("alice").unwrap(), password_hash: "h".into(), disabled: false, created_at: 1 };
+        let u = UserRecord { name: UserName::new("alice").unwrap(), password_hash: "h".into(), disabled: false, created_at: 1, admin: false, email: None };
         store.create_user(&u).await.unwrap();
         assert!(matches!(store.create_user(&u).await, Err(StoreError::Conflict)));
         // Make it look like a version 1 data dir, with its unpruned seq tree.
@@ -145,4 +145,51 @@ async fn reopening_keeps_data_checks_the_schema_and_upgrades_version_one() {
     store.db.open_tree("meta").unwrap().insert("schema_version", &99u32.to_be_bytes()).unwrap();
     drop(store);
     assert!(matches!(Store::open(dir.path()), Err(StoreError::Schema { found: 99 })));
+}
+
+#[tokio::test]
+async fn sessions_are_stored_under_a_hash_and_version_two_sessions_end_at_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let cookie = "a3f1c2d4e5b6a7980112233445566778899aabbccddeeff00112233445566778";
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let s = SessionRecord { user: UserName::new("alice").unwrap(), created_at: 1, expires_at: u64::MAX };
+        store.put_session(cookie, &s).await.unwrap();
+        assert_eq!(store.session(cookie).unwrap(), Some(s));
+        // Nothing in the tree holds the cookie: a copy of the data dir logs nobody in.
+        for item in store.tree(T::Sessions).iter() {
+            let (k, v) = item.unwrap();
+            assert_ne!(&*k, cookie.as_bytes());
+            assert!(!String::from_utf8_lossy(&v).contains(cookie));
+            assert_eq!(&*k, session_tag(cookie).as_bytes());
+        }
+        // A version 2 data dir kept the cookie itself as the key, and had no administrator.
+        store.tree(T::Sessions).insert(cookie, b"{}".to_vec()).unwrap();
+        for (name, at) in [("zed", 5), ("amy", 9)] {
+            let u = UserRecord { name: UserName::new(name).unwrap(), password_hash: "h".into(), disabled: false, created_at: at, admin: false, email: None };
+            store.create_user(&u).await.unwrap();
+        }
+        store.db.open_tree("meta").unwrap().insert("schema_version", &2u32.to_be_bytes()).unwrap();
+        store.flush().await.unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.session_count(), 0, "plain-text sessions ended at the upgrade");
+    assert!(store.session(cookie).unwrap().is_none());
+    // The oldest account administers; the next sign-up does not get it.
+    assert!(store.user(&UserName::new("zed").unwrap()).unwrap().unwrap().admin);
+    assert!(!store.user(&UserName::new("amy").unwrap()).unwrap().unwrap().admin);
+    assert!(!store.claim_admin(&UserName::new("newcomer").unwrap()).await.unwrap());
+}
+
+#[tokio::test]
+async fn only_the_first_claim_makes_an_admin_and_the_mode_persists() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.claim_admin(&UserName::new("ada").unwrap()).await.unwrap());
+    assert!(!store.claim_admin(&UserName::new("bob").unwrap()).await.unwrap());
+    assert_eq!(store.registration_mode().unwrap(), None);
+    store.set_registration_mode(RegistrationMode::InviteOnly).await.unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.registration_mode().unwrap(), Some(RegistrationMode::InviteOnly));
 }

@@ -51,6 +51,11 @@ pub async fn upgrade(
         return Err(AppError::forbidden("admin API tokens cannot open sockets"));
     }
     let auth = Auth::from_headers(&state, &headers)?.ok_or_else(|| AppError::unauthenticated("log in first"))?;
+    let max = state.settings.limits.sockets_per_user;
+    if state.core.hub().user_sockets(&auth.id) >= max {
+        return Err(AppError::too_many(format!("at most {max} connections per account; close another tab")));
+    }
+    let login = crate::store::session_tag(&auth.session);
     Ok(ws
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
@@ -70,7 +75,7 @@ pub async fn upgrade(
                     Err(e) => Some(Err(e)),
                 }
             });
-            run(state, auth.id, Box::pin(sink), Box::pin(stream)).await;
+            run(state, auth.id, login, Box::pin(sink), Box::pin(stream)).await;
         })
         .into_response())
 }
@@ -91,14 +96,21 @@ fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
     matches!((host, bare), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
 }
 
-/// Runs one socket until the browser goes away.
-pub async fn run<S, R, E>(state: AppState, user: UserId, mut sink: S, mut stream: R)
+/// Runs one socket, opened with login session `login` (its
+/// [`crate::store::session_tag`]), until the browser goes away or the session ends.
+pub async fn run<S, R, E>(state: AppState, user: UserId, login: String, mut sink: S, mut stream: R)
 where
     S: Sink<String> + Unpin,
     R: Stream<Item = Result<String, E>> + Unpin,
 {
     let session = SessionId::from_bytes(random_16());
-    let mut queue = state.core.hub().register(&user, session);
+    let max = state.settings.limits.sockets_per_user;
+    // Checked at the upgrade too; this closes the race between two upgrades.
+    let Some(mut queue) = state.core.hub().register(&user, session, &login, max) else {
+        let why = refusal("too_many_sockets", format!("at most {max} connections per account; close another tab"), None);
+        let _ = sink.send(why.to_string()).await;
+        return;
+    };
     let limiter: DefaultDirectRateLimiter = RateLimiter::direct(
         Quota::per_second(RATE.try_into().expect("non-zero")).allow_burst(BURST.try_into().expect("non-zero")),
     );
@@ -160,6 +172,7 @@ async fn handle(state: &AppState, user: &UserId, session: SessionId, text: &str)
                     sfu.disconnect((user.clone(), session));
                 }
                 state.commit(fx).await;
+                take_over_seats(state, user, session).await;
                 let mode = state.core.call_mode(&(group, room));
                 Ok(Some(encode(&json!({"type": "joined", "group": group, "room": room, "session": session, "mode": mode}))))
             }
@@ -279,6 +292,32 @@ async fn handle(state: &AppState, user: &UserId, session: SessionId, text: &str)
     match result {
         Ok(reply) => reply,
         Err(WsError(code, message)) => Some(refusal(code, message, Some(ty.into()))),
+    }
+}
+
+/// A user holds at most `call_seats_per_user` seats in calls (one by default): a socket
+/// that just joined takes the seat of the user's other sockets beyond that, which are told
+/// `moved` (the tab says "moved to another tab") instead of staying in and hearing
+/// themselves.
+async fn take_over_seats(state: &AppState, user: &UserId, session: SessionId) {
+    let seated: Vec<SessionId> = state
+        .core
+        .hub()
+        .other_sessions(user, &session)
+        .into_iter()
+        .filter(|s| state.core.seat(user, *s).is_some())
+        .collect();
+    let keep = state.settings.limits.call_seats_per_user.saturating_sub(1);
+    for other in seated.into_iter().skip(keep) {
+        if let Some(sfu) = &state.sfu {
+            sfu.disconnect((user.clone(), other));
+        }
+        let (left, fx) = state.core.leave(user, other);
+        state.commit(fx).await;
+        if let Some((g, r)) = left {
+            let msg = encode(&json!({"type": "moved", "group": g, "room": r, "to_session": session}));
+            state.core.hub().send_session(user, &other, &msg);
+        }
     }
 }
 

@@ -30,7 +30,7 @@ fn connect(state: &AppState, user: &str) -> Harness {
     let (to_node, rx) = mpsc::unbounded();
     let (tx, from_node) = mpsc::unbounded::<String>();
     let user = user.parse().unwrap();
-    let task = tokio::spawn(run(state.clone(), user, tx, rx));
+    let task = tokio::spawn(run(state.clone(), user, "test-login".into(), tx, rx));
     Harness { to_node, from_node, task }
 }
 

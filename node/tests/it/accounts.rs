@@ -33,8 +33,8 @@ async fn sessions_rotate_end_at_logout_and_at_password_change() {
     r.expect(201);
     assert_eq!(
         r.body["user"],
-        json!({"id": "alice@alpha", "name": "alice", "node": "alpha"}),
-        "names are stored lowercase"
+        json!({"id": "alice@alpha", "name": "alice", "node": "alpha", "admin": true}),
+        "names are stored lowercase; the first account is the node's administrator"
     );
     assert!(r.body["csrf"].as_str().is_some_and(|t| !t.is_empty()), "{r:?}");
     let set = r.set_cookie("vc_session").unwrap_or_else(|| panic!("register sets no vc_session: {r:?}"));

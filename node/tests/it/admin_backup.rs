@@ -116,3 +116,24 @@ async fn user_add_and_backup_while_serving_a_call_then_restore_everything() {
         assert!(listed.contains(name), "{listed}");
     }
 }
+
+/// `voicechat user disable` and `user passwd` against a running node sign that user's open
+/// pages out at once (their sockets get `signed_out` and close), as the admin page does.
+#[tokio::test]
+async fn user_disable_over_the_admin_socket_signs_pages_out_at_once() {
+    let node = Node::start(&[]);
+    let [alice, bob] = registered_all(&node, ["alice", "bob"]).await;
+    let dir = node.data_dir().to_path_buf();
+    let mut bws = Ws::connect(&bob).await;
+    let mut aws = Ws::connect(&alice).await;
+    let out = run_cli_stdin(&["user", "disable", "bob", "--data-dir", d(&dir)], "");
+    assert!(out.status.success(), "{}", show(&out));
+    let last = bws.next_of_type("signed_out").await;
+    assert_eq!(last["reason"], "account disabled", "{last}");
+    assert!(bws.recv_any(std::time::Duration::from_secs(5)).await.is_err(), "bob's socket stays open after the disable");
+    aws.expect_none_of_type("signed_out").await;
+
+    let out = run_cli_stdin(&["user", "passwd", "alice", "--data-dir", d(&dir)], "a-brand-new-password-1\n");
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(aws.next_of_type("signed_out").await["reason"], "password changed");
+}

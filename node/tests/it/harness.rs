@@ -214,6 +214,10 @@ impl Node {
             let ip = self.listen.rsplit_once(':').map_or("127.0.0.1", |(ip, _)| ip);
             cmd.args(["--sfu-listen", &format!("{ip}:0")]);
         }
+        // Tests sign up many accounts from 127.0.0.1; the sign-up limit has its own test.
+        if !self.args.iter().any(|a| a == "--registrations-per-hour") {
+            cmd.args(["--registrations-per-hour", "100000"]);
+        }
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
@@ -500,6 +504,12 @@ impl Client {
         self.send(Method::DELETE, path, Body::None, Csrf::Auto).await
     }
 
+    /// A POST through a shared client with a CSRF token fetched before (for requests sent
+    /// all at once).
+    pub async fn post_with(&self, path: &str, body: Value, csrf: &str) -> Resp {
+        self.raw(Method::POST, path, Body::Json(body), Some(csrf.to_owned())).await
+    }
+
     fn learn_csrf(&mut self, r: &Resp) {
         if let Some(t) = r.body["csrf"].as_str() {
             self.csrf = Some(t.to_owned());
@@ -523,6 +533,15 @@ impl Client {
         self.csrf = None;
         r
     }
+}
+
+/// The value of a counter (summed over its labels) on the node's `/metrics`.
+pub async fn metric(node: &Node, name: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", node.url)).await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// A fresh client registered as `name` (password [`pw`]).

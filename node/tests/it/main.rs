@@ -4,6 +4,7 @@
 #[allow(dead_code)]
 mod harness;
 
+mod account_attacks;
 mod accounts;
 mod acme;
 mod admin_api;
@@ -30,6 +31,7 @@ mod flow;
 mod login_limit;
 mod packaging;
 mod presence;
+mod registration;
 mod signaling;
 mod tls;
 mod turn;

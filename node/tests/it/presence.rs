@@ -15,9 +15,9 @@ fn types(ms: &[Value]) -> Vec<String> {
 #[tokio::test]
 async fn a_follower_gets_deltas_and_past_the_threshold_only_counts() {
     let node = Node::start(&["--room-list-max", "2"]);
-    let [mut alice, bob, carol, dave] = registered_all(&node, ["alice", "bob", "carol", "dave"]).await;
+    let [mut alice, bob, carol, dave, erin] = registered_all(&node, ["alice", "bob", "carol", "dave", "erin"]).await;
     let gid = create_group(&mut alice, "Big").await;
-    for u in ["bob", "carol", "dave"] {
+    for u in ["bob", "carol", "dave", "erin"] {
         add_member(&mut alice, &gid, u).await;
     }
     let rid = create_room(&mut alice, &gid, "Hall").await;
@@ -60,8 +60,8 @@ async fn a_follower_gets_deltas_and_past_the_threshold_only_counts() {
     cws.wait_list("dave muted", &rid, dave_muted).await;
     assert_eq!(types(&aws.barrier().await), Vec::<String>::new());
 
-    // Another tab of bob: alice's count follows within the tick (a second).
-    let mut bws2 = Ws::connect(&bob).await;
+    // erin makes four: alice's count follows within the tick (a second).
+    let mut bws2 = Ws::connect(&erin).await;
     bws2.send(json!({"type": "join", "group": gid, "room": rid})).await;
     bws2.next_of_type("joined").await;
     let c = aws.next_of_type("participant_counts").await;

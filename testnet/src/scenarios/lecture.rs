@@ -134,6 +134,10 @@ pub async fn run(opts: &Options, p: &Params) -> anyhow::Result<Report> {
     opts.nodes = 1;
     // Every call of this node is on the SFU as soon as two people are in it.
     opts.node_args.extend(["--sfu-threshold".into(), "2".into()]);
+    // The listeners are sessions of one member and the speakers of the owner, all seated:
+    // above the node's per-user defaults (8 sockets, 1 call seat), settings for this.
+    let per_user = (max + 4).to_string();
+    opts.node_args.extend(["--sockets-per-user".into(), per_user.clone(), "--call-seats-per-user".into(), per_user]);
     let net = Testnet::start(&opts).await?;
     let owner = &net.clients[0];
     let path = format!("/api/groups/{}/rooms", net.group);

@@ -93,6 +93,10 @@ pub async fn run(opts: &Options, p: &Params) -> anyhow::Result<Report> {
     }
     let mut opts = opts.clone();
     opts.nodes = 1;
+    // Each of the `users` holds clients/users sockets, all seated in calls: above the
+    // node's per-user defaults (8 sockets, 1 call seat), which are settings for this.
+    let per_user = (p.clients.div_ceil(p.users.max(1)) + 2).to_string();
+    opts.node_args.extend(["--sockets-per-user".into(), per_user.clone(), "--call-seats-per-user".into(), per_user]);
     let net = Testnet::start(&opts).await?;
     let node = &net.nodes[0];
     let rooms = {

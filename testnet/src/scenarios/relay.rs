@@ -47,12 +47,15 @@ pub async fn run(opts: &Options, p: &Params) -> anyhow::Result<Report> {
     opts.nodes = opts.nodes.max(2);
     let net = Testnet::start(&opts).await?;
     let rid = net.create_room("relay").await?;
-    // A second user on alpha for the same-node pair.
+    // A second user on alpha for the same-node pair, and a third for the cross pair (a
+    // user holds one seat in calls: two sockets of one user cannot both be in the room).
     let bob = Http::register(&net.nodes[0].url, "relay-bob", "relay-bob-password").await?;
     add_member(&net.clients[0], &net.group, "relay-bob".into()).await?;
+    let ann = Http::register(&net.nodes[0].url, "relay-ann", "relay-ann-password").await?;
+    add_member(&net.clients[0], &net.group, "relay-ann".into()).await?;
     let mut a1 = net.clients[0].ws().await?; // alpha: same-node pair with bob
     let mut b1 = bob.ws().await?;
-    let mut a2 = net.clients[0].ws().await?; // alpha: cross pair with beta
+    let mut a2 = ann.ws().await?; // alpha: cross pair with beta
     let mut c2 = net.clients[1].ws().await?;
     for ws in [&mut a1, &mut b1, &mut a2, &mut c2] {
         ws.join(&net.group, &rid).await?;
