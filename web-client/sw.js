@@ -2,7 +2,7 @@
 //! modules, styles and icons) so that when the node cannot be reached the page still opens
 //! and says "offline, reconnecting" instead of the browser's error. Network first: a node
 //! that was upgraded serves its new files at once; the cache is only the fallback. The API,
-//! the socket and everything of other origins are never cached.
+//! the socket, sign-in with a provider and everything of other origins are never touched.
 
 const CACHE = 'voicechat-shell-1';
 /** What the page needs to open at all; the rest is kept as it is fetched. */
@@ -33,7 +33,10 @@ self.addEventListener('activate', (event) => {
 function isShell(request) {
   const url = new URL(request.url);
   if (request.method !== 'GET' || url.origin !== self.location.origin) return false;
-  return !(url.pathname.startsWith('/api/') || url.pathname === '/ws' || url.pathname.startsWith('/.well-known/') || url.pathname === '/metrics');
+  // Not the node's own endpoints: the API, the socket, sign-in with a provider (redirects
+  // that must reach the node every time), its card, its metrics.
+  const p = url.pathname;
+  return !(p.startsWith('/api/') || p === '/ws' || p.startsWith('/auth/') || p.startsWith('/.well-known/') || p === '/metrics');
 }
 
 self.addEventListener('fetch', (event) => {
