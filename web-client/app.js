@@ -68,6 +68,10 @@ function clearNotice() {
   noticeEl.hidden = true;
   noticeEl.textContent = '';
 }
+/** An error said earlier no longer applies (the thing it was about just worked): gone. */
+function clearError() {
+  if (!noticeEl.hidden && noticeEl.classList.contains('notice-error')) clearNotice();
+}
 /** Show what went wrong: ApiError messages are already words for a person. */
 function showError(err) {
   if (err instanceof ApiError) {
@@ -248,7 +252,10 @@ const call = new Call(
   (m) => notify(m),
   (userId) => displayUser(userId, state.node),
 );
-call.subscribe((what) => emit('call', { what }));
+call.subscribe((what) => {
+  if (what === 'status' && call.status === 'joined') clearError(); // "Could not join…" is over
+  emit('call', { what });
+});
 
 socket.on('group', (m) => {
   groupEvents.set(m.group.id, (groupEvents.get(m.group.id) || 0) + 1);
@@ -343,6 +350,7 @@ async function refreshAfterReconnect() {
 // ---------- session ----------
 
 async function loggedIn(user) {
+  clearError(); // e.g. a failed sign-up before this one worked
   state.user = user;
   state.node = user.node || state.node;
   firstHello = true;
