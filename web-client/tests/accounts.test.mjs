@@ -4,34 +4,22 @@
 //! the ticket; and a second tab joining the same call takes the seat over while the first
 //! says "moved to another tab".
 
-import { describe, it, before, after } from 'node:test';
+import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
-import { assertPrivateNetns, tempDir, writeBeepWav, startNode, launchBrowser, waitFor, registerOn, joinCall, createGroupWithInvite } from './helpers.mjs';
+import { nodeAndBrowsers, waitFor, registerOn, joinCall, createGroupWithInvite } from './helpers.mjs';
 
 const byId = (page, id) => page.locator(`[data-testid="${id}"]`);
 const PASSWORD = 'correct horse battery';
 
 describe('accounts: admin page, registration modes, one call seat', { timeout: 180_000 }, () => {
+  const t = nodeAndBrowsers('accounts', { wav: { seconds: 4 } });
   let node;
   let A;
   let B;
-  let dir;
 
-  before(async () => {
-    assertPrivateNetns();
-    dir = tempDir('accounts');
-    const wav = writeBeepWav(path.join(dir, 'beeps.wav'), { seconds: 4 });
-    node = await startNode();
-    A = await launchBrowser(wav);
-    B = await launchBrowser(wav);
-  });
-
-  after(async () => {
-    for (const b of [A, B]) if (b) await b.close();
-    if (node) await node.stop();
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  before(() => {
+    ({ node } = t);
+    [A, B] = t.browsers;
   });
 
   const notice = (page) => page.locator('#notice');

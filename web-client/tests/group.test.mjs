@@ -5,37 +5,28 @@
 //! once; (c) an invite link is shown whole, also at 360 px, with Copy (and Share where the
 //! browser can share); screenshots at 1280 and 360 px. Run through tests/run.sh.
 
-import { describe, it, before, after } from 'node:test';
+import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { REPO, assertPrivateNetns, tempDir, writeBeepWav, startNode, launchBrowser, waitFor, setUpRoom, sleep } from './helpers.mjs';
+import { REPO, nodeAndBrowsers, waitFor, setUpRoom, sleep } from './helpers.mjs';
 
 const byId = (page, id) => page.locator(`[data-testid="${id}"]`);
 
 describe('the group page', { timeout: 120_000 }, () => {
-  let dir;
+  const t = nodeAndBrowsers('group');
   let node;
   let A;
   let B;
   let groupUrl;
 
   before(async () => {
-    assertPrivateNetns();
-    dir = tempDir('group');
-    const wav = writeBeepWav(path.join(dir, 'beeps.wav'));
-    node = await startNode();
-    [A, B] = await Promise.all([launchBrowser(wav), launchBrowser(wav)]);
+    ({ node } = t);
+    [A, B] = t.browsers;
     await setUpRoom(node.url, [A, B], ['ada', 'bob']);
     await byId(A.page, 'room-group-link').click();
     await byId(A.page, 'group-title').waitFor();
     groupUrl = A.page.url();
-  });
-
-  after(async () => {
-    for (const b of [A, B]) if (b) await b.close();
-    if (node) await node.stop();
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
   it('(a) Join on the group page joins the call and opens the room; the row then says so', async () => {

@@ -5,6 +5,7 @@ import { spawn, execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { before, after } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
@@ -472,3 +473,26 @@ export function sfuStats(page) {
   });
 }
 
+
+/**
+ * The usual fixture of a browser test, set up before its tests and torn down after them
+ * (whatever failed): a temporary dir, a beep WAV (`wav`: writeBeepWav's options), a node
+ * (`node`: startNode's options) and one Chromium per entry of `browsers` (launchBrowser's
+ * options). Returns an object whose `dir`, `wav`, `node` and `browsers` are filled in by then.
+ */
+export function nodeAndBrowsers(name, { wav = {}, node = {}, browsers = [{}, {}] } = {}) {
+  const t = { dir: null, wav: null, node: null, browsers: [] };
+  before(async () => {
+    assertPrivateNetns();
+    t.dir = tempDir(name);
+    t.wav = writeBeepWav(path.join(t.dir, 'beeps.wav'), wav);
+    t.node = await startNode(node);
+    t.browsers = await Promise.all(browsers.map((o) => launchBrowser(t.wav, o)));
+  });
+  after(async () => {
+    for (const b of t.browsers) if (b) await b.close();
+    if (t.node) await t.node.stop();
+    if (t.dir) fs.rmSync(t.dir, { recursive: true, force: true });
+  });
+  return t;
+}

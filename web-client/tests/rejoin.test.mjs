@@ -4,11 +4,9 @@
 //! other again; (c) the room's URL typed in the same tab does the same; (d) after Leave, a
 //! reload stays out. Run through tests/run.sh (private netns).
 
-import { describe, it, before, after } from 'node:test';
+import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
-import { assertPrivateNetns, tempDir, writeBeepWav, startNode, launchBrowser, waitFor, audioStats, setUpRoom, joinCall } from './helpers.mjs';
+import { nodeAndBrowsers, waitFor, audioStats, setUpRoom, joinCall } from './helpers.mjs';
 
 const byId = (page, id) => page.locator(`[data-testid="${id}"]`);
 
@@ -37,26 +35,17 @@ async function hears(page, name) {
 }
 
 describe('calls that survive the page', { timeout: 180_000 }, () => {
-  let dir;
+  const t = nodeAndBrowsers('rejoin', { wav: { periodMs: 500, beepMs: 250 } });
   let node;
   let A;
   let B;
   let roomUrl;
 
   before(async () => {
-    assertPrivateNetns();
-    dir = tempDir('rejoin');
-    const wav = writeBeepWav(path.join(dir, 'beeps.wav'), { periodMs: 500, beepMs: 250 });
-    node = await startNode();
-    [A, B] = await Promise.all([launchBrowser(wav), launchBrowser(wav)]);
+    ({ node } = t);
+    [A, B] = t.browsers;
     for (const b of [A, B]) await watchTracks(b.context);
     ({ roomUrl } = await setUpRoom(node.url, [A, B], ['ada', 'bob']));
-  });
-
-  after(async () => {
-    for (const b of [A, B]) if (b) await b.close();
-    if (node) await node.stop();
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
   it('(a) the room page makes the call ready before Join, says so, and lets go when left', async () => {

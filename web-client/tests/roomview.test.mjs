@@ -4,42 +4,31 @@
 //! and the own level meter has a visible label. Screenshots in target/screenshots.
 //! Run through tests/run.sh (private netns).
 
-import { describe, it, before, after } from 'node:test';
+import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { REPO, assertPrivateNetns, tempDir, writeBeepWav, startNode, launchBrowser, waitFor, setUpRoom, joinCall, sleep } from './helpers.mjs';
+import { REPO, nodeAndBrowsers, waitFor, setUpRoom, joinCall, sleep } from './helpers.mjs';
 
 const byId = (page, id) => page.locator(`[data-testid="${id}"]`);
 const top = (page, id) => page.evaluate((i) => document.querySelector(`[data-testid="${i}"]`).getBoundingClientRect().top, id);
 
 describe('the room view on a phone and a desktop', { timeout: 120_000 }, () => {
-  let dir;
-  let node;
+  // A desktop and a phone.
+  const t = nodeAndBrowsers('roomview', { browsers: [{}, { viewport: { width: 360, height: 740 }, device: { isMobile: true, hasTouch: true } }] });
   let A; // desktop
   let P; // phone
   let roomUrl;
   const out = path.join(REPO, 'target', 'screenshots');
 
   before(async () => {
-    assertPrivateNetns();
-    dir = tempDir('roomview');
     fs.mkdirSync(out, { recursive: true });
-    const wav = writeBeepWav(path.join(dir, 'beeps.wav'));
-    node = await startNode();
-    A = await launchBrowser(wav);
-    P = await launchBrowser(wav, { viewport: { width: 360, height: 740 }, device: { isMobile: true, hasTouch: true } });
-    ({ roomUrl } = await setUpRoom(node.url, [A, P], ['ada', 'pat']));
+    [A, P] = t.browsers;
+    ({ roomUrl } = await setUpRoom(t.node.url, [A, P], ['ada', 'pat']));
     for (const b of [A, P]) await joinCall(b.page, roomUrl);
     for (const [b, other] of [[A, 'pat@alpha'], [P, 'ada@alpha']]) {
       await waitFor(async () => (await byId(b.page, `peer-state-${other}`).getAttribute('data-state')) === 'connected', { message: `connected to ${other}` });
     }
-  });
-
-  after(async () => {
-    for (const b of [A, P]) if (b) await b.close();
-    if (node) await node.stop();
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
   it('(a) on a phone: people right after the buttons, no push-to-talk without a keyboard', async () => {
