@@ -33,6 +33,7 @@ export class Speakers {
     document.body.append(this.box);
     this.elements = new Map(); // session → { user, el }
     this.blocked = false;
+    this.silenced = new Set(); // users muted for this listener only (per-person mute)
   }
 
   /** Play `stream` as `user` (null: nobody yet) under `session` (or a slot's key). */
@@ -48,6 +49,7 @@ export class Speakers {
     }
     entry.user = user;
     entry.el.volume = user ? loadVolume(user) : 1;
+    entry.el.muted = !!user && this.silenced.has(user);
     if (entry.el.srcObject !== stream) entry.el.srcObject = stream;
     entry.el.play().catch(() => {
       this.blocked = true; // autoplay refused; resumeAll() on the next click
@@ -60,6 +62,18 @@ export class Speakers {
     if (!entry || entry.user === user) return;
     entry.user = user;
     entry.el.volume = user ? loadVolume(user) : 1;
+    entry.el.muted = !!user && this.silenced.has(user);
+  }
+
+  /** Mute `user` for this listener only (nobody else is affected), or unmute. */
+  silence(user, on) {
+    if (on) this.silenced.add(user);
+    else this.silenced.delete(user);
+    for (const entry of this.elements.values()) if (entry.user === user) entry.el.muted = on;
+  }
+
+  isSilenced(user) {
+    return this.silenced.has(user);
   }
 
   detach(session) {

@@ -46,8 +46,17 @@ describe('the room view on a phone and a desktop', { timeout: 120_000 }, () => {
     await page.screenshot({ path: path.join(out, 'room-phone-360.png') });
   });
 
-  it('(b) on a desktop: push-to-talk offered; the own level meter is labelled', async () => {
+  it('(b) on a desktop: push-to-talk offered; the own level meter is labelled; per-person mute', async () => {
     const page = A.page;
+    // Muting pat for ada only: pat's audio element is muted on her page, and back.
+    const patMuted = () => page.evaluate(() => [...document.querySelectorAll('.speakers audio')].filter((a) => a.srcObject).map((a) => a.muted));
+    assert.deepEqual(await patMuted(), [false]);
+    await byId(page, 'person-mute-pat@alpha').click();
+    assert.deepEqual(await patMuted(), [true], "pat's audio plays on ada's page after she muted him");
+    assert.equal(await byId(page, 'person-mute-pat@alpha').getAttribute('aria-pressed'), 'true');
+    assert.deepEqual(await P.page.evaluate(() => [...document.querySelectorAll('.speakers audio')].map((a) => a.muted)), [false], 'pat still hears ada');
+    await byId(page, 'person-mute-pat@alpha').click();
+    assert.deepEqual(await patMuted(), [false]);
     await byId(page, 'ptt-toggle').waitFor();
     const meter = byId(page, 'local-meter');
     assert.equal((await meter.locator('.meter-label').textContent()).trim(), 'Your level');

@@ -288,7 +288,17 @@ export function mount(root, ctx, { gid, rid }) {
     if (!self) {
       slider = h('input', { id: volId, type: 'range', min: 0, max: 100, step: 1, value: String(Math.round(loadVolume(p.user) * 100)), testid: `volume-${p.user}` });
       slider.addEventListener('input', () => call.speakers.setVolume(p.user, Number(slider.value) / 100));
-      volume = h('span', { class: 'volume' }, h('label', { for: volId, class: 'sr-only' }, `Volume of ${name}`), h('span', { class: 'volume-icon', 'aria-hidden': 'true' }), slider);
+      // Mute someone for yourself only (the others still hear them).
+      const silenced = call.speakers.isSilenced(p.user);
+      const hush = h('button', { class: 'btn btn-quiet btn-small', type: 'button', testid: `person-mute-${p.user}`, 'aria-pressed': String(silenced), 'aria-label': `Mute ${name} for you` }, silenced ? 'Unmute' : 'Mute');
+      hush.addEventListener('click', () => {
+        const on = !call.speakers.isSilenced(p.user);
+        call.speakers.silence(p.user, on);
+        hush.textContent = on ? 'Unmute' : 'Mute';
+        hush.setAttribute('aria-pressed', String(on));
+        hush.setAttribute('aria-label', `${on ? 'Unmute' : 'Mute'} ${name} for you`);
+      });
+      volume = h('span', { class: 'volume' }, h('label', { for: volId, class: 'sr-only' }, `Volume of ${name}`), h('span', { class: 'volume-icon', 'aria-hidden': 'true' }), slider, hush);
     }
     const li = h(
       'li',
