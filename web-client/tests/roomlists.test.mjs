@@ -5,35 +5,25 @@
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
-import { assertPrivateNetns, tempDir, writeBeepWav, startNode, launchBrowser, waitFor, registerOn } from './helpers.mjs';
+import { nodeAndBrowsers, waitFor, registerOn } from './helpers.mjs';
 
 const PASSWORD = 'room-lists-password';
 const byId = (page, id) => page.locator(`[data-testid="${id}"]`);
 const text = async (page, id) => ((await byId(page, id).textContent()) || '').trim();
 
 describe('room lists: names while small, a count past the threshold', { timeout: 180_000 }, () => {
+  const t = nodeAndBrowsers('roomlists', { wav: { seconds: 4 }, node: { args: ['--room-list-max', '1'] }, browsers: [{}, {}, {}] });
   let node;
   let A;
   let B;
   let C;
-  let dir;
 
-  before(async () => {
-    assertPrivateNetns();
-    dir = tempDir('roomlists');
-    const wav = writeBeepWav(path.join(dir, 'beeps.wav'), { seconds: 4 });
-    node = await startNode({ args: ['--room-list-max', '1'] });
-    A = await launchBrowser(wav);
-    B = await launchBrowser(wav);
-    C = await launchBrowser(wav);
+  before(() => {
+    ({ node } = t);
+    [A, B, C] = t.browsers;
   });
 
-  after(async () => {
-    for (const b of [A, B, C]) if (b) await b.close();
-    if (node) await node.stop();
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  after(() => {
     for (const [who, b] of [['A', A], ['B', B], ['C', C]]) {
       const errors = b ? b.consoleLines.filter((l) => l.startsWith('[pageerror]')) : [];
       if (errors.length) console.log(`page errors in ${who}:\n${errors.join('\n')}`);
