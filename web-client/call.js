@@ -22,6 +22,12 @@ import { LEVEL_POLL_MS, PATH_POLL_MS, readLevels, readPaths, describeConnections
 /** A call prepared on the room page (ICE configuration, open microphone, keys) is used by
  *  Join within this long; older, it is fetched again. */
 const PREPARED_MAX_MS = 10 * 60_000;
+/**
+ * After our session is resumed on a new socket, people may be missing from the node's list
+ * for a moment (after a restart of the node, until they have joined again too): their
+ * connections and keys are kept this long, unless they say bye.
+ */
+const RESYNC_GRACE_MS = 15_000;
 /** sessionStorage: the call this tab is in, so a reload or the room's URL rejoins it. */
 const IN_CALL_KEY = 'voicechat.call';
 
@@ -54,6 +60,8 @@ export class Call {
     this.myNode = null; // its node part
     this.mode = 'mesh'; // mesh | sfu: how people of this node reach each other in this call
     this.formerSessions = new Set(); // this tab's earlier sessions (may linger on the node a while)
+    this.resyncUntil = 0; // see RESYNC_GRACE_MS
+    this.resyncTimer = null;
     this.prepared = null; // {group, room, stream, ice, keys, at}: made ready on the room page
     this.voice = new Voice(this);
     this.ice = new IceServers();
@@ -119,7 +127,7 @@ export class Call {
     if (this.status === 'joined' && this.inRoom(group, room) && this.mesh) this.syncMesh();
     if (this.inRoom(group, room)) {
       this.stage.refresh();
-      this.keys.syncParticipants(this.getParticipants(group, room) || []);
+      this.keys.syncParticipants(this.withKept(this.getParticipants(group, room) || []));
       this.keys.roleChanged();
     }
   }
@@ -369,7 +377,16 @@ export class Call {
     if (this.status !== 'joined' || !this.mesh) return;
     let people = current || this.getParticipants(this.group, this.room) || [];
     if (this.mode === 'sfu') people = people.filter((p) => !this.sameNode(p.user) || this.mesh.peers.has(p.session));
-    this.mesh.sync(people);
+    this.mesh.sync(this.withKept(people));
+  }
+
+  /** `list`, plus (for a while after our session was resumed) whoever we are connected to
+   *  that the node does not list yet: see RESYNC_GRACE_MS. */
+  withKept(list) {
+    if (!this.mesh || performance.now() > this.resyncUntil) return list;
+    const listed = new Set(list.map((p) => p.session));
+    const kept = [...this.mesh.peers.values()].filter((p) => !listed.has(p.session)).map((p) => ({ user: p.user, session: p.session }));
+    return kept.length ? [...list, ...kept] : list;
   }
 
   /** Whether `user` (a full id, `name@node`) is of this node: the audio server carries them. */
@@ -406,11 +423,23 @@ export class Call {
   }
 
   onHello(msg) {
-    if (this.mySession && this.mySession !== msg.session) this.formerSessions.add(this.mySession);
+    const resumed = !!this.mySession && this.mySession === msg.session;
+    if (this.mySession && !resumed) this.formerSessions.add(this.mySession);
     this.mySession = msg.session;
     if (typeof msg.user === 'string') {
       this.myUser = msg.user;
       this.myNode = msg.user.slice(msg.user.lastIndexOf('@') + 1);
+    }
+    if (resumed && this.status !== 'idle' && this.mesh) {
+      // The same session on a new socket: every connection goes on. Join again — nothing
+      // changes if the node held our seat; after its restart it seats us again — and keep
+      // whoever the node does not list yet until they are back too.
+      this.resyncUntil = performance.now() + RESYNC_GRACE_MS;
+      clearTimeout(this.resyncTimer);
+      const { group, room } = this;
+      this.resyncTimer = setTimeout(() => this.presenceChanged(group, room), RESYNC_GRACE_MS + 100);
+      this.sendJoin();
+      return;
     }
     if (this.status !== 'idle' && this.mesh) {
       // A new socket is a new session: rebuild the mesh (and the audio server connection,
@@ -444,7 +473,7 @@ export class Call {
       this.syncMesh();
     }
     this.stage.refresh();
-    this.keys.joined(this.mySession);
+    if (this.keys.myId !== this.mySession) this.keys.joined(this.mySession); // (not again on a resume)
     this.changed('status');
   }
 
@@ -464,6 +493,8 @@ export class Call {
 
   stop() {
     rememberCall(null); // left, dropped or failed: a reload does not bring it back
+    clearTimeout(this.resyncTimer);
+    this.resyncUntil = 0;
     this.sfuLeg.stop();
     this.keys.stop();
     this.mode = 'mesh';

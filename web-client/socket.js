@@ -2,7 +2,11 @@
 //!
 //! Listeners: socket.on('participants', fn) for node messages, plus the pseudo-types
 //! 'open' and 'close' for the connection itself. After every (re)connect the node sends
-//! `hello` with a new session id; whoever was in a call re-joins on that (see call.js).
+//! `hello` with the session id. A reconnect asks to resume the session it had (with the
+//! token its `hello` gave): the node keeps a session whose socket dropped for a while, and
+//! after its own restart still knows the token, so the call goes on under the same session
+//! and its peer connections are kept (see call.js). Closing on purpose (logout, leaving the
+//! page) says goodbye, and the node lets the session go at once.
 
 const PING_MS = 25_000;
 /** A probe (after a network change) not answered this fast means the socket is dead. */
@@ -26,6 +30,10 @@ export class Socket {
     this.pingTimer = null;
     this.probeTimer = null;
     this.connected = false;
+    this.resume = null; // `<session>.<token>` from the last hello
+    addEventListener('pagehide', () => {
+      if (this.ws) this.ws.close(1000, 'page closed');
+    });
   }
 
   on(type, fn) {
@@ -93,6 +101,7 @@ export class Socket {
   /** Stop for good (logout). */
   close() {
     this.wanted = false;
+    this.resume = null;
     clearTimeout(this.retryTimer);
     clearInterval(this.pingTimer);
     clearTimeout(this.probeTimer);
@@ -110,7 +119,7 @@ export class Socket {
   }
 
   open() {
-    const ws = new WebSocket(this.url);
+    const ws = new WebSocket(this.resume ? `${this.url}?resume=${encodeURIComponent(this.resume)}` : this.url);
     this.ws = ws;
     ws.addEventListener('open', () => {
       this.attempt = 0;
@@ -129,7 +138,9 @@ export class Socket {
       } catch {
         return;
       }
-      if (msg && typeof msg.type === 'string') this.emit(msg.type, msg);
+      if (!msg || typeof msg.type !== 'string') return;
+      if (msg.type === 'hello') this.resume = typeof msg.resume === 'string' ? `${msg.session}.${msg.resume}` : null;
+      this.emit(msg.type, msg);
     });
     ws.addEventListener('close', (ev) => this.closed(ws, ev.code, false));
   }

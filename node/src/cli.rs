@@ -353,6 +353,10 @@ pub struct ServeArgs {
     /// Sign-ups one client address may attempt per hour [default: 10].
     #[arg(long, value_name = "N", env = "VOICECHAT_REGISTRATIONS_PER_HOUR")]
     pub registrations_per_hour: Option<u32>,
+    /// Seconds a page that lost its connection keeps its place in a call (its session) for
+    /// resuming it; 0: it leaves at once [default: 20].
+    #[arg(long, value_name = "SECS", env = "VOICECHAT_RESUME_GRACE")]
+    pub resume_grace: Option<u64>,
 }
 
 /// Runs the parsed command line.

@@ -193,6 +193,9 @@ pub struct FileAccounts {
     pub call_seats_per_user: Option<usize>,
     /// Sign-ups one client address may attempt per hour. Left out: 10.
     pub registrations_per_hour: Option<u32>,
+    /// Seconds a page that lost its connection keeps its session for resuming it. Left
+    /// out: 20.
+    pub resume_grace: Option<u64>,
 }
 
 /// The `[turn]` table.
@@ -890,6 +893,7 @@ impl Config {
             sockets_per_user: args.sockets_per_user.or(fa.sockets_per_user).unwrap_or(d.sockets_per_user).max(1),
             call_seats_per_user: args.call_seats_per_user.or(fa.call_seats_per_user).unwrap_or(d.call_seats_per_user).max(1),
             registrations_per_hour: args.registrations_per_hour.or(fa.registrations_per_hour).unwrap_or(d.registrations_per_hour).max(1),
+            resume_grace: args.resume_grace.or(fa.resume_grace).map_or(d.resume_grace, std::time::Duration::from_secs),
         };
         Ok(Config {
             turn,
@@ -995,7 +999,7 @@ mod tests {
     #[test]
     fn account_limits_default_as_documented_and_flags_beat_the_file() {
         let c = Config::resolve(&args(&[]), file("")).unwrap();
-        assert_eq!(c.limits, crate::state::Limits { sockets_per_user: 8, call_seats_per_user: 1, registrations_per_hour: 10 });
+        assert_eq!(c.limits, crate::state::Limits { sockets_per_user: 8, call_seats_per_user: 1, registrations_per_hour: 10, resume_grace: std::time::Duration::from_secs(20) });
         assert_eq!(c.registration, crate::store::RegistrationMode::Open);
         assert!(c.password_login);
         let f = "[accounts]\nregistration = \"invite-only\"\nsockets_per_user = 3\npassword_login = \"off\"\n";

@@ -6,8 +6,15 @@
 //! Each socket is tagged with the login session it was opened with, so logging out,
 //! changing the password or disabling the account closes the right sockets at once; and a
 //! user holds at most a set number of sockets.
+//!
+//! A socket that drops without saying goodbye (a network blip, a dead connection given up
+//! on) is *parked*: its entry and its queue stay, collecting messages, so that the page can
+//! resume the same session on a new socket without missing any (see `ws`). Each socket
+//! holding an entry has a generation, so the end of a socket that was taken over changes
+//! nothing.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -24,6 +31,21 @@ pub type Outbound = Arc<str>;
 struct Socket {
     tx: mpsc::Sender<Outbound>,
     login: Arc<str>,
+    /// Which socket holds the session now (a resume takes it over with a new one).
+    generation: u64,
+    /// The queue of a socket that dropped, kept for a resume.
+    parked: Option<mpsc::Receiver<Outbound>>,
+}
+
+/// A socket's hold on its session, from [`Hub::attach`].
+pub struct Attached {
+    /// Its queue (a resumed session's, with what came meanwhile).
+    pub rx: mpsc::Receiver<Outbound>,
+    /// Its generation, for [`Hub::park`] and [`Hub::release`].
+    pub generation: u64,
+    /// Whether the session was still registered (parked, or its old socket not yet seen
+    /// dead) and was taken over.
+    pub resumed: bool,
 }
 
 #[derive(Default)]
@@ -48,6 +70,7 @@ impl Inner {
 #[derive(Clone, Default)]
 pub struct Hub {
     inner: Arc<Mutex<Inner>>,
+    generations: Arc<AtomicU64>,
 }
 
 /// Encodes a message once for many sockets.
@@ -59,19 +82,79 @@ impl Hub {
     /// Registers a new socket opened with login session `login` and returns its queue;
     /// `None` if the user has `max_per_user` sockets open already.
     pub fn register(&self, user: &UserId, session: SessionId, login: &str, max_per_user: usize) -> Option<mpsc::Receiver<Outbound>> {
-        let (tx, rx) = mpsc::channel(SOCKET_QUEUE);
+        self.attach(user, session, login, max_per_user).map(|a| a.rx)
+    }
+
+    /// Registers a socket for `session`, opened with login session `login`. If that session
+    /// is registered already under the same login (its socket parked, or dead and not yet
+    /// noticed), the new socket takes it over: with the parked queue, or with a new one
+    /// (the old socket's loop then ends, and its [`Hub::release`] says it is no longer
+    /// the owner). `None` if the user has `max_per_user` sockets open already, or the
+    /// session is another login's.
+    pub fn attach(&self, user: &UserId, session: SessionId, login: &str, max_per_user: usize) -> Option<Attached> {
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         let mut inner = self.inner.lock().expect("hub lock");
         let mine = inner.by_user.entry(user.clone()).or_default();
+        if let Some(s) = mine.get_mut(&session) {
+            if &*s.login != login {
+                return None;
+            }
+            s.generation = generation;
+            let rx = match s.parked.take() {
+                Some(rx) => rx,
+                None => {
+                    let (tx, rx) = mpsc::channel(SOCKET_QUEUE);
+                    s.tx = tx;
+                    rx
+                }
+            };
+            return Some(Attached { rx, generation, resumed: true });
+        }
         if mine.len() >= max_per_user {
             if mine.is_empty() {
                 inner.by_user.remove(user);
             }
             return None;
         }
-        mine.insert(session, Socket { tx, login: login.into() });
+        let (tx, rx) = mpsc::channel(SOCKET_QUEUE);
+        mine.insert(session, Socket { tx, login: login.into(), generation, parked: None });
         inner.sockets += 1;
         metrics::gauge!("voicechat_ws_connected").set(inner.sockets as f64);
-        Some(rx)
+        Some(Attached { rx, generation, resumed: false })
+    }
+
+    /// The socket of `generation` dropped: its queue is kept (and goes on collecting) for
+    /// a resume. False if the session was taken over or closed meanwhile.
+    pub fn park(&self, user: &UserId, session: &SessionId, generation: u64, rx: mpsc::Receiver<Outbound>) -> bool {
+        let mut inner = self.inner.lock().expect("hub lock");
+        match inner.by_user.get_mut(user).and_then(|m| m.get_mut(session)) {
+            Some(s) if s.generation == generation => {
+                s.parked = Some(rx);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The socket of `generation` (or its parked queue) is done: forgets it, and says
+    /// whether the session's seat must be given up — false when a newer socket took the
+    /// session over (it holds the seat now).
+    pub fn release(&self, user: &UserId, session: &SessionId, generation: u64) -> bool {
+        let mut inner = self.inner.lock().expect("hub lock");
+        let Some(sessions) = inner.by_user.get_mut(user) else { return true };
+        match sessions.get(session) {
+            None => true,
+            Some(s) if s.generation != generation => false,
+            Some(_) => {
+                sessions.remove(session);
+                if sessions.is_empty() {
+                    inner.by_user.remove(user);
+                }
+                inner.sockets -= 1;
+                metrics::gauge!("voicechat_ws_connected").set(inner.sockets as f64);
+                true
+            }
+        }
     }
 
     /// Number of sockets `user` has open.
@@ -105,19 +188,6 @@ impl Hub {
         let n = doomed.len();
         inner.cut_off(n);
         doomed
-    }
-
-    /// Forgets a socket (it closed).
-    pub fn unregister(&self, user: &UserId, session: &SessionId) {
-        let mut inner = self.inner.lock().expect("hub lock");
-        let Some(sessions) = inner.by_user.get_mut(user) else { return };
-        if sessions.remove(session).is_some() {
-            if sessions.is_empty() {
-                inner.by_user.remove(user);
-            }
-            inner.sockets -= 1;
-            metrics::gauge!("voicechat_ws_connected").set(inner.sockets as f64);
-        }
     }
 
     /// Number of open sockets.
@@ -189,7 +259,8 @@ mod tests {
         let hub = Hub::default();
         let alice: UserId = "alice@alpha".parse().unwrap();
         let (s1, s2) = (SessionId([1; 16]), SessionId([2; 16]));
-        let mut slow = hub.register(&alice, s1, "l1", 8).unwrap();
+        let slow = hub.attach(&alice, s1, "l1", 8).unwrap();
+        let (mut slow, slow_generation) = (slow.rx, slow.generation);
         let mut fast = hub.register(&alice, s2, "l1", 8).unwrap();
         let msg = encode(&serde_json::json!({"type": "pong"}));
         for _ in 0..SOCKET_QUEUE {
@@ -208,7 +279,7 @@ mod tests {
         assert_eq!(n, SOCKET_QUEUE);
         assert!(matches!(slow.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)));
         assert_eq!(hub.sockets(), 1);
-        hub.unregister(&alice, &s1);
+        assert!(hub.release(&alice, &s1, slow_generation), "its seat is given up");
         assert_eq!(hub.sockets(), 1, "a socket cut off earlier is not counted twice");
     }
 

@@ -51,6 +51,9 @@ pub struct Limits {
     /// Sign-ups one client address may attempt per hour (allowed by the mode; a taken name
     /// counts too).
     pub registrations_per_hour: u32,
+    /// How long a socket that dropped without a goodbye keeps its session (its seat in a
+    /// call, its queue) for the page to resume it; zero: not at all.
+    pub resume_grace: std::time::Duration,
 }
 
 /// Default [`Limits::sockets_per_user`].
@@ -59,6 +62,9 @@ pub const DEFAULT_SOCKETS_PER_USER: usize = 8;
 pub const DEFAULT_CALL_SEATS_PER_USER: usize = 1;
 /// Default [`Limits::registrations_per_hour`].
 pub const DEFAULT_REGISTRATIONS_PER_HOUR: u32 = 10;
+/// Default [`Limits::resume_grace`]: long enough for a reconnect after a blip or a
+/// restart of the node, short enough that someone who is gone soon shows as gone.
+pub const DEFAULT_RESUME_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
 impl Default for Limits {
     fn default() -> Self {
@@ -66,6 +72,7 @@ impl Default for Limits {
             sockets_per_user: DEFAULT_SOCKETS_PER_USER,
             call_seats_per_user: DEFAULT_CALL_SEATS_PER_USER,
             registrations_per_hour: DEFAULT_REGISTRATIONS_PER_HOUR,
+            resume_grace: DEFAULT_RESUME_GRACE,
         }
     }
 }

@@ -31,6 +31,9 @@ impl Core {
             (rooms.join(p.clone(), (group, room)), rooms.take_mode_changes())
         };
         let mut fx = Effects::default();
+        if changed.is_empty() {
+            return Ok(fx); // in this call already, as it was (a resumed session joins again)
+        }
         for (r, mode) in modes {
             fx.notice(Notice::CallMode(r, mode));
         }

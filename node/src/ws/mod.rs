@@ -5,10 +5,12 @@
 
 pub mod messages;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -38,9 +40,50 @@ const READ_BUFFER: usize = 4 * 1024;
 /// A socket that says nothing for this long is closed (browsers ping every 20 s).
 const IDLE: Duration = Duration::from_secs(75);
 
+/// The close code of a page that gives up on a socket it thinks dead (web-client/socket.js)
+/// and will resume its session on a new one.
+const GAVE_UP: u16 = 4000;
+
+/// How a socket was opened: by whom, under which login session (its
+/// [`crate::store::session_tag`]), whether it resumes a session (`<session>.<token>`, the
+/// `resume` query parameter), and a flag the transport sets when the browser closes the
+/// socket on purpose (a close frame, but for [`GAVE_UP`]: a closed tab, a reload, a logout).
+pub struct Opening {
+    pub user: UserId,
+    pub login: String,
+    pub resume: Option<String>,
+    pub farewell: Arc<AtomicBool>,
+}
+
+/// The token that lets a page resume `session` on a new socket (after a network blip, or
+/// a restart of this node): an HMAC of the session id under the login session's tag, which
+/// only this node and that browser's cookie give. It needs no state, so it survives a
+/// restart; it dies with the login.
+pub fn resume_token(login: &str, session: &SessionId) -> String {
+    hex::encode(ring::hmac::sign(&resume_key(login), &resume_message(session)).as_ref())
+}
+
+fn resume_key(login: &str) -> ring::hmac::Key {
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, login.as_bytes())
+}
+
+fn resume_message(session: &SessionId) -> Vec<u8> {
+    format!("voicechat resume {session}").into_bytes()
+}
+
+/// The session a `resume` parameter names, if its token is right for this login.
+fn resumable(login: &str, resume: Option<&str>) -> Option<SessionId> {
+    let (session, token) = resume?.split_once('.')?;
+    let session: SessionId = session.parse().ok()?;
+    let token = hex::decode(token).ok()?;
+    ring::hmac::verify(&resume_key(login), &resume_message(&session), &token).ok()?;
+    Some(session)
+}
+
 /// `GET /ws`: upgrades a logged-in browser from this node's own origin.
 pub async fn upgrade(
     State(state): State<AppState>,
+    Query(query): Query<UpgradeQuery>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, AppError> {
@@ -56,6 +99,9 @@ pub async fn upgrade(
         return Err(AppError::too_many(format!("at most {max} connections per account; close another tab")));
     }
     let login = crate::store::session_tag(&auth.session);
+    let resume = query.resume;
+    let farewell = Arc::new(AtomicBool::new(false));
+    let said_bye = farewell.clone();
     Ok(ws
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
@@ -67,17 +113,33 @@ pub async fn upgrade(
         .on_upgrade(move |socket: WebSocket| async move {
             let (sink, stream) = socket.split();
             let sink = sink.with(|t: String| async move { Ok::<_, axum::Error>(Message::Text(t.into())) });
-            let stream = stream.filter_map(|m| async move {
-                match m {
-                    Ok(Message::Text(t)) => Some(Ok(t.to_string())),
-                    Ok(Message::Binary(_)) => Some(Ok(String::from("binary frame"))),
-                    Ok(_) => None,
-                    Err(e) => Some(Err(e)),
+            let stream = stream.filter_map(move |m| {
+                let said_bye = said_bye.clone();
+                async move {
+                    match m {
+                        Ok(Message::Text(t)) => Some(Ok(t.to_string())),
+                        Ok(Message::Binary(_)) => Some(Ok(String::from("binary frame"))),
+                        // A close frame is a goodbye, but for the one the page sends when
+                        // it gives up on a socket it thinks dead: it comes back.
+                        Ok(Message::Close(f)) if f.as_ref().is_none_or(|f| u16::from(f.code) != GAVE_UP) => {
+                            said_bye.store(true, Ordering::Relaxed);
+                            None
+                        }
+                        Ok(_) => None,
+                        Err(e) => Some(Err(e)),
+                    }
                 }
             });
-            run(state, auth.id, login, Box::pin(sink), Box::pin(stream)).await;
+            let opening = Opening { user: auth.id, login, resume, farewell };
+            run(state, opening, Box::pin(sink), Box::pin(stream)).await;
         })
         .into_response())
+}
+
+/// `GET /ws?resume=<session>.<token>`: the session to resume, from an earlier `hello`.
+#[derive(serde::Deserialize)]
+pub struct UpgradeQuery {
+    resume: Option<String>,
 }
 
 /// Browsers always send `Origin` on WebSocket upgrades; it must be this node's public
@@ -96,34 +158,58 @@ fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
     matches!((host, bare), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
 }
 
-/// Runs one socket, opened with login session `login` (its
-/// [`crate::store::session_tag`]), until the browser goes away or the session ends.
-pub async fn run<S, R, E>(state: AppState, user: UserId, login: String, mut sink: S, mut stream: R)
+/// Runs one socket until the browser goes away or its login session ends.
+///
+/// A socket that drops without a goodbye (no close frame: the network went away, or the
+/// page gave up on a dead connection) is parked for the resume grace: its seat in a call,
+/// its connection to the audio server and its queue stay, so that the page, reconnecting
+/// with its resume token, carries on in the same session and its peer connections never
+/// notice. After a restart of this node the token still names the session: the page
+/// joins again under it, and the peers' connections to it go on.
+pub async fn run<S, R, E>(state: AppState, opening: Opening, mut sink: S, mut stream: R)
 where
     S: Sink<String> + Unpin,
     R: Stream<Item = Result<String, E>> + Unpin,
 {
-    let session = SessionId::from_bytes(random_16());
+    let Opening { user, login, resume, farewell } = opening;
+    let asked = resumable(&login, resume.as_deref());
+    let session = asked.unwrap_or_else(|| SessionId::from_bytes(random_16()));
     let max = state.settings.limits.sockets_per_user;
     // Checked at the upgrade too; this closes the race between two upgrades.
-    let Some(mut queue) = state.core.hub().register(&user, session, &login, max) else {
+    let Some(attached) = state.core.hub().attach(&user, session, &login, max) else {
         let why = refusal("too_many_sockets", format!("at most {max} connections per account; close another tab"), None);
         let _ = sink.send(why.to_string()).await;
         return;
     };
+    let generation = attached.generation;
+    let mut queue = attached.rx;
+    if attached.resumed {
+        metrics::counter!("voicechat_ws_resumed_total").increment(1);
+    }
     let limiter: DefaultDirectRateLimiter = RateLimiter::direct(
         Quota::per_second(RATE.try_into().expect("non-zero")).allow_burst(BURST.try_into().expect("non-zero")),
     );
-    let hello = encode(&json!({"type": "hello", "user": user, "session": session}));
+    let hello = encode(&json!({
+        "type": "hello",
+        "user": user,
+        "session": session,
+        "resume": resume_token(&login, &session),
+        // Whether the node still held the session (its seat, its queue) or only knew it
+        // by its token (this node restarted, or the grace ran out).
+        "resumed": attached.resumed,
+    }));
     let mut ok = sink.send(hello.to_string()).await.is_ok();
     let shutdown = state.shutting_down();
     tokio::pin!(shutdown);
+    // Whether the browser may still come back to this session (see above).
+    let mut may_return = false;
     while ok {
         tokio::select! {
             () = &mut shutdown => break,
             out = queue.recv() => match out {
                 Some(msg) => ok = sink.send(msg.to_string()).await.is_ok(),
-                // The hub cut us off: this client stopped reading.
+                // The hub cut us off (this client stopped reading, or its login ended), or
+                // a resume took the session over.
                 None => break,
             },
             incoming = tokio::time::timeout(IDLE, stream.next()) => match incoming {
@@ -137,17 +223,42 @@ where
                         ok = sink.send(reply.to_string()).await.is_ok();
                     }
                 }
-                // Closed, broken (e.g. an oversized frame) or idle.
-                _ => break,
+                // Closed or broken (e.g. an oversized frame): without a goodbye, the page
+                // may come back. Idle for this long: it is gone.
+                Ok(_) => {
+                    may_return = !farewell.load(Ordering::Relaxed);
+                    break;
+                }
+                Err(_) => break,
             },
         }
     }
-    state.core.hub().unregister(&user, &session);
+    // A send that failed is a socket that broke under us.
+    may_return |= !ok;
+    let hub = state.core.hub();
+    let grace = state.settings.limits.resume_grace;
+    if may_return && !grace.is_zero() && hub.park(&user, &session, generation, queue) {
+        let state = state.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if state.core.hub().release(&user, &session, generation) {
+                give_up_session(&state, &user, session).await;
+            }
+        });
+        return;
+    }
+    if hub.release(&user, &session, generation) {
+        give_up_session(&state, &user, session).await;
+    }
+}
+
+/// A session is over: its seat in a call, its audio server connection, its subscription.
+async fn give_up_session(state: &AppState, user: &UserId, session: SessionId) {
     if let Some(sfu) = &state.sfu {
         sfu.disconnect((user.clone(), session));
     }
-    state.core.unsubscribe(&user, session);
-    let (_, fx) = state.core.leave(&user, session);
+    state.core.unsubscribe(user, session);
+    let (_, fx) = state.core.leave(user, session);
     state.commit(fx).await;
 }
 
@@ -165,10 +276,11 @@ async fn handle(state: &AppState, user: &UserId, session: SessionId, text: &str)
     let ty = msg.type_name();
     let result = match msg {
         ClientMsg::Ping => return Some(encode(&json!({"type": "pong"}))),
-        ClientMsg::Join { group, room, muted } => match state.core.join(user, session, group, room, muted) {
-            Ok(fx) => {
-                // A connection to the SFU belongs to the call this socket was in.
-                if let Some(sfu) = &state.sfu {
+        ClientMsg::Join { group, room, muted } => match (state.core.seat(user, session) == Some((group, room)), state.core.join(user, session, group, room, muted)) {
+            (again, Ok(fx)) => {
+                // A connection to the SFU belongs to the call this socket was in (joining
+                // the same call again, as a resumed session does, keeps it).
+                if let (Some(sfu), false) = (&state.sfu, again) {
                     sfu.disconnect((user.clone(), session));
                 }
                 state.commit(fx).await;
@@ -176,8 +288,8 @@ async fn handle(state: &AppState, user: &UserId, session: SessionId, text: &str)
                 let mode = state.core.call_mode(&(group, room));
                 Ok(Some(encode(&json!({"type": "joined", "group": group, "room": room, "session": session, "mode": mode}))))
             }
-            Err(CoreError::Store(e)) => Err(WsError::from(e)),
-            Err(_) => Err(WsError("not_found", "no such room".to_owned())),
+            (_, Err(CoreError::Store(e))) => Err(WsError::from(e)),
+            (_, Err(_)) => Err(WsError("not_found", "no such room".to_owned())),
         },
         ClientMsg::Leave => {
             if let Some(sfu) = &state.sfu {

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::SinkExt;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
@@ -125,7 +126,9 @@ async fn one_user_gets_eight_sockets_and_one_call_seat() {
     }
     println!("figure: 40 sockets for one account → {} open, {refused} refused with 429; was 1,000 accepted", open.len());
     assert_eq!(open.len(), 8);
-    drop(open);
+    for mut s in open {
+        let _ = s.close(None).await; // the tabs close
+    }
 
     // Two tabs join the same call: the second takes the seat, the first is told.
     let mut tab1 = wait_for_socket(&alice).await;
@@ -151,7 +154,9 @@ async fn wait_for_socket(c: &Client) -> Ws {
     let deadline = Instant::now() + WAIT;
     loop {
         match ws_handshake(&c.origin, Some(&cookie), Some(&c.origin)).await {
-            Ok(s) => drop(s),
+            Ok(mut s) => {
+                let _ = s.close(None).await;
+            }
             Err(WsRefused::Status(429)) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;

@@ -594,7 +594,12 @@ pub enum WsRefused {
 
 /// Open `/ws` with exactly these `Cookie` and `Origin` headers.
 pub async fn ws_handshake(node_url: &str, cookie: Option<&str>, origin: Option<&str>) -> Result<WsStream, WsRefused> {
-    let url = node_url.replacen("http", "ws", 1) + "/ws";
+    ws_handshake_at(node_url, "/ws", cookie, origin).await
+}
+
+/// Open `path` (`/ws?…`) with exactly these `Cookie` and `Origin` headers.
+pub async fn ws_handshake_at(node_url: &str, path: &str, cookie: Option<&str>, origin: Option<&str>) -> Result<WsStream, WsRefused> {
+    let url = node_url.replacen("http", "ws", 1) + path;
     let mut req = url.into_client_request().unwrap();
     if let Some(c) = cookie {
         req.headers_mut().insert("Cookie", c.parse().unwrap());
@@ -710,24 +715,54 @@ pub struct Ws {
     pub user: String,
     /// From `hello`: this socket's id in rooms.
     pub session: String,
+    /// From `hello`: `<session>.<token>`, to resume this session on a new socket.
+    pub resume: String,
+    /// From `hello`: whether the node still held the session this socket asked for.
+    pub resumed: bool,
 }
 
 impl Ws {
     /// Connect as the client's user (its cookies, the node's own Origin) and read `hello`.
     pub async fn connect(c: &Client) -> Ws {
+        Self::connect_at(c, "/ws").await
+    }
+
+    /// [`Ws::connect`], resuming the session `resume` (another socket's [`Ws::resume`]).
+    pub async fn resume(c: &Client, resume: &str) -> Ws {
+        Self::connect_at(c, &format!("/ws?resume={resume}")).await
+    }
+
+    async fn connect_at(c: &Client, path: &str) -> Ws {
         let cookie = c.cookie_header().expect("client has cookies");
-        let inner = match ws_handshake(&c.origin, Some(&cookie), Some(&c.origin)).await {
+        let inner = match ws_handshake_at(&c.origin, path, Some(&cookie), Some(&c.origin)).await {
             Ok(s) => s,
             Err(e) => panic!("WebSocket upgrade refused: {e:?}"),
         };
-        let mut ws =
-            Ws { inner, buf: VecDeque::new(), pings: 0, pongs: 0, lists: Lists::default(), user: String::new(), session: String::new() };
+        let mut ws = Ws {
+            inner,
+            buf: VecDeque::new(),
+            pings: 0,
+            pongs: 0,
+            lists: Lists::default(),
+            user: String::new(),
+            session: String::new(),
+            resume: String::new(),
+            resumed: false,
+        };
         let hello = ws.recv_any(WAIT).await.expect("hello");
         assert_eq!(hello["type"], "hello", "first message must be hello: {hello}");
         ws.user = hello["user"].as_str().expect("hello.user").to_owned();
         assert!(is_hex32(&hello["session"]), "hello.session is 32 hex: {hello}");
         ws.session = hello["session"].as_str().unwrap().to_owned();
+        ws.resume = format!("{}.{}", ws.session, hello["resume"].as_str().expect("hello.resume"));
+        ws.resumed = hello["resumed"].as_bool().expect("hello.resumed");
         ws
+    }
+
+    /// The tab closes: a close frame, so the node lets the session go at once (a socket
+    /// that just drops keeps its session for a resume, see `ws_resume.rs`).
+    pub async fn close(mut self) {
+        let _ = self.inner.close(None).await;
     }
 
     pub async fn send(&mut self, v: Value) {

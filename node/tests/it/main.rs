@@ -35,3 +35,4 @@ mod registration;
 mod signaling;
 mod tls;
 mod turn;
+mod ws_resume;

@@ -70,7 +70,7 @@ async fn a_follower_gets_deltas_and_past_the_threshold_only_counts() {
     assert_eq!(bws.lists.rooms[&rid].version, 5, "bob's list is at the same version");
 
     // Down to two: alice gets the list again, then deltas.
-    drop(bws2);
+    bws2.close().await;
     cws.send(json!({"type": "leave"})).await;
     cws.next_of_type("left").await;
     let back = aws.next_of_type("participants").await;
