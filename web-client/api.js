@@ -102,8 +102,11 @@ export const api = {
     return s;
   },
   /** `invite`: a group invite code, the ticket on an invite-only node (null otherwise). */
-  async register(username, password, invite = null) {
-    const r = await post('/api/register', invite ? { username, password, invite } : { username, password });
+  async register(username, password, invite = null, displayName = '') {
+    const body = { username, password };
+    if (invite) body.invite = invite;
+    if (displayName) body.display_name = displayName;
+    const r = await post('/api/register', body);
     setCsrf(r.csrf);
     return r;
   },
@@ -113,6 +116,8 @@ export const api = {
     return r;
   },
   logout: () => post('/api/logout'),
+  /** Sets the display name (empty: none); resolves to the user as the session shows it. */
+  setProfile: (displayName) => put('/api/profile', { display_name: displayName }),
   changePassword: (oldPassword, newPassword) =>
     post('/api/password', { old_password: oldPassword, new_password: newPassword }),
   adminUsers: () => get('/api/admin/users'),

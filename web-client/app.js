@@ -4,7 +4,7 @@
 import { api, ApiError } from './api.js';
 import { Socket } from './socket.js';
 import { Call } from './call.js';
-import { h, link, replaceChildren, displayUser, userLabel } from './dom.js';
+import { h, link, replaceChildren, displayUser, userLabel, learnName } from './dom.js';
 import * as adminView from './views/admin.js';
 import * as authView from './views/auth.js';
 import * as groupsView from './views/groups.js';
@@ -93,6 +93,7 @@ function key(gid, rid) {
 }
 
 function storeGroup(detail) {
+  for (const m of detail.members || []) learnName(m.user, m.name || null);
   state.groups.set(detail.id, detail);
   storeRoomLists(detail);
   emit('group', { group: detail.id });
@@ -191,6 +192,10 @@ async function loadGroup(gid) {
 let followed = null; // the group this socket follows
 
 function setRoom(gid, rid, version, list, count) {
+  if (Array.isArray(list)) {
+    for (const p of list) learnName(p.user, p.name || null);
+    list = [...list].sort(joinOrder);
+  }
   state.participants.set(key(gid, rid), { version, list: Array.isArray(list) ? list : null, count });
   resyncing.delete(key(gid, rid));
 }
@@ -224,19 +229,15 @@ function applyDelta(m) {
   }
   const p = m.participant;
   const list = held.list.filter((x) => x.session !== p.session || x.user !== p.user);
-  if (m.type !== 'participant_left') {
-    list.push(p);
-    list.sort(nodeOrder);
-  }
+  if (m.type !== 'participant_left') list.push(p);
   setRoom(m.group, m.room, m.version, list, list.length);
   roomChanged(m.group, m.room);
 }
 
-/** The node's order of a list: by user name, then node, then session. */
-function nodeOrder(a, b) {
-  const [an, ad] = a.user.split('@');
-  const [bn, bd] = b.user.split('@');
-  return cmp(an, bn) || cmp(ad, bd) || cmp(a.session, b.session);
+/** Everyone lists a call in the order people joined it (their home node's clock), then by
+ *  session: the same order for everyone. */
+function joinOrder(a, b) {
+  return (a.joined_at || 0) - (b.joined_at || 0) || cmp(a.session, b.session);
 }
 
 function cmp(a, b) {
@@ -352,6 +353,7 @@ async function refreshAfterReconnect() {
 async function loggedIn(user) {
   clearError(); // e.g. a failed sign-up before this one worked
   state.user = user;
+  learnName(user.id, user.display_name || null);
   state.node = user.node || state.node;
   firstHello = true;
   socket.connect();
@@ -538,6 +540,15 @@ const ctx = {
   },
   nextPath: safeNext,
   me: () => (state.user ? state.user.id : null),
+  /** Sets this user's display name (empty: none) and shows it everywhere at once. */
+  setDisplayName: async (name) => {
+    const user = await api.setProfile(name);
+    state.user = { ...state.user, ...user };
+    learnName(user.id, user.display_name || null);
+    renderAccount();
+    emit('profile');
+    return user;
+  },
   show: (userId) => displayUser(userId, state.node),
   /** The same as show(), as DOM nodes with the node part styled apart. */
   label: (userId) => userLabel(userId, state.node),

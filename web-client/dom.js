@@ -50,10 +50,38 @@ export function userParts(userId, localNode) {
   const at = userId.lastIndexOf('@');
   if (at <= 0) return { name: userId, node: null };
   const node = userId.slice(at + 1);
-  return { name: userId.slice(0, at), node: node === localNode ? null : node };
+  return { name: displayNames.get(userId) || userId.slice(0, at), node: node === localNode ? null : node };
 }
 
-/** "bob@alpha" → "bob" when alpha is this node; "carol@beta" → "carol · beta". */
+/** Display names people chose (any script), by user id, as the node's lists carry them. */
+const displayNames = new Map();
+
+/** Remember `userId`'s display name (`null` or empty: they have none, show the login name). */
+export function learnName(userId, name) {
+  if (typeof userId !== 'string') return;
+  if (typeof name === 'string' && name) displayNames.set(userId, name);
+  else if (name === null || name === '') displayNames.delete(userId);
+}
+
+/**
+ * A login name from what someone typed: user names are a–z, 0–9, _ . - (they name people
+ * across nodes, where look-alike letters would let one pass for another), so "José Zoë"
+ * becomes "jose.zoe"; the typed form is their display name.
+ */
+export function loginName(typed) {
+  return typed
+    .normalize('NFKD')
+    .replace(/\p{M}/gu, '')
+    .toLowerCase()
+    .trim()
+    .replace(/\s+/g, '.')
+    .replace(/[^a-z0-9_.-]/g, '')
+    .replace(/^[^a-z0-9]+/, '')
+    .slice(0, 32);
+}
+
+/** "bob@alpha" → "bob" when alpha is this node; "carol@beta" → "carol · beta"; a display
+ *  name in place of the login name when they chose one. */
 export function displayUser(userId, localNode) {
   const { name, node } = userParts(userId, localNode);
   return node ? `${name} · ${node}` : name;

@@ -31,6 +31,7 @@ export class Socket {
     this.probeTimer = null;
     this.connected = false;
     this.resume = null; // `<session>.<token>` from the last hello
+    this.received = 0; // messages of that session received after its hello (the node replays what a resume missed)
     addEventListener('pagehide', () => {
       if (this.ws) this.ws.close(1000, 'page closed');
     });
@@ -119,7 +120,7 @@ export class Socket {
   }
 
   open() {
-    const ws = new WebSocket(this.resume ? `${this.url}?resume=${encodeURIComponent(this.resume)}` : this.url);
+    const ws = new WebSocket(this.resume ? `${this.url}?resume=${encodeURIComponent(this.resume)}&seen=${this.received}` : this.url);
     this.ws = ws;
     ws.addEventListener('open', () => {
       this.attempt = 0;
@@ -139,7 +140,11 @@ export class Socket {
         return;
       }
       if (!msg || typeof msg.type !== 'string') return;
-      if (msg.type === 'hello') this.resume = typeof msg.resume === 'string' ? `${msg.session}.${msg.resume}` : null;
+      if (msg.type === 'hello') {
+        const same = this.resume && this.resume.startsWith(`${msg.session}.`);
+        if (!same) this.received = 0;
+        this.resume = typeof msg.resume === 'string' ? `${msg.session}.${msg.resume}` : null;
+      } else this.received += 1;
       this.emit(msg.type, msg);
     });
     ws.addEventListener('close', (ev) => this.closed(ws, ev.code, false));

@@ -13,6 +13,32 @@ use crate::time::unix_now;
 
 /// Passwords shorter than this are refused.
 pub const MIN_PASSWORD: usize = 8;
+/// Display names are at most this many characters (and 128 bytes: what a signed presence
+/// carries, SPEC.md §6.5).
+pub const MAX_DISPLAY_NAME: usize = 64;
+
+/// A display name as typed: trimmed and in Unicode NFC (so "é" typed either way is one
+/// name); `None` when empty (the user name is shown).
+pub fn display_name(raw: &str) -> Result<Option<String>, AccountError> {
+    use unicode_normalization::UnicodeNormalization;
+    let name: String = raw.trim().nfc().collect();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    if name.chars().count() > MAX_DISPLAY_NAME || name.len() > 128 || name.chars().any(char::is_control) {
+        return Err(AccountError::BadDisplayName);
+    }
+    Ok(Some(name))
+}
+
+/// Sets (or, with an empty one, clears) `name`'s display name.
+pub async fn set_display_name(store: &Store, name: &UserName, raw: &str) -> Result<Option<String>, AccountError> {
+    let display = display_name(raw)?;
+    let mut user = store.user(name)?.ok_or(AccountError::NoSuchUser)?;
+    user.display_name = display.clone();
+    store.update_user(&user).await?;
+    Ok(display)
+}
 /// Passwords longer than this are refused (hashing cost is linear in length).
 pub const MAX_PASSWORD: usize = 256;
 
@@ -25,6 +51,9 @@ pub enum AccountError {
     /// The password is too short or too long.
     #[error("passwords are {MIN_PASSWORD} to {MAX_PASSWORD} characters")]
     BadPassword,
+    /// The display name breaks the rules.
+    #[error("display names are 1 to {MAX_DISPLAY_NAME} characters (at most 128 bytes), without control characters")]
+    BadDisplayName,
     /// The name is taken (names are case-insensitive).
     #[error("that user name is taken")]
     Taken,
@@ -181,6 +210,7 @@ pub async fn create_user(
         created_at: unix_now(),
         admin: false,
         email: None,
+        display_name: None,
     };
     insert_user(store, user).await
 }
@@ -258,6 +288,8 @@ pub async fn sign_in_oidc(
             created_at: unix_now(),
             admin: false,
             email: id.verified_email.clone(),
+            // The provider's name for the person, when it fits ("José García").
+            display_name: id.name_hint.as_deref().and_then(|n| display_name(n).ok().flatten()),
         };
         match insert_user(store, user).await {
             Ok(user) => {

@@ -35,6 +35,41 @@ struct Socket {
     generation: u64,
     /// The queue of a socket that dropped, kept for a resume.
     parked: Option<mpsc::Receiver<Outbound>>,
+    /// What the session's sockets sent last, for a resume to send again what the dropped
+    /// one sent into the void.
+    replay: Arc<Mutex<Replay>>,
+}
+
+/// Messages kept per session for a resume.
+pub const REPLAY: usize = 64;
+
+/// The last [`REPLAY`] messages a session's sockets sent (or tried to), and how many in all.
+#[derive(Default)]
+pub struct Replay {
+    sent: u64,
+    recent: std::collections::VecDeque<Outbound>,
+}
+
+impl Replay {
+    /// One message handed to the socket (whether or not it got through).
+    pub fn sent(&mut self, msg: &Outbound) {
+        self.sent += 1;
+        if self.recent.len() == REPLAY {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(msg.clone());
+    }
+
+    /// What a page that received `seen` messages of the session missed; `Err(n)` when `n`
+    /// of them are too old to be kept.
+    pub fn missed(&self, seen: u64) -> Result<Vec<Outbound>, u64> {
+        let missed = self.sent.saturating_sub(seen);
+        let kept = self.recent.len() as u64;
+        if missed > kept {
+            return Err(missed - kept);
+        }
+        Ok(self.recent.iter().skip((kept - missed) as usize).cloned().collect())
+    }
 }
 
 /// A socket's hold on its session, from [`Hub::attach`].
@@ -46,6 +81,8 @@ pub struct Attached {
     /// Whether the session was still registered (parked, or its old socket not yet seen
     /// dead) and was taken over.
     pub resumed: bool,
+    /// What the session's sockets sent, for [`Replay::missed`]; every message sent goes in.
+    pub replay: Arc<Mutex<Replay>>,
 }
 
 #[derive(Default)]
@@ -108,7 +145,7 @@ impl Hub {
                     rx
                 }
             };
-            return Some(Attached { rx, generation, resumed: true });
+            return Some(Attached { rx, generation, resumed: true, replay: s.replay.clone() });
         }
         if mine.len() >= max_per_user {
             if mine.is_empty() {
@@ -117,10 +154,11 @@ impl Hub {
             return None;
         }
         let (tx, rx) = mpsc::channel(SOCKET_QUEUE);
-        mine.insert(session, Socket { tx, login: login.into(), generation, parked: None });
+        let replay = Arc::new(Mutex::new(Replay::default()));
+        mine.insert(session, Socket { tx, login: login.into(), generation, parked: None, replay: replay.clone() });
         inner.sockets += 1;
         metrics::gauge!("voicechat_ws_connected").set(inner.sockets as f64);
-        Some(Attached { rx, generation, resumed: false })
+        Some(Attached { rx, generation, resumed: false, replay })
     }
 
     /// The socket of `generation` dropped: its queue is kept (and goes on collecting) for
@@ -281,6 +319,24 @@ mod tests {
         assert_eq!(hub.sockets(), 1);
         assert!(hub.release(&alice, &s1, slow_generation), "its seat is given up");
         assert_eq!(hub.sockets(), 1, "a socket cut off earlier is not counted twice");
+    }
+
+    #[test]
+    fn replay_gives_what_a_page_missed_or_says_how_much_is_gone() {
+        let mut r = Replay::default();
+        let msgs: Vec<Outbound> = (0..REPLAY as u64 + 10).map(|i| encode(&serde_json::json!({"n": i}))).collect();
+        for m in &msgs[..5] {
+            r.sent(m);
+        }
+        assert_eq!(r.missed(5).unwrap(), Vec::<Outbound>::new());
+        assert_eq!(r.missed(3).unwrap(), msgs[3..5].to_vec());
+        assert_eq!(r.missed(9).unwrap(), Vec::<Outbound>::new(), "a page that counts more missed nothing");
+        for m in &msgs[5..] {
+            r.sent(m);
+        }
+        let total = msgs.len() as u64;
+        assert_eq!(r.missed(total - REPLAY as u64).unwrap(), msgs[msgs.len() - REPLAY..].to_vec());
+        assert_eq!(r.missed(0), Err(10), "the oldest ten are gone");
     }
 
     #[test]

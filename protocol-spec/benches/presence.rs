@@ -35,6 +35,8 @@ fn bench(c: &mut Criterion) {
         muted: false,
         state: PresenceState::Joined,
         session: SessionId([3; 16]),
+        name: None,
+        joined_at: None,
         expires_at: NOW + 60,
     });
     let payload = record.encode();

@@ -164,6 +164,9 @@ pub enum PresenceState {
 pub struct Presence {
     /// Strictly increasing per (signer, kind, subject).
     pub seq: u64,
+    /// The user's display name, as their home node has it. Absent when they have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// The room.
     pub room: RoomId,
     /// The user, whose home node signs.
@@ -176,6 +179,10 @@ pub struct Presence {
     pub state: PresenceState,
     /// The browser session (one tab).
     pub session: SessionId,
+    /// Unix milliseconds when the session joined the call: everyone lists people in the
+    /// order they joined. Absent in records of nodes that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined_at: Option<u64>,
     /// Unix seconds after which the record is void.
     pub expires_at: u64,
 }
@@ -348,10 +355,15 @@ impl Record {
             Record::GroupInfo(r) => display_name(&r.name),
             Record::RoomInfo(r) => display_name(&r.name),
             Record::Membership(_) | Record::Consent(_) => Ok(()),
-            Record::Presence(r) => match r.expires_at {
-                0 => Err(bad("expires_at", "must not be 0")),
-                _ => Ok(()),
-            },
+            Record::Presence(r) => {
+                if let Some(name) = &r.name {
+                    display_name(name)?;
+                }
+                match r.expires_at {
+                    0 => Err(bad("expires_at", "must not be 0")),
+                    _ => Ok(()),
+                }
+            }
             Record::Signal(r) => {
                 if r.data.len() > MAX_SIGNAL_DATA {
                     return Err(bad("data", "more than 16384 bytes"));

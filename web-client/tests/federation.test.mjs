@@ -205,6 +205,13 @@ describe('a call across two federated nodes', { timeout: 180_000 }, () => {
   it("(f) carol joins a second group by pasting alpha's invite link into beta's join field", async () => {
     await A.page.goto(alpha.url);
     const link = await createGroupWithInvite(A.page, SECOND);
+    // alice is in a call of it when carol comes in: carol's page must show her at once,
+    // never "Nobody in call".
+    await byId(A.page, 'room-create-name').fill('Talk');
+    await byId(A.page, 'room-create-submit').click();
+    await byId(A.page, 'room-link-Talk').click();
+    await byId(A.page, 'call-join').click();
+    await byId(A.page, 'call-leave').waitFor();
     // The node's public URL, so the link works when pasted on another node.
     assert.ok(link.startsWith(alpha.url.replace(/\/$/, '') + '/invite/'), `invite link ${link} is not on alpha's public URL ${alpha.url}`);
 
@@ -221,13 +228,29 @@ describe('a call across two federated nodes', { timeout: 180_000 }, () => {
     await waitFor(async () => /expired, was used up, or was revoked/.test(await noticeText(C.page)), { timeout: 10_000, message: 'an error for a dead invite code' });
     assert.equal(await byId(C.page, `group-link-${SECOND}`).count(), 0);
 
+    // Every text carol's page shows for the room's call, from its first.
+    await C.page.evaluate(() => {
+      window.__talk = [];
+      const note = () => {
+        const el = document.querySelector('[data-testid="room-count-Talk"]');
+        const t = el && el.textContent.trim();
+        if (t && window.__talk[window.__talk.length - 1] !== t) window.__talk.push(t);
+      };
+      new MutationObserver(note).observe(document.body, { subtree: true, childList: true, characterData: true });
+    });
     await input.fill(link);
     await submit.click();
     await byId(C.page, 'group-title').waitFor({ timeout: 20_000 });
+    await waitFor(async () => (await C.page.evaluate(() => window.__talk.length)) > 0, { message: "the room's row on carol's page" });
+    await sleep(1000);
+    const shown = await C.page.evaluate(() => window.__talk);
+    assert.deepEqual(shown, [`1 in call: alice · alpha`], `what carol's page showed for the call: ${JSON.stringify(shown)}`);
     assert.equal(await byId(C.page, 'group-title').textContent(), SECOND);
     assert.equal(new URL(C.page.url()).origin, new URL(beta.url).origin, 'carol left her own node');
     assert.match(await byId(C.page, 'group-managed').textContent(), /Managed on alpha/);
-    // alpha's admin sees the new member arrive live.
+    // alpha's admin, back on the group's page, sees the new member.
+    await byId(A.page, 'call-leave').click();
+    await A.page.goBack();
     await byId(A.page, `member-${carol}`).waitFor({ timeout: 20_000 });
     // And it is listed on carol's My groups, as a group of alpha.
     await byId(C.page, 'group-title').locator('xpath=ancestor::section').getByRole('link', { name: 'My groups' }).click();

@@ -2,7 +2,7 @@
 //! form (unless the node turned passwords off), and sign-up as the registration mode allows
 //! (open; invite-only with the invite being accepted as the ticket; closed).
 
-import { h, link, uid } from '../dom.js';
+import { h, link, uid, loginName } from '../dom.js';
 
 /** The invite code when `next` is an invite page, else null. */
 function inviteOf(next) {
@@ -21,6 +21,14 @@ export function mount(root, ctx, { mode }) {
   const userId = uid('username');
   const passId = uid('password');
   const hintId = uid('hint');
+  const nameId = uid('display-name');
+  const nameHintId = uid('display-name-hint');
+
+  // Sign-up: the name others see (any script) and, made from it until edited, the login name.
+  const displayName = isLogin
+    ? null
+    : h('input', { id: nameId, name: 'display_name', autocomplete: 'name', maxlength: 64, testid: 'register-display-name', 'aria-describedby': nameHintId });
+  let usernameEdited = false;
 
   const username = h('input', {
     id: userId,
@@ -46,26 +54,52 @@ export function mount(root, ctx, { mode }) {
   });
   const submit = h('button', { class: 'btn btn-primary', type: 'submit', testid: `${prefix}-submit` }, isLogin ? 'Log in' : 'Create account');
 
+  if (displayName) {
+    displayName.addEventListener('input', () => {
+      if (!usernameEdited) username.value = loginName(displayName.value);
+    });
+    username.addEventListener('input', () => {
+      usernameEdited = username.value !== '';
+    });
+  }
+
   const form = h(
     'form',
     { class: 'stack', novalidate: false },
+    displayName
+      ? h(
+          'div',
+          { class: 'field' },
+          h('label', { for: nameId }, 'Your name'),
+          displayName,
+          h('p', { class: 'hint', id: nameHintId }, 'What others see, in any script (optional).'),
+        )
+      : null,
     h('div', { class: 'field' }, h('label', { for: userId }, 'Username'), username),
     h(
       'div',
       { class: 'field' },
       h('label', { for: passId }, 'Password'),
       password,
-      isLogin ? null : h('p', { class: 'hint', id: hintId }, '3–32 letters, digits, _ . - for the name; at least 8 characters for the password.'),
+      isLogin ? null : h('p', { class: 'hint', id: hintId }, 'You sign in with the username: 3–32 of a–z, 0–9, _ . - (made from your name). At least 8 characters for the password.'),
     ),
     submit,
   );
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     submit.disabled = true;
+    // A name typed with letters user names do not take ("josé"): its login form ("jose"),
+    // and, signing up, the typed form becomes the display name.
+    let name = username.value.trim();
+    let shown = displayName ? displayName.value.trim() : '';
+    if (/[^\x00-\x7f]/.test(name)) {
+      if (!shown) shown = name;
+      name = loginName(name);
+    }
     try {
       const res = isLogin
-        ? await ctx.api.login(username.value.trim(), password.value)
-        : await ctx.api.register(username.value.trim(), password.value, registration === 'invite-only' ? invite : null);
+        ? await ctx.api.login(name, password.value)
+        : await ctx.api.register(name, password.value, registration === 'invite-only' ? invite : null, shown);
       await ctx.loggedIn(res.user);
     } catch (err) {
       ctx.showError(err);
@@ -111,6 +145,6 @@ export function mount(root, ctx, { mode }) {
         : null,
     ),
   );
-  if (showForm) username.focus();
+  if (showForm) (displayName || username).focus();
   return {};
 }

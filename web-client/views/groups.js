@@ -264,6 +264,7 @@ export function mount(root, ctx) {
       h('div', { class: 'card' }, groupsTitle, list),
       h('div', { class: 'card' }, h('h2', { class: 'card-title' }, 'Join with an invite link'), linkForm),
       blocksCard,
+      profileCard(ctx),
       linkCard(ctx),
     ),
   );
@@ -281,6 +282,54 @@ export function mount(root, ctx) {
       else if (kind === 'blocks') renderBlocks();
     },
   };
+}
+
+/** The name others see (any script), apart from the login name. */
+function profileCard(ctx) {
+  const inputId = uid('display-name');
+  const hintId = uid('display-name-hint');
+  const me = ctx.state.user;
+  const input = h('input', {
+    id: inputId,
+    name: 'display_name',
+    maxlength: 64,
+    value: me.display_name || '',
+    placeholder: me.name,
+    autocomplete: 'name',
+    testid: 'display-name-input',
+    'aria-describedby': hintId,
+  });
+  const submit = h('button', { class: 'btn', type: 'submit', testid: 'display-name-submit' }, 'Save');
+  const status = h('p', { class: 'hint', role: 'status', testid: 'display-name-status' });
+  const form = h(
+    'form',
+    { class: 'inline-form' },
+    h('label', { for: inputId, class: 'sr-only' }, 'Your name'),
+    input,
+    submit,
+  );
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    submit.disabled = true;
+    status.textContent = '';
+    try {
+      const user = await ctx.setDisplayName(input.value.trim());
+      input.value = user.display_name || '';
+      status.textContent = user.display_name ? `Others see you as ${user.display_name}.` : `Others see you as ${user.name}.`;
+    } catch (err) {
+      ctx.showError(err);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  return h(
+    'div',
+    { class: 'card', testid: 'profile' },
+    h('h2', { class: 'card-title' }, 'Your name'),
+    h('p', { class: 'hint', id: hintId }, `The name others see, in any script. You sign in as ${me.name}.`),
+    form,
+    status,
+  );
 }
 
 /** Links to sign in with this node's identity providers too (none: nothing shown). The

@@ -25,7 +25,7 @@ impl Core {
         };
         // On a stage, moderators start as speakers and everyone else listens.
         let stage = r.stage.then(|| StageSeat { speaker: super::stage::is_moderator(&m), ..StageSeat::default() });
-        let p = Participant { user: user.clone(), session, muted, stage };
+        let p = Participant { user: user.clone(), session, muted, stage, name: self.display_name(user), joined_at: crate::time::unix_millis() };
         let (changed, modes) = {
             let mut rooms = self.rooms();
             (rooms.join(p.clone(), (group, room)), rooms.take_mode_changes())

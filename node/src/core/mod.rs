@@ -14,6 +14,7 @@ pub mod stage;
 pub mod signer;
 mod views;
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use tokio::sync::mpsc;
@@ -30,6 +31,8 @@ pub use views::{GroupDetail, GroupSummary, InvitationView, MemberView, RoomView}
 
 /// Longest group or room name, in characters.
 pub const MAX_NAME: usize = 64;
+/// Display names of other nodes' users kept at most (see [`Core::learn_name`]).
+const MAX_REMOTE_NAMES: usize = 10_000;
 
 /// Whom to tell about a change. Executed by [`Core::notify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +165,8 @@ pub struct Core {
     rooms: Mutex<Rooms>,
     hub: Hub,
     announce: Option<mpsc::Sender<Announce>>,
+    /// Display names of other nodes' users, from their signed presence.
+    remote_names: Mutex<HashMap<UserId, String>>,
 }
 
 impl Core {
@@ -169,13 +174,38 @@ impl Core {
     /// nowhere on a node without federation.
     pub fn new(store: Store, me: NodeName, signer: Signer, announce: Option<mpsc::Sender<Announce>>) -> Self {
         let rooms = Mutex::new(Rooms::new(me.clone(), DEFAULT_LIST_MAX));
-        Self { store, me, signer, rooms, hub: Hub::default(), announce }
+        Self { store, me, signer, rooms, hub: Hub::default(), announce, remote_names: Mutex::default() }
     }
 
     /// Rooms of more than `n` sessions show only their count to sockets outside their call.
     pub fn with_room_list_max(self, n: usize) -> Self {
         self.rooms().set_list_max(n);
         self
+    }
+
+    /// `user`'s display name: from the account of a user of this node, else as their home
+    /// node last signed it in their presence.
+    pub fn display_name(&self, user: &UserId) -> Option<String> {
+        if user.node == self.me {
+            self.store.user(&user.name).ok().flatten().and_then(|u| u.display_name)
+        } else {
+            self.remote_names.lock().expect("names lock").get(user).cloned()
+        }
+    }
+
+    /// Remembers the display name another node signed for one of its users.
+    pub(crate) fn learn_name(&self, user: &UserId, name: Option<&str>) {
+        if let Some(name) = name {
+            let mut names = self.remote_names.lock().expect("names lock");
+            if names.get(user).map(String::as_str) != Some(name) {
+                // Bounded by the people in calls of groups shared with other nodes; a cap
+                // keeps a flood of sessions from growing it without end.
+                if names.len() >= MAX_REMOTE_NAMES {
+                    names.clear();
+                }
+                names.insert(user.clone(), name.to_owned());
+            }
+        }
     }
 
     /// This node's name.

@@ -231,7 +231,10 @@ impl Core {
                     }
                     fx.notice(Notice::GroupRemoved { group, users: shown });
                 }
-                Change::Presence { room, participant, joined } => presence.push((room, participant, joined)),
+                Change::Presence { room, participant, joined } => {
+                    self.learn_name(&participant.user, participant.name.as_deref());
+                    presence.push((room, participant, joined));
+                }
                 Change::Consent { group, user, answer } => {
                     let Some(m) = self.store.member(&group, &user)? else { continue };
                     match answer {

@@ -160,7 +160,7 @@ async fn calls_announce_presence_and_remote_sessions_get_their_own_seats() {
     assert!(fx.notify.contains(&Notice::Presence));
     assert!(matches!(&fx.announce[..], [Announce::Presence { joined: true, .. }]));
     // A remote session with alice's session id: a seat of its own.
-    let mallory = crate::rooms::Participant { user: uid("mallory@beta"), session: s, muted: true, stage: None };
+    let mallory = crate::rooms::Participant { user: uid("mallory@beta"), session: s, muted: true, stage: None, name: None, joined_at: 0 };
     let _ = t.core.apply_remote(vec![Change::Presence { room: key, participant: mallory.clone(), joined: false }]).await.unwrap();
     assert!(t.core.is_in(&key, &alice, &s), "alice is still in the call");
     let _ = t.core.apply_remote(vec![Change::Presence { room: key, participant: mallory, joined: true }]).await.unwrap();
@@ -392,7 +392,7 @@ async fn presence_from_another_node_reaches_followers_as_deltas_and_a_gap_is_rep
     let (g, r) = club(&t).await;
     let mut bob = sock(&t, "bob@alpha", 2);
     t.core.commit(t.core.subscribe(&bob.user, bob.session, g).unwrap()).await;
-    let carol = crate::rooms::Participant { user: uid("carol@beta"), session: SessionId([3; 16]), muted: false, stage: None };
+    let carol = crate::rooms::Participant { user: uid("carol@beta"), session: SessionId([3; 16]), muted: false, stage: None, name: None, joined_at: 0 };
     let change = |joined, muted| Change::Presence { room: (g, r), participant: crate::rooms::Participant { muted, ..carol.clone() }, joined };
     t.core.commit(t.core.apply_remote(vec![change(true, false)]).await.unwrap()).await;
     t.core.commit(t.core.apply_remote(vec![change(true, true), change(false, true)]).await.unwrap()).await;

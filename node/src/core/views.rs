@@ -55,6 +55,9 @@ pub struct MemberView {
     pub added_at: u64,
     /// `active`, or `invited` while a user of another node has not accepted yet.
     pub status: MemberStatus,
+    /// Their display name, if known (set by them; for users of other nodes, seen in a call).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// A group as a member sees it.
@@ -119,7 +122,7 @@ impl Core {
         let members = members
             .iter()
             .filter(|m| m.status != MemberStatus::Declined)
-            .map(|m| MemberView { user: m.user.clone(), role: m.role, added_at: m.added_at, status: m.status })
+            .map(|m| MemberView { user: m.user.clone(), role: m.role, added_at: m.added_at, status: m.status, name: self.display_name(&m.user) })
             .collect();
         Ok(GroupDetail { id: g.id, name: g.name.clone(), home: g.home.clone(), role, members, rooms })
     }

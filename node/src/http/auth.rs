@@ -81,8 +81,13 @@ pub async fn require_csrf(req: Request, next: Next) -> Response {
 }
 
 fn user_json(state: &AppState, name: &UserName) -> serde_json::Value {
-    let admin = state.store.user(name).ok().flatten().is_some_and(|u| u.admin);
-    json!({"id": state.local_user(name).to_string(), "name": name.as_str(), "node": state.settings.node_name.as_str(), "admin": admin})
+    let user = state.store.user(name).ok().flatten();
+    let admin = user.as_ref().is_some_and(|u| u.admin);
+    let display_name = user.and_then(|u| u.display_name);
+    json!({
+        "id": state.local_user(name).to_string(), "name": name.as_str(), "node": state.settings.node_name.as_str(),
+        "admin": admin, "display_name": display_name,
+    })
 }
 
 /// Who may sign up now: the administrator's choice, else the configured mode.
@@ -154,6 +159,8 @@ pub struct SignUp {
     /// A group invite code: the ticket to sign up on an invite-only node (and the group is
     /// joined at once).
     invite: Option<String>,
+    /// The name shown to others (any script); the user name when absent.
+    display_name: Option<String>,
 }
 
 /// `POST /api/register`: open to anyone, to invite holders, or to nobody, as the node's
@@ -165,8 +172,13 @@ pub async fn register(
 ) -> Result<Response, AppError> {
     require_password_login(&state)?;
     let invite = c.invite.as_deref().map(str::trim).filter(|i| !i.is_empty());
+    // Checked first: a bad display name creates no account.
+    let display = c.display_name.as_deref().map(accounts::display_name).transpose()?.flatten();
     let ticket = may_sign_up(&state, client_ip(addr), invite)?;
     let user = accounts::create_user(&state.store, &state.hasher, &c.username, &c.password).await?;
+    if let Some(d) = &display {
+        accounts::set_display_name(&state.store, &user.name, d).await?;
+    }
     tracing::info!(user = %user.name, "registered");
     use_ticket(&state, &user.name, ticket).await?;
     start_session(&state, &user.name, StatusCode::CREATED).await
@@ -303,6 +315,20 @@ pub async fn change_password(
     let keep = crate::store::session_tag(&auth.session);
     close_sockets(&state, &auth.id, None, Some(&keep), "password changed").await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The body of `PUT /api/profile`.
+#[derive(Deserialize)]
+pub struct Profile {
+    display_name: String,
+}
+
+/// `PUT /api/profile`: sets the signed-in user's display name (empty: none, the user name
+/// shows); answers with the user as `GET /api/session` shows it. Calls they join from now
+/// on carry it, to other nodes too.
+pub async fn set_profile(State(state): State<AppState>, auth: Auth, Body(p): Body<Profile>) -> Result<axum::Json<serde_json::Value>, AppError> {
+    accounts::set_display_name(&state.store, &auth.name, &p.display_name).await?;
+    Ok(axum::Json(user_json(&state, &auth.name)))
 }
 
 /// Closes the sockets of `user` opened with login session `login` (all with `None`),

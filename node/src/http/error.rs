@@ -133,6 +133,7 @@ impl From<AccountError> for AppError {
         match e {
             AccountError::BadName(e) => Self::bad_request(e.to_string()),
             AccountError::BadPassword => Self::bad_request(e.to_string()),
+            AccountError::BadDisplayName => Self::bad_request(e.to_string()),
             AccountError::Taken => Self::conflict(e.to_string()),
             AccountError::LinkedElsewhere => Self::conflict(e.to_string()),
             AccountError::SignUpRefused(m) => Self::forbidden(m),

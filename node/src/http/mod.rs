@@ -53,6 +53,7 @@ pub fn app(state: AppState) -> Router {
         .route("/login", post(auth::login))
         .route("/logout", post(auth::logout))
         .route("/password", post(auth::change_password))
+        .route("/profile", axum::routing::put(auth::set_profile))
         .route("/admin/users", get(admin::users).post(admin::create_user))
         .route("/admin/users/{name}", patch(admin::set_user))
         .route("/admin/settings", get(admin::settings).put(admin::set_settings))

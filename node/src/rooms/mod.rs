@@ -66,6 +66,12 @@ pub struct Participant {
     /// of other nodes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stage: Option<StageSeat>,
+    /// Their display name (as their home node has it), if they set one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Unix milliseconds when this session joined the call (their home node's clock): the
+    /// order everyone lists the call in.
+    pub joined_at: u64,
 }
 
 /// Where someone is in a stage room.
@@ -159,9 +165,10 @@ impl Rooms {
         match self.seats.get(&seat).copied() {
             Some(old) if old == room => {
                 let Some(entry) = self.rooms.get_mut(&room).and_then(|r| r.get_mut(&seat)) else { return changed };
-                // Joining again keeps one's place on the stage.
+                // Joining again keeps one's place on the stage, and in the list.
                 let mut p = p;
                 p.stage = entry.stage.or(p.stage);
+                p.joined_at = entry.joined_at;
                 if *entry == p {
                     return changed;
                 }

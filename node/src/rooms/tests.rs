@@ -10,7 +10,7 @@ fn user(n: &str) -> UserId {
     format!("{n}@alpha").parse().unwrap()
 }
 fn p(n: &str, s: u8) -> Participant {
-    Participant { user: user(n), session: SessionId([s; 16]), muted: false, stage: None }
+    Participant { user: user(n), session: SessionId([s; 16]), muted: false, stage: None, name: None, joined_at: 0 }
 }
 fn seat(n: &str, s: u8) -> SeatKey {
     (user(n), SessionId([s; 16]))
@@ -56,7 +56,7 @@ fn a_session_id_of_one_user_cannot_touch_another_users_seat() {
     let mut rooms = rooms(DEFAULT_LIST_MAX);
     rooms.join(p("alice", 1), R1);
     // Another node's user arrives with alice's session id: a separate seat.
-    let mallory = Participant { user: "mallory@rogue".parse().unwrap(), session: SessionId([1; 16]), muted: true, stage: None };
+    let mallory = Participant { user: "mallory@rogue".parse().unwrap(), session: SessionId([1; 16]), muted: true, stage: None, name: None, joined_at: 0 };
     assert_eq!(rooms.join(mallory.clone(), R2), vec![R2]);
     assert_eq!(rooms.participants(&R1), vec![p("alice", 1)], "alice is where she was");
     assert_eq!(rooms.leave(&mallory.seat()), Some(R2));
@@ -112,7 +112,7 @@ fn a_joiner_gets_the_list_and_the_others_one_delta_each_in_version_order() {
     assert!(matches!(&bob[3], Event::Participants { room, version: 1, .. } if *room == R2.1));
     assert_eq!(bob.len(), 4);
     // Nothing goes to another node's users: their node tells them.
-    rooms.join(Participant { user: "carol@beta".parse().unwrap(), session: SessionId([3; 16]), muted: false, stage: None }, R1);
+    rooms.join(Participant { user: "carol@beta".parse().unwrap(), session: SessionId([3; 16]), muted: false, stage: None, name: None, joined_at: 0 }, R1);
     let d = rooms.take_deliveries();
     assert!(d.iter().all(|d| d.to.iter().all(|s| s.0.node.as_str() == "alpha")), "{d:?}");
 }
@@ -405,7 +405,7 @@ fn snapshot_then_deltas_always_ends_with_the_true_list() {
             let s = socket(rng.below(12));
             match rng.below(10) {
                 0..=3 => {
-                    rooms.join(Participant { user: s.0.clone(), session: s.1, muted: false, stage: None }, all[rng.below(3) as usize]);
+                    rooms.join(Participant { user: s.0.clone(), session: s.1, muted: false, stage: None, name: None, joined_at: 0 }, all[rng.below(3) as usize]);
                 }
                 4 => {
                     rooms.leave(&s);
@@ -417,7 +417,7 @@ fn snapshot_then_deltas_always_ends_with_the_true_list() {
                 7 => rooms.unwatch(&s),
                 8 => rooms.tick(),
                 _ => {
-                    let remote = Participant { user: "remote@beta".parse().unwrap(), session: SessionId([rng.below(4) as u8; 16]), muted: false, stage: None };
+                    let remote = Participant { user: "remote@beta".parse().unwrap(), session: SessionId([rng.below(4) as u8; 16]), muted: false, stage: None, name: None, joined_at: 0 };
                     if rng.below(2) == 0 {
                         rooms.join(remote, rooms_of_g[rng.below(2) as usize]);
                     } else {
@@ -487,7 +487,7 @@ fn kind_name(e: &Event) -> &'static str {
 fn a_call_moves_to_the_sfu_at_the_threshold_of_local_people_and_stays_until_empty() {
     let mut rooms = rooms(DEFAULT_LIST_MAX);
     rooms.set_sfu_threshold(Some(3));
-    let remote = |n: &str, s: u8| Participant { user: format!("{n}@beta").parse().unwrap(), session: SessionId([s; 16]), muted: false, stage: None };
+    let remote = |n: &str, s: u8| Participant { user: format!("{n}@beta").parse().unwrap(), session: SessionId([s; 16]), muted: false, stage: None, name: None, joined_at: 0 };
     rooms.join(p("alice", 1), R1);
     rooms.join(p("bob", 2), R1);
     rooms.join(remote("rita", 3), R1);

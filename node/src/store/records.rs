@@ -23,6 +23,9 @@ pub struct UserRecord {
     /// through another provider with the same verified address links to this account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// The name shown to others (any script); the user name when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
 }
 
 /// A browser's login session, keyed by the SHA-256 of its random cookie value (a copy of

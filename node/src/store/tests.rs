@@ -131,7 +131,7 @@ async fn reopening_keeps_data_checks_the_schema_and_upgrades_version_one() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open(dir.path()).unwrap();
-        let u = UserRecord { name: UserName::new("alice").unwrap(), password_hash: "h".into(), disabled: false, created_at: 1, admin: false, email: None };
+        let u = UserRecord { name: UserName::new("alice").unwrap(), password_hash: "h".into(), disabled: false, created_at: 1, admin: false, email: None, display_name: None };
         store.create_user(&u).await.unwrap();
         assert!(matches!(store.create_user(&u).await, Err(StoreError::Conflict)));
         // Make it look like a version 1 data dir, with its unpruned seq tree.
@@ -166,7 +166,7 @@ async fn sessions_are_stored_under_a_hash_and_version_two_sessions_end_at_upgrad
         // A version 2 data dir kept the cookie itself as the key, and had no administrator.
         store.tree(T::Sessions).insert(cookie, b"{}".to_vec()).unwrap();
         for (name, at) in [("zed", 5), ("amy", 9)] {
-            let u = UserRecord { name: UserName::new(name).unwrap(), password_hash: "h".into(), disabled: false, created_at: at, admin: false, email: None };
+            let u = UserRecord { name: UserName::new(name).unwrap(), password_hash: "h".into(), disabled: false, created_at: at, admin: false, email: None, display_name: None };
             store.create_user(&u).await.unwrap();
         }
         store.db.open_tree("meta").unwrap().insert("schema_version", &2u32.to_be_bytes()).unwrap();

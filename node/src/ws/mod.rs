@@ -52,6 +52,9 @@ pub struct Opening {
     pub user: UserId,
     pub login: String,
     pub resume: Option<String>,
+    /// How many messages of the resumed session the page received (`seen`), so that what
+    /// it missed is sent again.
+    pub seen: Option<u64>,
     pub farewell: Arc<AtomicBool>,
 }
 
@@ -99,7 +102,7 @@ pub async fn upgrade(
         return Err(AppError::too_many(format!("at most {max} connections per account; close another tab")));
     }
     let login = crate::store::session_tag(&auth.session);
-    let resume = query.resume;
+    let (resume, seen) = (query.resume, query.seen);
     let farewell = Arc::new(AtomicBool::new(false));
     let said_bye = farewell.clone();
     Ok(ws
@@ -130,16 +133,18 @@ pub async fn upgrade(
                     }
                 }
             });
-            let opening = Opening { user: auth.id, login, resume, farewell };
+            let opening = Opening { user: auth.id, login, resume, seen, farewell };
             run(state, opening, Box::pin(sink), Box::pin(stream)).await;
         })
         .into_response())
 }
 
-/// `GET /ws?resume=<session>.<token>`: the session to resume, from an earlier `hello`.
+/// `GET /ws?resume=<session>.<token>&seen=<n>`: the session to resume, from an earlier
+/// `hello`, and how many of its messages (after `hello`) the page received.
 #[derive(serde::Deserialize)]
 pub struct UpgradeQuery {
     resume: Option<String>,
+    seen: Option<u64>,
 }
 
 /// Browsers always send `Origin` on WebSocket upgrades; it must be this node's public
@@ -171,7 +176,7 @@ where
     S: Sink<String> + Unpin,
     R: Stream<Item = Result<String, E>> + Unpin,
 {
-    let Opening { user, login, resume, farewell } = opening;
+    let Opening { user, login, resume, seen, farewell } = opening;
     let asked = resumable(&login, resume.as_deref());
     let session = asked.unwrap_or_else(|| SessionId::from_bytes(random_16()));
     let max = state.settings.limits.sockets_per_user;
@@ -199,15 +204,34 @@ where
         "resumed": attached.resumed,
     }));
     let mut ok = sink.send(hello.to_string()).await.is_ok();
+    let replay = attached.replay;
+    // What the page missed (sent into a socket that was already dead), sent again.
+    if let (true, Some(seen)) = (attached.resumed, seen) {
+        let missed = replay.lock().expect("replay lock").missed(seen);
+        match missed {
+            Ok(msgs) => {
+                for msg in msgs {
+                    if ok {
+                        ok = sink.send(msg.to_string()).await.is_ok();
+                    }
+                }
+            }
+            Err(n) => tracing::debug!(n, "a resumed page missed more than is kept"),
+        }
+    }
     let shutdown = state.shutting_down();
     tokio::pin!(shutdown);
-    // Whether the browser may still come back to this session (see above).
-    let mut may_return = false;
+    // Whether the socket just broke (and the page may come back), rather than ended.
+    let mut broke = !ok;
     while ok {
         tokio::select! {
             () = &mut shutdown => break,
             out = queue.recv() => match out {
-                Some(msg) => ok = sink.send(msg.to_string()).await.is_ok(),
+                Some(msg) => {
+                    replay.lock().expect("replay lock").sent(&msg);
+                    ok = sink.send(msg.to_string()).await.is_ok();
+                    broke |= !ok;
+                }
                 // The hub cut us off (this client stopped reading, or its login ended), or
                 // a resume took the session over.
                 None => break,
@@ -220,21 +244,22 @@ where
                         handle(&state, &user, session, &text).await
                     };
                     if let Some(reply) = reply {
+                        replay.lock().expect("replay lock").sent(&reply);
                         ok = sink.send(reply.to_string()).await.is_ok();
+                        broke |= !ok;
                     }
                 }
-                // Closed or broken (e.g. an oversized frame): without a goodbye, the page
-                // may come back. Idle for this long: it is gone.
+                // Closed or broken (e.g. an oversized frame). Idle for this long: gone.
                 Ok(_) => {
-                    may_return = !farewell.load(Ordering::Relaxed);
+                    broke = true;
                     break;
                 }
                 Err(_) => break,
             },
         }
     }
-    // A send that failed is a socket that broke under us.
-    may_return |= !ok;
+    // Without a goodbye, a socket that broke may come back.
+    let may_return = broke && !farewell.load(Ordering::Relaxed);
     let hub = state.core.hub();
     let grace = state.settings.limits.resume_grace;
     if may_return && !grace.is_zero() && hub.park(&user, &session, generation, queue) {

@@ -38,7 +38,7 @@ fn connect_with(state: &AppState, user: &str, login: &str, resume: Option<String
     let (to_node, rx) = mpsc::unbounded();
     let (tx, from_node) = mpsc::unbounded::<String>();
     let farewell = Arc::new(AtomicBool::new(false));
-    let opening = Opening { user: user.parse().unwrap(), login: login.into(), resume, farewell: farewell.clone() };
+    let opening = Opening { user: user.parse().unwrap(), login: login.into(), resume, seen: None, farewell: farewell.clone() };
     let task = tokio::spawn(run(state.clone(), opening, tx, rx));
     Harness { to_node, from_node, farewell, task }
 }

@@ -33,7 +33,7 @@ async fn sessions_rotate_end_at_logout_and_at_password_change() {
     r.expect(201);
     assert_eq!(
         r.body["user"],
-        json!({"id": "alice@alpha", "name": "alice", "node": "alpha", "admin": true}),
+        json!({"id": "alice@alpha", "name": "alice", "node": "alpha", "admin": true, "display_name": null}),
         "names are stored lowercase; the first account is the node's administrator"
     );
     assert!(r.body["csrf"].as_str().is_some_and(|t| !t.is_empty()), "{r:?}");

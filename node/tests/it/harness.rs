@@ -500,6 +500,9 @@ impl Client {
     pub async fn patch_json(&mut self, path: &str, body: Value) -> Resp {
         self.send(Method::PATCH, path, Body::Json(body), Csrf::Auto).await
     }
+    pub async fn put_json(&mut self, path: &str, body: Value) -> Resp {
+        self.send(Method::PUT, path, Body::Json(body), Csrf::Auto).await
+    }
     pub async fn delete(&mut self, path: &str) -> Resp {
         self.send(Method::DELETE, path, Body::None, Csrf::Auto).await
     }
@@ -697,6 +700,16 @@ fn node_order(p: &Value) -> (String, String, String) {
     (name.to_owned(), node.to_owned(), p["session"].as_str().unwrap_or_default().to_owned())
 }
 
+/// A participant list with each entry's `joined_at` (unix ms, checked to be there) taken out.
+pub fn without_join_times(list: &Value) -> Value {
+    let mut list = list.clone();
+    for p in list.as_array_mut().expect("a list").iter_mut() {
+        let at = p.as_object_mut().expect("an entry").remove("joined_at");
+        assert!(at.as_ref().and_then(Value::as_u64).is_some_and(|t| t > 1_600_000_000_000), "joined_at in unix ms: {at:?}");
+    }
+    list
+}
+
 /// Whether a message is one of the node's presence messages.
 pub fn is_presence(m: &Value) -> bool {
     m["type"] == "presence" || m["type"].as_str().is_some_and(|t| t.starts_with("participant"))
@@ -710,6 +723,8 @@ pub struct Ws {
     buf: VecDeque<Value>,
     pings: u64,
     pongs: u64,
+    /// Text messages read off the wire after `hello` (what a resume says it has seen).
+    pub received: u64,
     pub lists: Lists,
     /// From `hello`.
     pub user: String,
@@ -727,9 +742,10 @@ impl Ws {
         Self::connect_at(c, "/ws").await
     }
 
-    /// [`Ws::connect`], resuming the session `resume` (another socket's [`Ws::resume`]).
-    pub async fn resume(c: &Client, resume: &str) -> Ws {
-        Self::connect_at(c, &format!("/ws?resume={resume}")).await
+    /// [`Ws::connect`], resuming the session `resume` (another socket's [`Ws::resume`]),
+    /// of which `seen` messages were received.
+    pub async fn resume(c: &Client, resume: &str, seen: u64) -> Ws {
+        Self::connect_at(c, &format!("/ws?resume={resume}&seen={seen}")).await
     }
 
     async fn connect_at(c: &Client, path: &str) -> Ws {
@@ -743,6 +759,7 @@ impl Ws {
             buf: VecDeque::new(),
             pings: 0,
             pongs: 0,
+            received: 0,
             lists: Lists::default(),
             user: String::new(),
             session: String::new(),
@@ -756,6 +773,7 @@ impl Ws {
         ws.session = hello["session"].as_str().unwrap().to_owned();
         ws.resume = format!("{}.{}", ws.session, hello["resume"].as_str().expect("hello.resume"));
         ws.resumed = hello["resumed"].as_bool().expect("hello.resumed");
+        ws.received = 0;
         ws
     }
 
@@ -789,6 +807,7 @@ impl Ws {
             };
             match msg {
                 Message::Text(t) => {
+                    self.received += 1;
                     let v: Value = serde_json::from_str(t.as_str())
                         .unwrap_or_else(|e| panic!("node sent non-JSON text {t:?}: {e}"));
                     if v["type"] == "pong" {

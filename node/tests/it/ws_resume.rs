@@ -23,23 +23,24 @@ async fn a_dropped_socket_resumes_its_session_and_seat_even_after_a_restart() {
         ws.next_of_type("joined").await;
     }
     bws.wait_list("alice and bob", &rid, |l| l.len() == 2).await;
-    let (a_session, a_resume) = (aws.session.clone(), aws.resume.clone());
+    let (a_session, a_resume, a_seen) = (aws.session.clone(), aws.resume.clone(), aws.received);
 
-    // alice's connection drops (no close frame); bob signals her meanwhile.
+    // alice's connection drops (no close frame); bob signals her meanwhile. Whether the
+    // node still sends it into the dead socket or queues it, the resume brings it.
     drop(aws);
     bws.send(json!({"type": "signal", "to": "alice@alpha", "to_session": a_session, "kind": "offer", "data": {"n": 1}})).await;
 
     // Forged, or another user's: a new session.
     let forged = format!("{a_session}.{}", "ab".repeat(32));
-    let x = Ws::resume(&alice, &forged).await;
+    let x = Ws::resume(&alice, &forged, 0).await;
     assert!(x.session != a_session && !x.resumed, "a forged token got the session");
-    let y = Ws::resume(&bob, &a_resume).await;
+    let y = Ws::resume(&bob, &a_resume, 0).await;
     assert!(y.session != a_session && !y.resumed, "bob took alice's session over");
     x.close().await;
     y.close().await;
 
     // The right token: the same session, with bob's offer, and her seat.
-    let mut aws = Ws::resume(&alice, &a_resume).await;
+    let mut aws = Ws::resume(&alice, &a_resume, a_seen).await;
     assert_eq!((aws.session.as_str(), aws.resumed), (a_session.as_str(), true));
     let s = aws.next_of_type("signal").await;
     assert_eq!(s["data"], json!({"n": 1}), "{s}");
@@ -52,13 +53,12 @@ async fn a_dropped_socket_resumes_its_session_and_seat_even_after_a_restart() {
     assert!(list.iter().any(|p| p["session"] == a_session.as_str()), "{list:?}");
 
     // The node restarts: both come back under their sessions and are in the call again.
-    let b_resume = bws.resume.clone();
-    let b_session = bws.session.clone();
+    let (b_resume, b_session, b_seen, a_seen) = (bws.resume.clone(), bws.session.clone(), bws.received, aws.received);
     node.restart();
     alice.set_origin(&node.url);
     bob.set_origin(&node.url);
-    let mut aws = Ws::resume(&alice, &a_resume).await;
-    let mut bws = Ws::resume(&bob, &b_resume).await;
+    let mut aws = Ws::resume(&alice, &a_resume, a_seen).await;
+    let mut bws = Ws::resume(&bob, &b_resume, b_seen).await;
     assert_eq!((aws.session.as_str(), aws.resumed), (a_session.as_str(), false), "known by its token only");
     assert_eq!(bws.session, b_session);
     for ws in [&mut aws, &mut bws] {

@@ -55,8 +55,22 @@ fn presence(seq: u64, who: &str, expires_at: u64) -> Record {
         muted: false,
         state: PresenceState::Joined,
         session: S1,
+        name: None,
+        joined_at: None,
         expires_at,
     })
+}
+
+/// bob@beta's presence with his display name and the moment he joined.
+fn named_presence(name: &str) -> Record {
+    match presence(9, "bob@beta", NOW + 60) {
+        Record::Presence(p) => Record::Presence(Presence {
+            name: Some(name.into()),
+            joined_at: Some(NOW * 1000 - 1500),
+            ..p
+        }),
+        other => other,
+    }
 }
 
 fn signal() -> Record {
@@ -373,6 +387,13 @@ pub fn vectors() -> Vec<(String, Value)> {
             presence(9, "bob@beta", NOW + 60),
         ),
         Vector::honest(
+            "presence_named_valid",
+            "bob@beta joins with his display name (\"José Zoë\") and the time he joined \
+             (unix ms), the optional `name` and `joined_at` keys in their canonical places",
+            BETA,
+            named_presence("José Zoë"),
+        ),
+        Vector::honest(
             "presence_within_skew_valid",
             "expired 30 s ago: still inside the clock-skew allowance",
             ALPHA,
@@ -514,6 +535,13 @@ pub fn vectors() -> Vec<(String, Value)> {
             presence(5, "alice@alpha", NOW + 331),
         )
         .verdict("expiry_too_far"),
+        Vector::honest(
+            "invalid_field_presence_name",
+            "a presence whose display name holds a control character: §7 step 7: invalid_field",
+            BETA,
+            named_presence("bob\u{7}"),
+        )
+        .verdict("invalid_field"),
         Vector::honest(
             "invalid_field_signal",
             "a signal to its own session (to_session = from_session): §7 step 7: invalid_field",

@@ -96,10 +96,12 @@ fn record() -> impl Strategy<Value = Record> {
             any::<bool>(),
             any::<bool>(),
             id16(),
-            1..u64::MAX
+            1..u64::MAX,
+            proptest::option::of("[^\\p{Cc}]{1,40}"),
+            proptest::option::of(any::<u64>())
         )
             .prop_map(
-                |(seq, r, user, g, muted, joined, s, expires_at)| Record::Presence(Presence {
+                |(seq, r, user, g, muted, joined, s, expires_at, name, joined_at)| Record::Presence(Presence {
                     seq,
                     room: RoomId(r),
                     user,
@@ -111,6 +113,8 @@ fn record() -> impl Strategy<Value = Record> {
                         PresenceState::Left
                     },
                     session: SessionId(s),
+                    name,
+                    joined_at,
                     expires_at
                 })
             ),

@@ -43,6 +43,8 @@ fn presence(seq: u64, session: u8, expires_at: u64) -> Vec<u8> {
         muted: true,
         state: PresenceState::Joined,
         session: SessionId([session; 16]),
+        name: None,
+        joined_at: None,
         expires_at,
     });
     Envelope::seal(&record, &SigningKey::from_bytes(&ALPHA)).encode()

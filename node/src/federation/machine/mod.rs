@@ -453,7 +453,7 @@ pub struct Machine {
     /// Replay state of presence and signals (in memory, bounded).
     validator: Validator,
     /// Local sessions in rooms: (user, session) → (room, muted).
-    seats: HashMap<(UserId, SessionId), ((GroupId, RoomId), bool)>,
+    seats: HashMap<(UserId, SessionId), ((GroupId, RoomId), crate::rooms::Participant)>,
     signals: VecDeque<signals::Queued>,
     pending: HashMap<OutboundId, Pending>,
     /// Commands waiting for their apply batch to be stored.

@@ -17,7 +17,7 @@ impl Machine {
     pub(crate) fn on_local_presence(&mut self, room: (GroupId, RoomId), p: Participant, joined: bool) {
         let seat = (p.user.clone(), p.session);
         if joined {
-            self.seats.insert(seat, (room, p.muted));
+            self.seats.insert(seat, (room, p.clone()));
         } else if self.seats.get(&seat).is_some_and(|(r, _)| r == &room) {
             self.seats.remove(&seat);
         }
@@ -38,12 +38,14 @@ impl Machine {
         let record = |seq| {
             Record::Presence(Presence {
                 seq,
+                name: p.name.clone(),
                 room: room.1,
                 user: p.user.clone(),
                 group: room.0,
                 muted: p.muted,
                 state,
                 session: p.session,
+                joined_at: Some(p.joined_at),
                 expires_at,
             })
         };
@@ -74,7 +76,7 @@ impl Machine {
             .seats
             .iter()
             .filter(|(_, (room, _))| room.0 == group)
-            .map(|((u, s), (room, muted))| (*room, Participant { user: u.clone(), session: *s, muted: *muted, stage: None }))
+            .map(|(_, (room, p))| (*room, p.clone()))
             .collect();
         let Some(g) = self.groups.get_mut(&group) else { return };
         let expires_at = self.now / 1000 + self.cfg.presence_ttl;
@@ -82,12 +84,14 @@ impl Machine {
             let bytes = self.signer.seal_at(self.now * 1000, |seq| {
                 Record::Presence(Presence {
                     seq,
+                    name: p.name.clone(),
                     room: room.1,
                     user: p.user.clone(),
                     group,
                     muted: p.muted,
                     state: PresenceState::Joined,
                     session: p.session,
+                    joined_at: Some(p.joined_at),
                     expires_at,
                 })
             });
@@ -100,7 +104,7 @@ impl Machine {
         let seats: Vec<_> = self
             .seats
             .iter()
-            .map(|((u, s), (room, muted))| (*room, Participant { user: u.clone(), session: *s, muted: *muted, stage: None }))
+            .map(|(_, (room, p))| (*room, p.clone()))
             .collect();
         for (room, p) in seats {
             self.announce_seat(room, &p, true);
@@ -117,7 +121,7 @@ impl Machine {
                 if user.node == me || p.expires_at >= now_s {
                     return true;
                 }
-                let participant = Participant { user: user.clone(), session: *session, muted: p.muted, stage: None };
+                let participant = Participant { user: user.clone(), session: *session, muted: p.muted, stage: None, name: None, joined_at: 0 };
                 changes.push(Change::Presence { room: (*gid, p.room), participant, joined: false });
                 false
             });

@@ -434,7 +434,9 @@ impl Machine {
         {
             return Err(Dropped::NotWanted("a user with too many sessions in the group's calls"));
         }
-        let participant = Participant { user: p.user.clone(), session: p.session, muted: p.muted, stage: None };
+        // A node that predates `joined_at`: the moment this node first saw the session.
+        let joined_at = p.joined_at.unwrap_or(self.now);
+        let participant = Participant { user: p.user.clone(), session: p.session, muted: p.muted, stage: None, name: p.name.clone(), joined_at };
         let change = match p.state {
             PresenceState::Joined => {
                 g.presence.insert(key, Pres { room: p.room, muted: p.muted, expires_at: p.expires_at, envelope: bytes });

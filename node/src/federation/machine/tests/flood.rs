@@ -36,6 +36,8 @@ fn a_flood_of_ten_thousand_records_is_slowed_down_not_stalling_others() {
                     muted: k % 2 == 1,
                     state: PresenceState::Joined,
                     session: s,
+                    name: None,
+                    joined_at: None,
                     expires_at: base / 1000 + 30,
                 })
             })

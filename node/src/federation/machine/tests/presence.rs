@@ -147,6 +147,8 @@ fn a_node_cannot_move_or_remove_a_session_of_another_nodes_user() {
             muted: true,
             state: PresenceState::Left,
             session: s,
+            name: None,
+            joined_at: None,
             expires_at: sim.now / 1000 + 30,
         })
     });
@@ -161,6 +163,8 @@ fn a_node_cannot_move_or_remove_a_session_of_another_nodes_user() {
             muted: false,
             state: PresenceState::Joined,
             session: s,
+            name: None,
+            joined_at: None,
             expires_at: sim.now / 1000 + 30,
         })
     });

@@ -657,7 +657,7 @@ impl Sim {
             }
         }
         self.nodes[i].seats.entry(room).or_default().insert(seat, muted);
-        let participant = Participant { user: user.clone(), session, muted, stage: None };
+        let participant = Participant { user: user.clone(), session, muted, stage: None, name: None, joined_at: 0 };
         self.input(i, Input::Local(Announce::Presence { room, participant, joined: true }));
     }
 
@@ -665,7 +665,7 @@ impl Sim {
         if let Some(s) = self.nodes[i].seats.get_mut(&room) {
             s.remove(&(user.clone(), session));
         }
-        let participant = Participant { user: user.clone(), session, muted: false, stage: None };
+        let participant = Participant { user: user.clone(), session, muted: false, stage: None, name: None, joined_at: 0 };
         self.input(i, Input::Local(Announce::Presence { room, participant, joined: false }));
     }
 
