@@ -124,7 +124,7 @@ pub async fn upgrade(
                         Ok(Message::Binary(_)) => Some(Ok(String::from("binary frame"))),
                         // A close frame is a goodbye, but for the one the page sends when
                         // it gives up on a socket it thinks dead: it comes back.
-                        Ok(Message::Close(f)) if f.as_ref().is_none_or(|f| u16::from(f.code) != GAVE_UP) => {
+                        Ok(Message::Close(f)) if f.as_ref().is_none_or(|f| f.code != GAVE_UP) => {
                             said_bye.store(true, Ordering::Relaxed);
                             None
                         }

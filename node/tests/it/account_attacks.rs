@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::SinkExt;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
