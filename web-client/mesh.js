@@ -72,6 +72,7 @@ class Peer {
     this.attempt = 1;
     this.attemptAt = this.createdAt;
     this.failedAttempt = 0; // the attempt already counted as failed
+    this.staleFailure = false; // the states still show the last attempt's failure
     this.failures = 0;
     this.unreachable = false;
     this.restarts = []; // times of recent restarts, for the rate limit
@@ -172,9 +173,13 @@ class Peer {
     const ice = this.pc.iceConnectionState;
     debug('state', this.user, state, ice);
     clearTimeout(this.graceTimer);
+    if (ice === 'new' || ice === 'checking' || state === 'connected') this.staleFailure = false;
     if (state === 'connected') {
       this.failures = 0;
       this.unreachable = false;
+    } else if (this.staleFailure) {
+      // The last attempt's "failed", read again (the ICE and connection states change one
+      // after the other) after a new attempt began: not a failure of the new one.
     } else if (ice === 'failed' || (state === 'failed' && ice !== 'new' && ice !== 'checking')) {
       // (connectionState stays "failed" a moment into the next attempt's checks: not a new failure)
       if (this.mesh.hooks.onTrouble) this.mesh.hooks.onTrouble(this);
@@ -213,6 +218,8 @@ class Peer {
   newAttempt() {
     this.attempt += 1;
     this.attemptAt = performance.now();
+    // Until ICE checks again, the states still say how the last attempt ended.
+    this.staleFailure = this.pc.iceConnectionState === 'failed' || this.pc.connectionState === 'failed';
   }
 
   /**
