@@ -33,6 +33,7 @@ export function setCsrf(token) {
 /** Send one request; resolves to the parsed JSON body (or null for 204), rejects with ApiError. */
 export async function request(method, path, body) {
   const headers = { Accept: 'application/json' };
+  /** @type {RequestInit} */
   const init = { method, headers, credentials: 'same-origin', cache: 'no-store' };
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json';

@@ -92,6 +92,7 @@ function key(gid, rid) {
   return `${gid}/${rid}`;
 }
 
+/** @param {import('./protocol.js').GroupDetail} detail */
 function storeGroup(detail) {
   state.groups.set(detail.id, detail);
   storeRoomLists(detail);
@@ -138,6 +139,7 @@ async function refreshGroups() {
 // Invitations: the socket's `invitations` event carries the whole list and is the newest
 // word; a GET that was already under way when one arrived is not allowed to undo it.
 let invitationsEpoch = 0;
+/** @param {import('./protocol.js').InvitationView[]} list */
 function setInvitations(list) {
   state.invitations = Array.isArray(list) ? list : [];
   state.invitationsLoaded = true;
@@ -214,6 +216,7 @@ function resync(gid, rid) {
   socket.send({ type: 'resync', group: gid, room: rid });
 }
 
+/** @param {import('./protocol.js').PresenceDelta} m */
 function applyDelta(m) {
   const k = key(m.group, m.room);
   const held = state.participants.get(k) || { version: 0, list: [], count: 0 };
@@ -296,7 +299,7 @@ socket.on('participant_counts', (m) => {
     roomChanged(m.group, r.room);
   }
 });
-for (const type of ['participant_joined', 'participant_left', 'participant_changed']) socket.on(type, applyDelta);
+for (const type of /** @type {const} */ (['participant_joined', 'participant_left', 'participant_changed'])) socket.on(type, applyDelta);
 socket.on('hello', () => {
   // A new socket follows nothing yet: follow the page's group again (its snapshot follows).
   const wanted = followed;
@@ -468,11 +471,12 @@ function render() {
   main.textContent = '';
   route.instance = view.mount(main, ctx, params) || {};
   // A view whose point is a form (log in, sign up) puts the cursor in its first field.
-  const first = main.querySelector('[autofocus]');
+  const first = /** @type {HTMLElement} */ (main.querySelector('[autofocus]'));
   (first || main).focus({ preventScroll: true });
   for (const fn of listeners) fn('route', { path });
 }
 
+/** @returns {any} the view's params */
 function decodeParams(params) {
   const out = {};
   for (const [k, v] of Object.entries(params)) out[k] = typeof v === 'string' ? decodeURIComponent(v) : v;
@@ -486,7 +490,8 @@ function safeNext() {
 }
 
 document.addEventListener('click', (ev) => {
-  const a = ev.target.closest && ev.target.closest('a[data-route]');
+  const target = /** @type {Element} */ (ev.target);
+  const a = /** @type {HTMLAnchorElement} */ (target.closest && target.closest('a[data-route]'));
   if (!a || ev.defaultPrevented || ev.button !== 0 || ev.metaKey || ev.ctrlKey || ev.shiftKey || ev.altKey) return;
   const url = new URL(a.href, location.href);
   if (url.origin !== location.origin) return;

@@ -96,7 +96,7 @@ class Peer {
     if (this.polite) {
       this.offerTimer = setTimeout(() => {
         this.holdOffer = false;
-        if (pc.signalingState === 'stable' && !pc.remoteDescription) pc.onnegotiationneeded();
+        if (pc.signalingState === 'stable' && !pc.remoteDescription) pc.onnegotiationneeded(new Event('negotiationneeded'));
       }, POLITE_WAIT_MS);
     }
     // Watchdog: a lost signal, a wedged exchange or checks that never end must not leave a
@@ -349,7 +349,9 @@ export class Mesh {
    * @param {RTCIceServer[]} opts.iceServers
    * @param {MediaStream} opts.localStream
    * @param {{send: Function, onTrack: Function, onState: Function, onClose: Function,
-   *   onUnreachable?: Function, onTrouble?: Function, beforeRestart?: () => Promise}} opts.hooks
+   *   onUnreachable?: Function, onTrouble?: Function, beforeRestart?: () => Promise<any>,
+   *   pcConfig?: () => object, attachSender?: Function, attachReceiver?: Function,
+   *   onRemoteDescription?: Function}} opts.hooks
    */
   constructor({ mySession, isFormer = () => false, iceServers, localStream, hooks }) {
     this.mySession = mySession;
@@ -467,6 +469,7 @@ export async function selectedPath(pc) {
   } catch {
     return null;
   }
+  /** @type {any} */
   let pair = null;
   stats.forEach((s) => {
     if (s.type === 'transport' && s.selectedCandidatePairId && stats.get(s.selectedCandidatePairId)) pair = stats.get(s.selectedCandidatePairId);

@@ -4,6 +4,8 @@
 //! 'open' and 'close' for the connection itself. After every (re)connect the node sends
 //! `hello` with a new session id; whoever was in a call re-joins on that (see call.js).
 
+/** @typedef {import('./protocol.js').SocketEvents} SocketEvents */
+
 const PING_MS = 25_000;
 /** A probe (after a network change) not answered this fast means the socket is dead. */
 const PROBE_MS = 5000;
@@ -28,6 +30,12 @@ export class Socket {
     this.connected = false;
   }
 
+  /**
+   * @template {keyof SocketEvents} K
+   * @param {K} type
+   * @param {(msg: SocketEvents[K]) => void} fn
+   * @returns {() => void} stops listening
+   */
   on(type, fn) {
     if (!this.listeners.has(type)) this.listeners.set(type, new Set());
     this.listeners.get(type).add(fn);

@@ -93,6 +93,7 @@ export class Stage {
     this.send({ type: 'moderate', action, user: p.user, session: p.session });
   }
 
+  /** @param {import('./protocol.js').ServerMessages['moderated']} m */
   onModerated(m) {
     const call = this.call;
     if (!call.inRoom(m.group, m.room)) return;
