@@ -469,11 +469,49 @@ function render() {
   route = { view, params, instance: null };
   if (state.user) follow(params.gid || null);
   main.textContent = '';
+  main.focus({ preventScroll: true }); // off the link that was followed, which is gone
   route.instance = view.mount(main, ctx, params) || {};
-  // A view whose point is a form (log in, sign up) puts the cursor in its first field.
-  const first = /** @type {HTMLElement} */ (main.querySelector('[autofocus]'));
-  (first || main).focus({ preventScroll: true });
+  focusPage(route);
   for (const fn of listeners) fn('route', { path });
+}
+
+/**
+ * Where the keyboard goes on a new page: a view whose point is a form or one action (log in,
+ * sign up, accept an invite) focuses that itself; otherwise the page's heading, so a screen
+ * reader says where one is. A view that loads first gets its heading later, and may render
+ * it again: while the page settles (until the person clicks, or a few seconds), focus that
+ * was left nowhere goes to the heading. Focus the view or the person put elsewhere stays.
+ */
+const SETTLE_FOCUS_MS = 5000;
+let stopFocusWatch = () => {};
+function focusPage(shown) {
+  stopFocusWatch();
+  let ours = null; // the heading focused here
+  const place = () => {
+    if (route !== shown) return false;
+    const at = document.activeElement;
+    if (at && at !== main && at !== document.body) return at === ours; // elsewhere: leave it
+    const heading = main.querySelector('h1');
+    if (heading) {
+      if (!heading.hasAttribute('tabindex')) heading.tabIndex = -1;
+      heading.focus({ preventScroll: true });
+      ours = heading;
+    }
+    return true;
+  };
+  if (!place()) return;
+  const watch = new MutationObserver(() => {
+    if (!place()) stop();
+  });
+  const timer = setTimeout(() => stop(), SETTLE_FOCUS_MS);
+  const stop = () => {
+    watch.disconnect();
+    clearTimeout(timer);
+    document.removeEventListener('pointerdown', stop, true);
+  };
+  watch.observe(main, { childList: true, subtree: true });
+  document.addEventListener('pointerdown', stop, true);
+  stopFocusWatch = stop;
 }
 
 /** @returns {any} the view's params */
@@ -623,7 +661,8 @@ async function start() {
     if (s.user) await loggedIn(s.user);
   } catch (err) {
     if (err instanceof ApiError && err.code === 'network') {
-      replaceChildren(document.getElementById('main'), h('p', { class: 'card offline', testid: 'offline' }, 'Offline: this node cannot be reached. Reconnecting…'));
+      replaceChildren(main, h('section', { class: 'card offline', testid: 'offline' }, h('h1', {}, 'Offline'), h('p', {}, 'This node cannot be reached. Reconnecting…')));
+      focusPage(route);
       const retry = () => {
         window.removeEventListener('online', retry);
         clearTimeout(timer);
