@@ -182,7 +182,7 @@ export function mount(root, ctx, { gid }) {
             const roomUrl = `/g/${gid}/r/${room.id}`;
             const join = inCall
               ? link(roomUrl, { class: 'btn', testid: `room-open-${room.name}` }, 'Open call')
-              : h('button', { class: 'btn btn-primary', type: 'button', testid: `room-join-${room.name}`, 'aria-label': `Join ${room.name}`, onclick: () => {
+              : h('button', { class: 'btn btn-primary', type: 'button', testid: `room-join-${room.name}`, 'aria-label': `${count ? 'Join' : 'Start call in'} ${room.name}`, onclick: () => {
                   ctx.navigate(roomUrl);
                   ctx.call.join(gid, room.id, { stage: !!room.stage });
                 } }, count ? 'Join' : 'Start call');
