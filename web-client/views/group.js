@@ -307,7 +307,7 @@ export function mount(root, ctx, { gid }) {
             return h('li', { class: 'row invite' },
               h('span', { class: 'row-main stack-tight' },
                 shown,
-                h('span', { class: 'row-sub muted' }, `${formatExpiry(inv.expires_at)} · used ${inv.uses}${inv.max_uses ? ` of ${inv.max_uses}` : ''} times`)),
+                h('span', { class: 'row-sub muted' }, `${formatExpiry(inv.expires_at)} · used ${inv.uses}${inv.max_uses ? ` of ${inv.max_uses}` : ''} ${(inv.max_uses || inv.uses) === 1 ? 'time' : 'times'}`)),
               h('span', { class: 'row-actions' },
                 h('button', { class: 'btn btn-primary', type: 'button', testid: `invite-copy-${inv.code}`, onclick: async () => {
                   const ok = await copyText(url, shown);
