@@ -55,6 +55,11 @@ export function preferOpus(transceiver) {
 }
 
 class Peer {
+  /**
+   * @param {Mesh} mesh
+   * @param {string} user
+   * @param {string} session
+   */
   constructor(mesh, user, session) {
     this.mesh = mesh;
     this.user = user;
@@ -348,7 +353,7 @@ export class Mesh {
    *   a reconnect the node lists it until it times out; never connect to ourselves
    * @param {RTCIceServer[]} opts.iceServers
    * @param {MediaStream} opts.localStream
-   * @param {{send: Function, onTrack: Function, onState: Function, onClose: Function,
+   * @param {{send: (msg: import('./protocol.js').ClientMessage) => void, onTrack: Function, onState: Function, onClose: Function,
    *   onUnreachable?: Function, onTrouble?: Function, beforeRestart?: () => Promise<any>,
    *   pcConfig?: () => object, attachSender?: Function, attachReceiver?: Function,
    *   onRemoteDescription?: Function}} opts.hooks

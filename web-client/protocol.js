@@ -165,3 +165,28 @@ export {};
  * What `Socket.on` listens to: the node's messages, and the socket's own `open` and `close`.
  * @typedef {ServerMessages & {open: {}, close: {code: number, wasConnected: boolean}}} SocketEvents
  */
+
+// ---------- what a page sends ----------
+
+/**
+ * Every message a page sends, by `type` (node/src/ws/messages.rs, which refuses unknown
+ * fields with `bad_message`).
+ * @typedef {object} ClientMessages
+ * @property {{type: 'ping'}} ping keep-alive, and the liveness probe
+ * @property {{type: 'join', group: string, room: string, muted?: boolean}} join
+ * @property {{type: 'leave'}} leave
+ * @property {{type: 'mute', muted: boolean}} mute
+ * @property {{type: 'subscribe', group: string}} subscribe follow a group's presence
+ * @property {{type: 'unsubscribe'}} unsubscribe
+ * @property {{type: 'resync', group: string, room: string}} resync a room's list again (a version was skipped)
+ * @property {{type: 'signal', to: string, to_session: string, kind: 'offer' | 'answer' | 'candidate' | 'bye', data: SignalData}} signal
+ * @property {{type: 'sfu_offer', sdp: string}} sfu_offer
+ * @property {{type: 'hand', up: boolean}} hand
+ * @property {{type: 'stage_answer', accept: boolean}} stage_answer
+ * @property {{type: 'stage_leave'}} stage_leave
+ * @property {{type: 'moderate', action: 'invite' | 'to_audience' | 'mute' | 'remove', user: string, session: string}} moderate
+ * @property {{type: 'e2ee_hello', data: E2eeHelloData, to?: string, to_session?: string, everyone?: boolean}} e2ee_hello
+ * @property {{type: 'e2ee_keys', common: E2eeHelloData, keys: {to: string, to_session: string, data: E2eeKeyData}[]}} e2ee_keys
+ */
+
+/** @typedef {ClientMessages[keyof ClientMessages]} ClientMessage any message a page sends */

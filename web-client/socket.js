@@ -110,7 +110,10 @@ export class Socket {
     this.connected = false;
   }
 
-  /** Send one message; returns false (and drops it) while disconnected. */
+  /**
+   * Send one message; returns false (and drops it) while disconnected.
+   * @param {import('./protocol.js').ClientMessage} msg
+   */
   send(msg) {
     if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
     this.ws.send(JSON.stringify(msg));

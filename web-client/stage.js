@@ -63,6 +63,7 @@ export class Stage {
     call.changed('stage');
   }
 
+  /** @param {import('./protocol.js').ClientMessage} msg */
   send(msg) {
     this.call.socket.send(msg);
   }

@@ -23,7 +23,7 @@ const AUDIT_MIN_PACKETS = 40;
 
 export class CallKeys {
   /**
-   * @param {{send: (msg: object) => void, changed: () => void, sends: () => boolean,
+   * @param {{send: (msg: import('../protocol.js').ClientMessage) => void, changed: () => void, sends: () => boolean,
    *   isSender?: (session: string) => boolean|undefined,
    *   peerConnections?: () => Iterable<RTCPeerConnection>}} hooks
    *   send: a socket message; changed: the status or the code changed; sends: whether this
