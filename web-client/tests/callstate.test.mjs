@@ -8,15 +8,17 @@
 
 import { describe, it, beforeEach, afterEach, mock } from 'node:test';
 import assert from 'node:assert/strict';
-import { FakePC, fakeStream, installFakes } from './fake-rtc.mjs';
+import { FakePC, fakeStream, installFakes, installBrowserFakes } from './fake-rtc.mjs';
 
 installFakes();
+const browser = installBrowserFakes(async (path) => (path.startsWith('/api/ice') ? { ice_servers: [], e2ee: false } : {}));
 // Simulated time: mesh.js reads performance.now() and sets timers; both follow `advance`.
 let clock = 0;
 Object.defineProperty(globalThis, 'performance', { value: { now: () => clock }, configurable: true, writable: true });
 
 const { Mesh } = await import('../mesh.js');
 const { createMesh, reachedElsewhere } = await import('../callmesh.js');
+const { Call } = await import('../call.js');
 
 /** Let queued tasks (negotiationneeded, candidates) and promise chains run. */
 async function settle() {
@@ -334,5 +336,117 @@ describe('the call wiring of the mesh (callmesh.js)', () => {
     assert.ok(call.probes >= 2, 'ICE trouble probes the socket');
     mesh.closeAll();
     assert.equal(call.peerStates.size, 0, 'closing clears the states');
+  });
+});
+
+/**
+ * A node for Call objects: one room's call (`g`/`r`), its list, and the sockets of the
+ * pages, which get `hello`, `joined`, the list (through `presenceChanged`, as app.js
+ * passes it on) and each other's signals, in order, a task later.
+ */
+class FakeNode {
+  constructor() {
+    this.list = [];
+    this.sockets = new Map(); // session → socket
+    this.calls = [];
+  }
+
+  page(user, session) {
+    const node = this;
+    const socket = {
+      user,
+      session,
+      connected: true,
+      listeners: new Map(),
+      sent: [],
+      on(type, fn) {
+        if (!this.listeners.has(type)) this.listeners.set(type, new Set());
+        this.listeners.get(type).add(fn);
+        return () => this.listeners.get(type).delete(fn);
+      },
+      emit(msg) {
+        for (const fn of this.listeners.get(msg.type) || []) fn(msg);
+      },
+      send(msg) {
+        this.sent.push(msg);
+        setImmediate(() => node.receive(socket, msg));
+        return true;
+      },
+      probe() {},
+    };
+    this.sockets.set(session, socket);
+    const call = new Call(socket, () => this.list.map((p) => ({ ...p })), () => {});
+    this.calls.push(call);
+    socket.emit({ type: 'hello', user, session });
+    return { socket, call };
+  }
+
+  changed() {
+    for (const call of this.calls) call.presenceChanged('g', 'r');
+  }
+
+  receive(from, msg) {
+    if (msg.type === 'join') {
+      this.list.push({ user: from.user, session: from.session, muted: !!msg.muted });
+      from.emit({ type: 'joined', group: 'g', room: 'r', session: from.session, mode: 'mesh' });
+      this.changed();
+    } else if (msg.type === 'leave') {
+      this.list = this.list.filter((p) => p.session !== from.session);
+      this.changed();
+    } else if (msg.type === 'signal') {
+      const to = this.sockets.get(msg.to_session);
+      if (to) to.emit({ type: 'signal', from: from.user, from_session: from.session, group: 'g', room: 'r', kind: msg.kind, data: msg.data });
+    }
+  }
+}
+
+describe('a Call on a fake node (call.js)', () => {
+  beforeEach(() => {
+    FakePC.reset();
+    clock = 0;
+    mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+  });
+  afterEach(() => mock.timers.reset());
+
+  it('join: one connection per other person; leave: bye to each, leave, every connection closed, microphone released', async () => {
+    const node = new FakeNode();
+    const pages = [node.page('ada@alpha', 'a'.repeat(32)), node.page('bob@alpha', 'b'.repeat(32)), node.page('cyd@alpha', 'c'.repeat(32))];
+    for (const { call } of pages) {
+      await call.join('g', 'r');
+      await settle();
+    }
+    await advance(4200); // past the polite side's wait, should an offer have got lost
+    const [ada, bob, cyd] = pages;
+    for (const { call } of pages) {
+      assert.equal(call.status, 'joined');
+      assert.equal(call.peerConnections().size, 2, 'a connection to each of the two others');
+    }
+    assert.equal(FakePC.all.length, 6, 'one per pair and side, none made twice');
+    for (const pc of FakePC.all) {
+      assert.equal(pc.signalingState, 'stable');
+      assert.ok(pc.remoteDescription, 'every connection negotiated');
+      pc.setIce('connected');
+    }
+    const adaPcs = [...ada.call.peerConnections().values()];
+    const mic = browser.mics.find((s) => ada.call.localStream === s);
+    assert.ok(mic, "ada's call holds a microphone it asked for");
+    ada.socket.sent.length = 0;
+
+    ada.call.leave();
+    assert.equal(ada.call.status, 'idle');
+    assert.deepEqual(
+      ada.socket.sent.map((m) => (m.type === 'signal' ? `${m.kind} ${m.to}` : m.type)),
+      ['bye bob@alpha', 'bye cyd@alpha', 'leave'],
+      'bye to each peer, then leave',
+    );
+    assert.deepEqual(adaPcs.map((pc) => [pc.closeCalls, pc.signalingState]), [[1, 'closed'], [1, 'closed']], 'every connection closed');
+    assert.equal(ada.call.peerConnections().size, 0);
+    assert.equal(mic.getAudioTracks()[0].readyState, 'ended', 'the microphone is released');
+    await settle();
+    for (const other of [bob, cyd]) {
+      assert.equal(other.call.status, 'joined');
+      assert.deepEqual([...other.call.peerConnections().keys()].map((k) => k.split('/')[0]), [other === bob ? 'cyd@alpha' : 'bob@alpha'], 'the others dropped ada, and kept each other');
+    }
+    assert.equal(FakePC.all.filter((pc) => pc.signalingState === 'closed').length, 4, "ada's two and the others' ends of them");
   });
 });

@@ -181,10 +181,67 @@ export class FakePC {
   }
 }
 
-/** A microphone: a stream with one audio track. */
+/** A microphone: a stream with one audio track (`stop()` ends it). */
 export function fakeStream() {
-  const track = { kind: 'audio', id: 'mic', enabled: true, readyState: 'live', stop() {} };
+  const track = {
+    kind: 'audio',
+    id: 'mic',
+    enabled: true,
+    readyState: 'live',
+    stop() {
+      this.readyState = 'ended';
+    },
+  };
   return { getAudioTracks: () => [track], getTracks: () => [track] };
+}
+
+/** An element that takes whatever the modules do to one (the call's audio elements). */
+function fakeElement() {
+  return {
+    style: {},
+    dataset: {},
+    className: '',
+    setAttribute() {},
+    append() {},
+    remove() {},
+    play: () => Promise.resolve(),
+  };
+}
+
+function fakeStorage() {
+  const m = new Map();
+  return { getItem: (k) => (m.has(k) ? m.get(k) : null), setItem: (k, v) => m.set(k, String(v)), removeItem: (k) => m.delete(k) };
+}
+
+/**
+ * The rest of the browser that call.js and what it imports touch (no AudioContext, no
+ * encoded transforms: no level meter, no end-to-end encryption): `window` events, a
+ * document to put audio elements in, storage, `getUserMedia` (a fresh fake microphone each
+ * time, counted in `mics`), and `fetch` answered by `api(path)`.
+ */
+export function installBrowserFakes(api) {
+  const mics = [];
+  globalThis.window = globalThis;
+  globalThis.addEventListener = () => {};
+  globalThis.removeEventListener = () => {};
+  globalThis.document = { createElement: fakeElement, body: fakeElement(), addEventListener() {}, visibilityState: 'visible' };
+  globalThis.localStorage = fakeStorage();
+  globalThis.sessionStorage = fakeStorage();
+  const mediaDevices = {
+    getUserMedia: async () => {
+      const s = fakeStream();
+      mics.push(s);
+      return s;
+    },
+    enumerateDevices: async () => [],
+    addEventListener() {},
+  };
+  Object.defineProperty(globalThis, 'navigator', { value: { mediaDevices }, configurable: true, writable: true });
+  globalThis.fetch = async (path) => {
+    const body = await api(String(path));
+    return { status: 200, ok: true, text: async () => JSON.stringify(body) };
+  };
+  return { mics };
 }
 
 /** Put the fakes where the modules look for them (browser globals), once. */
