@@ -221,6 +221,21 @@ describe('every screen: axe-core, focus, layout at 1280 and 360 px', { timeout: 
     await byId(page, 'goto-admin').click();
     await byId(page, 'admin-users').waitFor();
     await screen(page, 'admin', { focus: 'h1' });
+    // Sign-up closed (seen on the sign-up page once signed out, below).
+    await byId(page, 'admin-registration').selectOption('closed');
+    await waitFor(async () => (await byId(page, 'admin-registration-saved').textContent()) === 'Saved.', { message: 'the mode saved' });
+    // Joining fails (the node refuses the call's ICE configuration): the page says why.
+    await page.route('**/api/ice*', (r) => r.fulfill({ status: 503, json: { error: 'internal', message: 'Something went wrong on the server. Try again later.' } }));
+    try {
+      await page.goto(new URL(`${new URL(groupUrl).pathname}`, t.node.url).href);
+      await byId(page, 'room-link-Lobby').click();
+      await byId(page, 'call-join').click();
+      await waitFor(async () => /Could not join the call/.test(await byId(page, 'notice').textContent()), { message: 'the failed join said' });
+      assert.equal(await page.evaluate(() => window.__voicechat.callStatus()), 'idle');
+      await screen(page, 'room-join-failed');
+    } finally {
+      await page.unrouteAll();
+    }
     await page.goto(new URL('/no/such/page', t.node.url).href);
     await byId(page, 'not-found').waitFor();
     await screen(page, 'not-found', { focus: 'h1' });
@@ -246,6 +261,9 @@ describe('every screen: axe-core, focus, layout at 1280 and 360 px', { timeout: 
     await page.goto(inviteUrl);
     await byId(page, 'invite-login').waitFor();
     await screen(page, 'invite-signed-out', { focus: 'h1' });
+    await page.goto(new URL('/register', t.node.url).href);
+    await byId(page, 'signup-closed').waitFor();
+    await screen(page, 'register-closed', { focus: 'h1' });
     report();
   });
 });
