@@ -15,7 +15,21 @@ import * as notFoundView from './views/notfound.js';
 import { mountCallbar } from './views/callbar.js';
 import { watchCallOnDevice } from './device.js';
 
-/** Everything the views read. Mutated only here (and by views through ctx helpers). */
+/**
+ * Everything the views read. Mutated only here (and by views through ctx helpers).
+ * @type {{
+ *   user: {id: string, name: string, node: string, admin: boolean} | null,
+ *   node: string,
+ *   groups: Map<string, import('./protocol.js').GroupSummary & Partial<import('./protocol.js').GroupDetail>>,
+ *   participants: Map<string, {version: number, list: import('./protocol.js').Participant[] | null, count: number}>,
+ *   groupsLoaded: boolean,
+ *   invitations: import('./protocol.js').InvitationView[],
+ *   invitationsLoaded: boolean,
+ *   blocks: string[],
+ *   blocksLoaded: boolean,
+ *   signIn: {providers: {id: string, name: string}[], registration: string, passwordLogin: boolean},
+ * }}
+ */
 const state = {
   user: null, // User or null
   node: '',
