@@ -5,7 +5,7 @@
 //! `target/screenshots/<screen>-<width>.png`.
 //! Run through tests/run.sh (private netns).
 
-import { describe, it, before } from 'node:test';
+import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -64,6 +64,7 @@ describe('every screen: axe-core, focus, layout at 1280 and 360 px', { timeout: 
     fs.mkdirSync(shots, { recursive: true });
     [A, B] = t.browsers;
   });
+  after(() => fs.rmSync(configDir, { recursive: true, force: true }));
 
   /**
    * Check the screen now on `page` at both widths: axe (serious/critical), no sideways
