@@ -33,6 +33,7 @@ export function setCsrf(token) {
 /** Send one request; resolves to the parsed JSON body (or null for 204), rejects with ApiError. */
 export async function request(method, path, body) {
   const headers = { Accept: 'application/json' };
+  /** @type {RequestInit} */
   const init = { method, headers, credentials: 'same-origin', cache: 'no-store' };
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
@@ -75,24 +76,17 @@ const seg = encodeURIComponent;
 
 /**
  * A member as `GET /api/groups/{gid}` lists them.
- * @typedef {object} Member
- * @property {string} user full user id, e.g. "carol@beta"
- * @property {"owner"|"admin"|"member"} role
- * @property {number} added_at unix seconds
- * @property {"active"|"invited"} status `invited`: a user of another node who has not accepted yet
+ * @typedef {import('./protocol.js').MemberView} Member
  */
 
 /**
  * A group of another node that added this user and waits for their answer
  * (`GET /api/invitations`, and the socket's `{"type":"invitations","invitations":[…]}`).
  * Nothing of the group shows (not in `GET /api/groups`, 404 on it) until it is accepted.
- * @typedef {object} Invitation
- * @property {string} group group id (32 hex)
- * @property {string} name the group's name
- * @property {string} home the node it lives on (which invited)
- * @property {"owner"|"admin"|"member"} role the role offered
- * @property {number} invited_at unix seconds
+ * @typedef {import('./protocol.js').InvitationView} Invitation
  */
+/** @typedef {import('./protocol.js').GroupSummary} GroupSummary */
+/** @typedef {import('./protocol.js').GroupDetail} GroupDetail */
 
 /** Typed calls, one per API.md row. */
 export const api = {
@@ -124,9 +118,13 @@ export const api = {
   adminSetDisabled: (name, disabled) => patch(`/api/admin/users/${seg(name)}`, { disabled }),
   adminSettings: () => get('/api/admin/settings'),
   adminSetRegistration: (registration) => put('/api/admin/settings', { registration }),
+  /** @returns {Promise<GroupSummary[]>} */
   groups: () => get('/api/groups'),
+  /** @returns {Promise<GroupDetail>} */
   createGroup: (name) => post('/api/groups', { name }),
+  /** @returns {Promise<GroupDetail>} */
   group: (gid) => get(`/api/groups/${seg(gid)}`),
+  /** @returns {Promise<GroupDetail>} */
   renameGroup: (gid, name) => patch(`/api/groups/${seg(gid)}`, { name }),
   deleteGroup: (gid) => del(`/api/groups/${seg(gid)}`),
   addMember: (gid, user, role) => post(`/api/groups/${seg(gid)}/members`, role ? { user, role } : { user }),
@@ -136,12 +134,19 @@ export const api = {
   createInvite: (gid, opts = {}) => post(`/api/groups/${seg(gid)}/invites`, opts),
   revokeInvite: (gid, code) => del(`/api/groups/${seg(gid)}/invites/${seg(code)}`),
   invite: (code) => get(`/api/invites/${seg(code)}`),
+  /** @returns {Promise<GroupDetail>} */
   acceptInvite: (code) => post(`/api/invites/${seg(code)}/accept`),
-  /** Join a group of another (federated) node through its invite link. */
+  /**
+   * Join a group of another (federated) node through its invite link.
+   * @returns {Promise<GroupDetail>}
+   */
   acceptRemoteInvite: (link) => post('/api/invites/remote', { link }),
   /** @returns {Promise<Invitation[]>} newest first */
   invitations: () => get('/api/invitations'),
-  /** Accept: resolves to the GroupDetail; the group now shows. */
+  /**
+   * Accept: resolves to the GroupDetail; the group now shows.
+   * @returns {Promise<GroupDetail>}
+   */
   acceptInvitation: (gid) => post(`/api/invitations/${seg(gid)}/accept`),
   /** Decline (204): the group's home is told; nothing of the group shows. */
   declineInvitation: (gid) => post(`/api/invitations/${seg(gid)}/decline`),

@@ -15,7 +15,21 @@ import * as notFoundView from './views/notfound.js';
 import { mountCallbar } from './views/callbar.js';
 import { watchCallOnDevice } from './device.js';
 
-/** Everything the views read. Mutated only here (and by views through ctx helpers). */
+/**
+ * Everything the views read. Mutated only here (and by views through ctx helpers).
+ * @type {{
+ *   user: {id: string, name: string, node: string, admin: boolean} | null,
+ *   node: string,
+ *   groups: Map<string, import('./protocol.js').GroupSummary & Partial<import('./protocol.js').GroupDetail>>,
+ *   participants: Map<string, {version: number, list: import('./protocol.js').Participant[] | null, count: number}>,
+ *   groupsLoaded: boolean,
+ *   invitations: import('./protocol.js').InvitationView[],
+ *   invitationsLoaded: boolean,
+ *   blocks: string[],
+ *   blocksLoaded: boolean,
+ *   signIn: {providers: {id: string, name: string}[], registration: string, passwordLogin: boolean},
+ * }}
+ */
 const state = {
   user: null, // User or null
   node: '',
@@ -92,6 +106,7 @@ function key(gid, rid) {
   return `${gid}/${rid}`;
 }
 
+/** @param {import('./protocol.js').GroupDetail} detail */
 function storeGroup(detail) {
   for (const m of detail.members || []) learnName(m.user, m.name || null);
   state.groups.set(detail.id, detail);
@@ -139,6 +154,7 @@ async function refreshGroups() {
 // Invitations: the socket's `invitations` event carries the whole list and is the newest
 // word; a GET that was already under way when one arrived is not allowed to undo it.
 let invitationsEpoch = 0;
+/** @param {import('./protocol.js').InvitationView[]} list */
 function setInvitations(list) {
   state.invitations = Array.isArray(list) ? list : [];
   state.invitationsLoaded = true;
@@ -219,6 +235,7 @@ function resync(gid, rid) {
   socket.send({ type: 'resync', group: gid, room: rid });
 }
 
+/** @param {import('./protocol.js').PresenceDelta} m */
 function applyDelta(m) {
   const k = key(m.group, m.room);
   const held = state.participants.get(k) || { version: 0, list: [], count: 0 };
@@ -297,7 +314,7 @@ socket.on('participant_counts', (m) => {
     roomChanged(m.group, r.room);
   }
 });
-for (const type of ['participant_joined', 'participant_left', 'participant_changed']) socket.on(type, applyDelta);
+for (const type of /** @type {const} */ (['participant_joined', 'participant_left', 'participant_changed'])) socket.on(type, applyDelta);
 socket.on('hello', () => {
   // A new socket follows nothing yet: follow the page's group again (its snapshot follows).
   const wanted = followed;
@@ -468,13 +485,52 @@ function render() {
   route = { view, params, instance: null };
   if (state.user) follow(params.gid || null);
   main.textContent = '';
+  main.focus({ preventScroll: true }); // off the link that was followed, which is gone
   route.instance = view.mount(main, ctx, params) || {};
-  // A view whose point is a form (log in, sign up) puts the cursor in its first field.
-  const first = main.querySelector('[autofocus]');
-  (first || main).focus({ preventScroll: true });
+  focusPage(route);
   for (const fn of listeners) fn('route', { path });
 }
 
+/**
+ * Where the keyboard goes on a new page: a view whose point is a form or one action (log in,
+ * sign up, accept an invite) focuses that itself; otherwise the page's heading, so a screen
+ * reader says where one is. A view that loads first gets its heading later, and may render
+ * it again: while the page settles (until the person clicks, or a few seconds), focus that
+ * was left nowhere goes to the heading. Focus the view or the person put elsewhere stays.
+ */
+const SETTLE_FOCUS_MS = 5000;
+let stopFocusWatch = () => {};
+function focusPage(shown) {
+  stopFocusWatch();
+  let ours = null; // the heading focused here
+  const place = () => {
+    if (route !== shown) return false;
+    const at = document.activeElement;
+    if (at && at !== main && at !== document.body) return at === ours; // elsewhere: leave it
+    const heading = main.querySelector('h1');
+    if (heading) {
+      if (!heading.hasAttribute('tabindex')) heading.tabIndex = -1;
+      heading.focus({ preventScroll: true });
+      ours = heading;
+    }
+    return true;
+  };
+  if (!place()) return;
+  const watch = new MutationObserver(() => {
+    if (!place()) stop();
+  });
+  const timer = setTimeout(() => stop(), SETTLE_FOCUS_MS);
+  const stop = () => {
+    watch.disconnect();
+    clearTimeout(timer);
+    document.removeEventListener('pointerdown', stop, true);
+  };
+  watch.observe(main, { childList: true, subtree: true });
+  document.addEventListener('pointerdown', stop, true);
+  stopFocusWatch = stop;
+}
+
+/** @returns {any} the view's params */
 function decodeParams(params) {
   const out = {};
   for (const [k, v] of Object.entries(params)) out[k] = typeof v === 'string' ? decodeURIComponent(v) : v;
@@ -488,7 +544,8 @@ function safeNext() {
 }
 
 document.addEventListener('click', (ev) => {
-  const a = ev.target.closest && ev.target.closest('a[data-route]');
+  const target = /** @type {Element} */ (ev.target);
+  const a = /** @type {HTMLAnchorElement} */ (target.closest && target.closest('a[data-route]'));
   if (!a || ev.defaultPrevented || ev.button !== 0 || ev.metaKey || ev.ctrlKey || ev.shiftKey || ev.altKey) return;
   const url = new URL(a.href, location.href);
   if (url.origin !== location.origin) return;
@@ -629,7 +686,8 @@ async function start() {
     if (s.user) await loggedIn(s.user);
   } catch (err) {
     if (err instanceof ApiError && err.code === 'network') {
-      replaceChildren(document.getElementById('main'), h('p', { class: 'card offline', testid: 'offline' }, 'Offline: this node cannot be reached. Reconnecting…'));
+      replaceChildren(main, h('section', { class: 'card offline', testid: 'offline' }, h('h1', {}, 'Offline'), h('p', {}, 'This node cannot be reached. Reconnecting…')));
+      focusPage(route);
       const retry = () => {
         window.removeEventListener('online', retry);
         clearTimeout(timer);

@@ -232,6 +232,7 @@ export class Call {
     this.unprepare();
     const p = { group, room, stream: null, ice: null, keys: false, at: Date.now(), pending: null };
     this.prepared = p;
+    /** @type {(value?: any) => void} */
     let done;
     p.pending = new Promise((r) => (done = r));
     try {
@@ -422,6 +423,7 @@ export class Call {
     this.socket.send({ type: 'join', group: this.group, room: this.room, muted: this.voice.effectiveMuted });
   }
 
+  /** @param {import('./protocol.js').ServerMessages['hello']} msg */
   onHello(msg) {
     const resumed = !!this.mySession && this.mySession === msg.session;
     if (this.mySession && !resumed) this.formerSessions.add(this.mySession);
@@ -460,6 +462,7 @@ export class Call {
     }
   }
 
+  /** @param {import('./protocol.js').ServerMessages['joined']} msg */
   onJoined(msg) {
     if (!this.inRoom(msg.group, msg.room)) return;
     this.status = 'joined';
@@ -477,6 +480,7 @@ export class Call {
     this.changed('status');
   }
 
+  /** @param {import('./protocol.js').ServerMessages['left']} msg */
   onLeft(msg) {
     if (!this.inRoom(msg.group, msg.room) || this.status === 'joining') return;
     this.stop();

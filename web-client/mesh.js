@@ -55,6 +55,11 @@ export function preferOpus(transceiver) {
 }
 
 class Peer {
+  /**
+   * @param {Mesh} mesh
+   * @param {string} user
+   * @param {string} session
+   */
   constructor(mesh, user, session) {
     this.mesh = mesh;
     this.user = user;
@@ -72,6 +77,7 @@ class Peer {
     this.attempt = 1;
     this.attemptAt = this.createdAt;
     this.failedAttempt = 0; // the attempt already counted as failed
+    this.staleFailure = false; // the states still show the last attempt's failure
     this.failures = 0;
     this.unreachable = false;
     this.restarts = []; // times of recent restarts, for the rate limit
@@ -95,7 +101,7 @@ class Peer {
     if (this.polite) {
       this.offerTimer = setTimeout(() => {
         this.holdOffer = false;
-        if (pc.signalingState === 'stable' && !pc.remoteDescription) pc.onnegotiationneeded();
+        if (pc.signalingState === 'stable' && !pc.remoteDescription) pc.onnegotiationneeded(new Event('negotiationneeded'));
       }, POLITE_WAIT_MS);
     }
     // Watchdog: a lost signal, a wedged exchange or checks that never end must not leave a
@@ -172,9 +178,13 @@ class Peer {
     const ice = this.pc.iceConnectionState;
     debug('state', this.user, state, ice);
     clearTimeout(this.graceTimer);
+    if (ice === 'new' || ice === 'checking' || state === 'connected') this.staleFailure = false;
     if (state === 'connected') {
       this.failures = 0;
       this.unreachable = false;
+    } else if (this.staleFailure) {
+      // The last attempt's "failed", read again (the ICE and connection states change one
+      // after the other) after a new attempt began: not a failure of the new one.
     } else if (ice === 'failed' || (state === 'failed' && ice !== 'new' && ice !== 'checking')) {
       // (connectionState stays "failed" a moment into the next attempt's checks: not a new failure)
       if (this.mesh.hooks.onTrouble) this.mesh.hooks.onTrouble(this);
@@ -213,6 +223,8 @@ class Peer {
   newAttempt() {
     this.attempt += 1;
     this.attemptAt = performance.now();
+    // Until ICE checks again, the states still say how the last attempt ended.
+    this.staleFailure = this.pc.iceConnectionState === 'failed' || this.pc.connectionState === 'failed';
   }
 
   /**
@@ -341,8 +353,10 @@ export class Mesh {
    *   a reconnect the node lists it until it times out; never connect to ourselves
    * @param {RTCIceServer[]} opts.iceServers
    * @param {MediaStream} opts.localStream
-   * @param {{send: Function, onTrack: Function, onState: Function, onClose: Function,
-   *   onUnreachable?: Function, onTrouble?: Function, beforeRestart?: () => Promise}} opts.hooks
+   * @param {{send: (msg: import('./protocol.js').ClientMessage) => void, onTrack: Function, onState: Function, onClose: Function,
+   *   onUnreachable?: Function, onTrouble?: Function, beforeRestart?: () => Promise<any>,
+   *   pcConfig?: () => object, attachSender?: Function, attachReceiver?: Function,
+   *   onRemoteDescription?: Function}} opts.hooks
    */
   constructor({ mySession, isFormer = () => false, iceServers, localStream, hooks }) {
     this.mySession = mySession;
@@ -460,6 +474,7 @@ export async function selectedPath(pc) {
   } catch {
     return null;
   }
+  /** @type {any} */
   let pair = null;
   stats.forEach((s) => {
     if (s.type === 'transport' && s.selectedCandidatePairId && stats.get(s.selectedCandidatePairId)) pair = stats.get(s.selectedCandidatePairId);

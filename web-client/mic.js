@@ -50,6 +50,7 @@ export class Microphone {
 
   /** A stream of the chosen device (`exact`: that one or none), not yet taken. */
   request(deviceId = this.deviceId, exact = false) {
+    /** @type {MediaTrackConstraints} */
     const audio = { ...CONSTRAINTS };
     if (deviceId) audio.deviceId = exact ? { exact: deviceId } : { ideal: deviceId };
     return getUserMedia(audio);

@@ -13,6 +13,6 @@ export function watchNetwork(onChange) {
     timer = setTimeout(() => onChange(why), SETTLE_MS);
   };
   window.addEventListener('online', () => changed('online'));
-  const conn = navigator.connection;
+  const conn = /** @type {any} */ (navigator).connection; // Network Information API: not everywhere
   if (conn && conn.addEventListener) conn.addEventListener('change', () => changed('connection change'));
 }

@@ -140,6 +140,7 @@ export class SfuConnection {
   }
 
   /** `sfu_answer`: the node's answer SDP. */
+  /** @param {string} sdp */
   async answer(sdp) {
     if (!this.takeReply()) return;
     this.clearTimer('answer');
@@ -155,6 +156,7 @@ export class SfuConnection {
   }
 
   /** An `error` in reply to `sfu_offer`. */
+  /** @param {import('./protocol.js').ServerMessages['error']} msg */
   refused(msg) {
     if (!this.takeReply()) return;
     this.clearTimer('answer');
@@ -214,6 +216,7 @@ export class SfuConnection {
   }
 
   /** `sfu_slots`: who each slot carries now. */
+  /** @param {import('./protocol.js').ServerMessages['sfu_slots']['slots']} list */
   setSlots(list) {
     const slots = new Array(SLOTS).fill(null);
     (Array.isArray(list) ? list : []).slice(0, SLOTS).forEach((s, i) => {

@@ -8,6 +8,8 @@
 //! and its peer connections are kept (see call.js). Closing on purpose (logout, leaving the
 //! page) says goodbye, and the node lets the session go at once.
 
+/** @typedef {import('./protocol.js').SocketEvents} SocketEvents */
+
 const PING_MS = 25_000;
 /** A probe (after a network change) not answered this fast means the socket is dead. */
 const PROBE_MS = 5000;
@@ -37,6 +39,12 @@ export class Socket {
     });
   }
 
+  /**
+   * @template {keyof SocketEvents} K
+   * @param {K} type
+   * @param {(msg: SocketEvents[K]) => void} fn
+   * @returns {() => void} stops listening
+   */
   on(type, fn) {
     if (!this.listeners.has(type)) this.listeners.set(type, new Set());
     this.listeners.get(type).add(fn);
@@ -112,7 +120,10 @@ export class Socket {
     this.connected = false;
   }
 
-  /** Send one message; returns false (and drops it) while disconnected. */
+  /**
+   * Send one message; returns false (and drops it) while disconnected.
+   * @param {import('./protocol.js').ClientMessage} msg
+   */
   send(msg) {
     if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
     this.ws.send(JSON.stringify(msg));

@@ -63,6 +63,7 @@ export class Stage {
     call.changed('stage');
   }
 
+  /** @param {import('./protocol.js').ClientMessage} msg */
   send(msg) {
     this.call.socket.send(msg);
   }
@@ -93,6 +94,7 @@ export class Stage {
     this.send({ type: 'moderate', action, user: p.user, session: p.session });
   }
 
+  /** @param {import('./protocol.js').ServerMessages['moderated']} m */
   onModerated(m) {
     const call = this.call;
     if (!call.inRoom(m.group, m.room)) return;

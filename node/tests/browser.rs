@@ -13,7 +13,8 @@ fn browser_end_to_end() {
         Path::new("/usr/bin/chromium").exists() || which("chromium"),
         "the browser tests need Chromium: apt-get install chromium (.ci/run installs it)"
     );
-    if !web.join("node_modules/playwright-core").exists() {
+    // The tests' devDependencies (npm ci again when one was added since the last install).
+    if ["playwright-core", "axe-core", "typescript"].iter().any(|m| !web.join("node_modules").join(m).exists()) {
         let status = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
             .arg(&web)

@@ -23,7 +23,7 @@ const AUDIT_MIN_PACKETS = 40;
 
 export class CallKeys {
   /**
-   * @param {{send: (msg: object) => void, changed: () => void, sends: () => boolean,
+   * @param {{send: (msg: import('../protocol.js').ClientMessage) => void, changed: () => void, sends: () => boolean,
    *   isSender?: (session: string) => boolean|undefined,
    *   peerConnections?: () => Iterable<RTCPeerConnection>}} hooks
    *   send: a socket message; changed: the status or the code changed; sends: whether this
@@ -75,7 +75,7 @@ export class CallKeys {
     this.transforms.post({ op: 'allow_plaintext', on: !this.enabled });
     this.ready = Promise.all([
       generateSessionKeys().then((k) => (this.me = k)),
-      RTCPeerConnection.generateCertificate({ name: 'ECDSA', namedCurve: 'P-256' }).then((c) => {
+      RTCPeerConnection.generateCertificate(/** @type {EcKeyGenParams} */ ({ name: 'ECDSA', namedCurve: 'P-256' })).then((c) => {
         this.cert = c;
         const f = c.getFingerprints ? c.getFingerprints()[0] : null;
         this.fp = f ? `${f.algorithm} ${f.value.toUpperCase()}` : '';
@@ -243,6 +243,7 @@ export class CallKeys {
   }
 
   /** `e2ee_hello` from someone in the call. */
+  /** @param {import('../protocol.js').ServerMessages['e2ee_hello']} m */
   onHello(m) {
     if (!this.me || !m.data) return;
     const p = this.peer(m.from_session, m.from);
@@ -261,6 +262,7 @@ export class CallKeys {
   }
 
   /** `e2ee_key` from a sender: its key, wrapped for us. */
+  /** @param {import('../protocol.js').ServerMessages['e2ee_key']} m */
   async onKey(m) {
     if (!this.me || !m.common || !m.data) return;
     const p = this.peer(m.from_session, m.from);

@@ -5,9 +5,11 @@
 # `ip netns add` makes fresh ones whatever namespace it runs in, so it runs here too.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-if [ ! -d "$here/../node_modules/playwright-core" ]; then
-  echo "playwright-core is missing: run 'npm ci --prefix web-client' first" >&2
-  exit 2
-fi
+for m in playwright-core axe-core typescript; do
+  if [ ! -d "$here/../node_modules/$m" ]; then
+    echo "$m is missing: run 'npm ci --prefix web-client' first" >&2
+    exit 2
+  fi
+done
 if [ "$#" -eq 0 ]; then set -- "$here"/*.test.mjs; fi
 exec unshare -n sh -c 'ip link set lo up && exec node --test --test-concurrency=1 "$@"' sh "$@"

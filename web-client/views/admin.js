@@ -66,9 +66,9 @@ export function mount(root, ctx) {
       'tr',
       { class: u.disabled ? 'disabled' : '', testid: `admin-user-${u.name}` },
       h('td', {}, u.name, u.admin ? h('span', { class: 'hint' }, ' (administrator)') : null),
-      h('td', {}, new Date(u.created_at * 1000).toLocaleDateString()),
-      h('td', {}, String(u.sockets)),
-      h('td', { testid: `admin-status-${u.name}` }, u.disabled ? 'Disabled' : 'Active'),
+      h('td', { dataset: { label: 'Created' } }, new Date(u.created_at * 1000).toLocaleDateString()),
+      h('td', { dataset: { label: 'Connections' } }, String(u.sockets)),
+      h('td', { testid: `admin-status-${u.name}`, dataset: { label: 'Status' } }, u.disabled ? 'Disabled' : 'Active'),
       h('td', {}, action),
     );
   }

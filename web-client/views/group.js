@@ -182,7 +182,7 @@ export function mount(root, ctx, { gid }) {
             const roomUrl = `/g/${gid}/r/${room.id}`;
             const join = inCall
               ? link(roomUrl, { class: 'btn', testid: `room-open-${room.name}` }, 'Open call')
-              : h('button', { class: 'btn btn-primary', type: 'button', testid: `room-join-${room.name}`, 'aria-label': `Join ${room.name}`, onclick: () => {
+              : h('button', { class: 'btn btn-primary', type: 'button', testid: `room-join-${room.name}`, 'aria-label': `${count ? 'Join' : 'Start call in'} ${room.name}`, onclick: () => {
                   ctx.navigate(roomUrl);
                   ctx.call.join(gid, room.id, { stage: !!room.stage });
                 } }, count ? 'Join' : 'Start call');
@@ -307,7 +307,7 @@ export function mount(root, ctx, { gid }) {
             return h('li', { class: 'row invite' },
               h('span', { class: 'row-main stack-tight' },
                 shown,
-                h('span', { class: 'row-sub muted' }, `${formatExpiry(inv.expires_at)} · used ${inv.uses}${inv.max_uses ? ` of ${inv.max_uses}` : ''} times`)),
+                h('span', { class: 'row-sub muted' }, `${formatExpiry(inv.expires_at)} · used ${inv.uses}${inv.max_uses ? ` of ${inv.max_uses}` : ''} ${(inv.max_uses || inv.uses) === 1 ? 'time' : 'times'}`)),
               h('span', { class: 'row-actions' },
                 h('button', { class: 'btn btn-primary', type: 'button', testid: `invite-copy-${inv.code}`, onclick: async () => {
                   const ok = await copyText(url, shown);

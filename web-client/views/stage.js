@@ -31,12 +31,12 @@ export function moderatorActions(ctx, call, p) {
     h('button', { class: 'btn btn-small', type: 'button', testid: `${testid}-${p.user}`, 'aria-label': label, onclick: () => call.stage.moderate(action, p) }, text);
   const listener = p.stage && !p.stage.speaker;
   return [
-    listener && !p.stage.invited ? button('invite', 'Invite to speak', 'moderate-invite', `Invite ${name} to speak`) : null,
-    p.stage && p.stage.speaker ? button('to_audience', 'Move to audience', 'moderate-audience', `Move ${name} to the audience`) : null,
+    listener && !p.stage.invited ? button('invite', 'Invite to speak', 'moderate-invite', `Invite to speak: ${name}`) : null,
+    p.stage && p.stage.speaker ? button('to_audience', 'Move to audience', 'moderate-audience', `Move to audience: ${name}`) : null,
     !p.muted && !listener ? button('mute', 'Mute', 'moderate-mute', `Mute ${name}`) : null,
     confirmButton({
       text: 'Remove from call',
-      ariaLabel: `Remove ${name} from the call`,
+      ariaLabel: `Remove from call: ${name}`,
       question: `Take ${name} out of the call? They can join again.`,
       testid: `moderate-remove-${p.user}`,
       onError: ctx.showError,

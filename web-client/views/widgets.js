@@ -51,7 +51,10 @@ export function renameControl({ label, current, testid, save, onError }) {
   return box;
 }
 
-/** A button that asks first (window.confirm is keyboard- and screen-reader-friendly). */
+/**
+ * A button that asks first (window.confirm is keyboard- and screen-reader-friendly).
+ * @param {{text: string, question: string, testid: string, danger?: boolean, action: () => any, onError: (err: any) => void, ariaLabel?: string}} opts
+ */
 export function confirmButton({ text, question, testid, danger = true, action, onError, ariaLabel }) {
   const btn = h('button', { class: `btn ${danger ? 'btn-danger' : ''}`, type: 'button', testid, 'aria-label': ariaLabel || null }, text);
   btn.addEventListener('click', async () => {
