@@ -18,7 +18,7 @@ import { watchCallOnDevice } from './device.js';
 /**
  * Everything the views read. Mutated only here (and by views through ctx helpers).
  * @type {{
- *   user: {id: string, name: string, node: string, admin: boolean} | null,
+ *   user: {id: string, name: string, node: string, admin: boolean, display_name?: string | null} | null,
  *   node: string,
  *   groups: Map<string, import('./protocol.js').GroupSummary & Partial<import('./protocol.js').GroupDetail>>,
  *   participants: Map<string, {version: number, list: import('./protocol.js').Participant[] | null, count: number}>,
@@ -550,9 +550,13 @@ document.addEventListener('click', (ev) => {
   const url = new URL(a.href, location.href);
   if (url.origin !== location.origin) return;
   ev.preventDefault();
+  clearError(); // what went wrong on the screen left behind no longer applies
   navigate(url.pathname + url.search);
 });
-window.addEventListener('popstate', render);
+window.addEventListener('popstate', () => {
+  clearError();
+  render();
+});
 
 // Push-to-talk: hold Space (outside text fields) to talk.
 function typingTarget(el) {

@@ -27,6 +27,8 @@ export {};
  * @property {string} session
  * @property {boolean} muted
  * @property {StageSeat} [stage]
+ * @property {string} [name] their display name, if they chose one
+ * @property {number} joined_at unix ms when the session joined (its home node's clock): the list's order
  */
 
 /**
@@ -48,6 +50,7 @@ export {};
  * @property {Role} role
  * @property {number} added_at unix seconds
  * @property {'active' | 'invited'} status `invited`: a user of another node who has not accepted yet
+ * @property {string} [name] their display name, if known
  */
 
 /**
@@ -121,7 +124,7 @@ export {};
 /**
  * Every message of the node, by `type`.
  * @typedef {object} ServerMessages
- * @property {{type: 'hello', user: string, session: string}} hello the first message of every socket: its session
+ * @property {{type: 'hello', user: string, session: string, resume: string, resumed: boolean}} hello the first message of every socket: its session, the token to resume it on a new socket, and whether the node still held it
  * @property {{type: 'pong'}} pong
  * @property {{type: 'error', code: string, message: string, in_reply_to: string | null}} error a message refused or failed
  * @property {{type: 'joined', group: string, room: string, session: string, mode: CallMode}} joined in the call

@@ -112,7 +112,7 @@ describe('every screen: axe-core, focus, layout at 1280 and 360 px', { timeout: 
     await screen(page, 'sign-in-failed', { focus: 'testid:login-password' });
     await byId(page, 'goto-register').click();
     await byId(page, 'register-username').waitFor();
-    await screen(page, 'register', { focus: 'testid:register-username' });
+    await screen(page, 'register', { focus: 'testid:register-display-name' });
     await byId(page, 'register-username').fill('ada');
     await byId(page, 'register-password').fill(PASSWORD);
     await byId(page, 'register-submit').click();
