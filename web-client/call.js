@@ -62,6 +62,7 @@ export class Call {
     this.formerSessions = new Set(); // this tab's earlier sessions (may linger on the node a while)
     this.resyncUntil = 0; // see RESYNC_GRACE_MS
     this.resyncTimer = null;
+    this.restartOnResume = null; // a network change seen while the socket was down
     this.prepared = null; // {group, room, stream, ice, keys, at}: made ready on the room page
     this.voice = new Voice(this);
     this.ice = new IceServers();
@@ -185,8 +186,13 @@ export class Call {
     // The socket may have died with the old address: if it does not answer, it is replaced,
     // and its new session re-joins and rebuilds every connection (see onHello).
     this.socket.probe();
-    // While the socket is down nothing can be signalled; the reconnect does it all.
-    if (this.status !== 'joined' || !this.mesh || !this.socket.connected) return;
+    // While the socket is down nothing can be signalled: the restart waits for it (a
+    // resumed session keeps its connections, see onHello).
+    if (this.status !== 'joined' || !this.mesh) return;
+    if (!this.socket.connected) {
+      this.restartOnResume = why;
+      return;
+    }
     this.mesh.restartAll(`network: ${why}`);
     // The node is ICE-lite (no ICE restart): a connection that is not up is made anew.
     if (this.sfu && this.sfu.state !== 'connected') this.sfu.retry(`network: ${why}`);
@@ -441,6 +447,12 @@ export class Call {
       const { group, room } = this;
       this.resyncTimer = setTimeout(() => this.presenceChanged(group, room), RESYNC_GRACE_MS + 100);
       this.sendJoin();
+      // The network changed while the socket was down: new candidates for every connection;
+      // else, resend what may have been dropped meanwhile.
+      const why = this.restartOnResume;
+      this.restartOnResume = null;
+      if (why) this.networkChanged(why);
+      else this.mesh.resumeSignaling();
       return;
     }
     if (this.status !== 'idle' && this.mesh) {

@@ -449,6 +449,19 @@ export class Mesh {
     }
   }
 
+  /**
+   * The socket was down and is back with the same session: what we signalled meanwhile was
+   * dropped. An offer still waiting for its answer is sent again; a connection that is not
+   * up restarts ICE (its offer may be among what was dropped).
+   */
+  resumeSignaling() {
+    for (const peer of this.peers.values()) {
+      const pc = peer.pc;
+      if (pc.signalingState === 'have-local-offer' && pc.localDescription) peer.signal('offer', { description: pc.localDescription.toJSON() });
+      else if (!peer.connected && pc.remoteDescription) peer.requestRestart('resumed');
+    }
+  }
+
   /** Tell every peer we are going, then close every connection. */
   byeAll() {
     for (const peer of this.peers.values()) peer.signal('bye', {});

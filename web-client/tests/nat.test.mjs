@@ -8,8 +8,9 @@
 //!       rate limit allows; nobody leaves, audio flows on;
 //!   (c) symmetric NAT on both sides, direct UDP blocked: audio flows through TURN ("relayed");
 //!   (d) all UDP blocked at bob's router: audio flows over TURN/TCP;
-//!   (f) alice's laptop gets a new address mid-call: her dead socket is replaced, her new
-//!       session joins again, audio flows again, neither page leaves the call.
+//!   (f) alice's laptop gets a new address mid-call: her dead socket is replaced by one that
+//!       resumes her session, the same peer connections restart ICE, audio flows again,
+//!       neither page leaves the call.
 //! The relay is the node's own STUN/TURN server (on by default; `--turn off` for (a)).
 
 import { describe, it, before, after } from 'node:test';
@@ -403,7 +404,7 @@ describe('calls across NATs', { timeout: 240_000 }, () => {
     await Promise.all([leave(A.page), leave(B.page)]);
   });
 
-  // Last: alice's old session lingers on the node (until its socket times out), a second row on bob's page.
+  // Last: alice's laptop moves to another network.
   it("(f) alice's laptop gets a new address mid-call: the call carries on by itself", async () => {
     const t0 = Date.now();
     await startAlpha({ relay: true });
@@ -415,14 +416,21 @@ describe('calls across NATs', { timeout: 240_000 }, () => {
       for (const page of [A.page, B.page]) if ((await page.evaluate(() => window.__voicechat.callStatus()).catch(() => 'joined')) === 'idle') left = true;
     }, 250);
     const oldSession = (await connection(B.page)).session;
+    const pcOf = (page) => page.evaluate(() => {
+      const [k, pc] = [...window.__voicechat.peers()][0] || [];
+      if (pc && !pc.__mark) pc.__mark = Math.random().toString(36).slice(2);
+      return pc ? `${k}:${pc.__mark}` : null;
+    });
+    const before = await Promise.all([pcOf(A.page), pcOf(B.page)]);
     try {
       sh(NET, 'move', PREFIX, '1', '3');
-      // Her socket died with the old address: it is replaced, her new session joins again, and
-      // bob connects to it (her old session lingers on the node until it times out).
+      // Her socket died with the old address: a new one resumes her session, and the
+      // connection to bob restarts ICE from the new address (the same connection).
       await waitFor(async () => {
         const list = await B.page.evaluate(() => window.__voicechat.connections());
-        return list.some((c) => c.user === ALICE && c.session !== oldSession && c.state === 'connected');
-      }, { timeout: 30_000, message: 'bob to be connected to a new session of alice' });
+        return list.length === 1 && list[0].session === oldSession && list[0].state === 'connected';
+      }, { timeout: 30_000, message: 'bob to be connected to the same session of alice' });
+      assert.deepEqual(await Promise.all([pcOf(A.page), pcOf(B.page)]), before, 'the peer connections were made anew');
       for (const [name, page, other] of [['alice', A.page, BOB], ['bob', B.page, ALICE]]) {
         await waitFor(async () => {
           const list = await page.evaluate(() => window.__voicechat.connections());

@@ -125,7 +125,9 @@ describe('reconnect and simultaneous join', { timeout: 150_000 }, () => {
         const now = { n: r.packetsReceived, at: r.lastPacketReceivedTimestamp };
         if (s.last && now.n < s.last.n) s.reset = true;
         if (s.last && now.n > s.last.n) s.maxGap = Math.max(s.maxGap, now.at - s.last.at - 20 * (now.n - s.last.n - 1));
-        s.last = now;
+        // Nothing new: the silence so far counts too (the report's time, on the same clock).
+        if (s.last && now.n === s.last.n) s.maxGap = Math.max(s.maxGap, r.timestamp - s.last.at);
+        if (!s.last || now.n !== s.last.n) s.last = now;
       }, 20);
     });
     const stopSampler = () => B.page.evaluate(() => {

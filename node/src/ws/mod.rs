@@ -225,7 +225,9 @@ where
     let mut broke = !ok;
     while ok {
         tokio::select! {
-            () = &mut shutdown => break,
+            // The node stops: the session is not given up (nobody is told it left), so that
+            // after a restart the page resumes it and its peers' connections go on.
+            () = &mut shutdown => return,
             out = queue.recv() => match out {
                 Some(msg) => {
                     replay.lock().expect("replay lock").sent(&msg);

@@ -90,14 +90,18 @@ async fn hello_then_replies_and_refusals_keep_the_socket() {
 }
 
 #[tokio::test]
-async fn shutdown_closes_open_sockets() {
+async fn shutdown_closes_open_sockets_and_keeps_their_seats() {
     let dir = tempfile::tempdir().unwrap();
     let state = state(dir.path());
+    let (key, join) = call_of_two(&state).await;
     let mut ws = connect(&state, "alice@alpha");
-    assert_eq!(ws.recv().await["type"], "hello");
+    let session: voicechat_protocol::ids::SessionId = ws.recv().await["session"].as_str().unwrap().parse().unwrap();
+    ws.send(&join).await;
+    assert_eq!(ws.recv().await["type"], "joined");
     state.shutdown();
     tokio::time::timeout(std::time::Duration::from_secs(5), ws.task).await.expect("ends").unwrap();
-    assert_eq!(state.core.hub().sockets(), 0);
+    // Nobody is told alice left: after a restart her page resumes the session.
+    assert!(state.core.is_in(&key, &"alice@alpha".parse().unwrap(), &session));
 }
 
 /// `alice` in a call of a fresh group, with `bob` a member; the room's key.
