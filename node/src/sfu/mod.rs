@@ -8,6 +8,7 @@
 //! - `slot`: one downstream track's numbering across changes of speaker;
 //! - `tap`: in debug builds, a copy of what is forwarded, for tests.
 
+pub mod cascade;
 pub mod driver;
 pub mod forward;
 pub mod select;
