@@ -11,6 +11,7 @@
 pub mod cascade;
 pub mod driver;
 pub mod forward;
+mod link;
 pub mod select;
 pub mod slot;
 pub mod tap;
@@ -18,5 +19,5 @@ pub mod tap;
 #[cfg(test)]
 mod tests;
 
-pub use driver::{Sfu, SfuError, SfuEvent, SfuSettings, SfuStats};
+pub use driver::{LinkKey, Sfu, SfuError, SfuEvent, SfuSettings, SfuStats};
 pub use forward::{AudioIn, Dropped, Forward, Forwarder, PeerId, SlotChange, SourceId};

@@ -367,6 +367,8 @@ pub fn sfu_event(core: &Core, e: SfuEvent) {
             let msg = encode(&json!({"type": "sfu_lost", "group": room.0, "room": room.1}));
             core.hub().send_session(&seat.0, &seat.1, &msg);
         }
+        // The cascade (federation) handles its links; pages hear of them as presence.
+        SfuEvent::Link { .. } => {}
     }
 }
 
