@@ -105,6 +105,19 @@ impl Cascade {
         self.tidy(room);
     }
 
+    /// Every room's counts at once (rooms left out have nobody): this node's people per
+    /// room, and other nodes' people per room and node.
+    pub fn set_all(&mut self, local: HashMap<RoomKey, usize>, remote: HashMap<RoomKey, BTreeMap<NodeName, usize>>) {
+        self.rooms.clear();
+        for (room, n) in local {
+            self.rooms.entry(room).or_default().local = n;
+        }
+        for (room, nodes) in remote {
+            self.rooms.entry(room).or_default().remote = nodes.into_iter().filter(|(_, n)| *n > 0).collect();
+        }
+        self.rooms.retain(|_, r| r.local > 0 || !r.remote.is_empty());
+    }
+
     /// `node` has `count` people in `room`'s call.
     pub fn set_remote(&mut self, room: RoomKey, node: NodeName, count: usize) {
         let r = self.rooms.entry(room).or_default();

@@ -397,7 +397,9 @@ impl Driver {
 
     fn pull(&mut self, link: LinkKey) -> Result<String, SfuError> {
         self.unpull(&link);
-        let (pending, offer) = link::offer(self.addr.ip(), self.settings.speakers, self.cert.clone())?;
+        // From the address the SFU listens on (the announced one when that is every interface).
+        let ip = if self.settings.listen.ip().is_unspecified() { self.addr.ip() } else { self.settings.listen.ip() };
+        let (pending, offer) = link::offer(ip, self.settings.speakers, self.cert.clone())?;
         let id = PeerId(self.next_id);
         self.next_id += 1;
         self.pending.insert(link, (id, pending));

@@ -392,6 +392,12 @@ impl Sim {
             Output::Done { id, result } => {
                 self.nodes[i].done.insert(id, result);
             }
+            // The simulated nodes have no SFU: the cascade is off and asks for nothing.
+            Output::CascadePull { .. }
+            | Output::CascadePulled { .. }
+            | Output::CascadeUnpull { .. }
+            | Output::CascadeServe { .. }
+            | Output::CascadeUnserve { .. } => panic!("a cascade output from a node without an SFU"),
         }
     }
 

@@ -1,0 +1,127 @@
+//! A lecture across three nodes, each person connected only to their own node's audio
+//! server: the stage room is homed on alpha, the speaker bob is on beta, listeners are on
+//! all three nodes (synthetic WebRTC clients). Every listener hears bob; each other node
+//! receives one copy of his stream whatever its number of listeners (the cascade metrics);
+//! a listener who tries to talk is heard nowhere; when gamma dies, alpha's listeners go on
+//! hearing bob without a gap over a second.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::*;
+use crate::rtc::{Offering, RtcClient};
+
+const BOB: u8 = 0xB0;
+const LOU: u8 = 0x10;
+
+/// `name{labels}` on the node's `/metrics` (0 if absent).
+async fn metric_line(node: &Node, series: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", node.url)).await.unwrap().text().await.unwrap();
+    text.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
+}
+
+const IN: &str = "voicechat_sfu_cascade_packets_total{dir=\"in\"}";
+const OUT: &str = "voicechat_sfu_cascade_packets_total{dir=\"out\"}";
+
+/// Joins the room and connects to the node's audio server: a client that publishes with
+/// `tag` (0: listens only).
+async fn on_sfu(ws: &mut Ws, gid: &str, rid: &str, tag: u8) -> RtcClient {
+    ws.send(json!({"type": "join", "group": gid, "room": rid})).await;
+    ws.next_of_type("joined").await;
+    let (offering, sdp) = Offering::new(tag, 3);
+    ws.send(json!({"type": "sfu_offer", "sdp": sdp})).await;
+    let a = ws.next_matching_within("sfu_answer", FED_WAIT, |m| m["type"] == "sfu_answer" || m["type"] == "error").await;
+    assert_eq!(a["type"], "sfu_answer", "{a}");
+    offering.start(a["sdp"].as_str().unwrap())
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + FED_WAIT;
+    while !f() {
+        assert!(Instant::now() < deadline, "{what} did not happen within {FED_WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_speaker_on_beta_reaches_listeners_on_three_nodes_once_per_node() {
+    let (alpha, beta, mut gamma) = fed_trio().await;
+    let mut alice = registered_on(&alpha, "alice").await;
+    let dan = registered_on(&alpha, "dan").await;
+    let eve = registered_on(&alpha, "eve").await;
+    let mut bob = registered_on(&beta, "bob").await;
+    let mut lou = registered_on(&beta, "lou").await;
+    let mut cat = registered_on(&gamma, "cat").await;
+    let mut cyd = registered_on(&gamma, "cyd").await;
+    // Sockets first: each hears the group's changes as they come.
+    let mut sockets = Vec::new();
+    for c in [&dan, &eve, &bob, &lou, &cat, &cyd] {
+        sockets.push(Ws::connect(c).await);
+    }
+    let gid = create_group(&mut alice, "Lecture").await;
+    let r = alice.post_json(&format!("/api/groups/{gid}/rooms"), json!({"name": "Hall", "stage": true})).await;
+    r.expect(201);
+    let rid = r.body["id"].as_str().unwrap().to_owned();
+    for u in ["dan", "eve", "bob@beta", "lou@beta", "cat@gamma", "cyd@gamma"] {
+        add_member(&mut alice, &gid, u).await;
+    }
+    for c in [&mut bob, &mut lou, &mut cat, &mut cyd] {
+        accept_invitation(c, &gid).await;
+    }
+    // Bob moderates, so he is on stage as he joins (on his own node).
+    alice.patch_json(&format!("/api/groups/{gid}/members/bob@beta"), json!({"role": "admin"})).await.expect(200);
+    let admin_bob = |g: &Value| {
+        member_users(g).len() == 7
+            && g["members"].as_array().is_some_and(|m| m.iter().any(|m| m["user"] == "bob@beta" && m["role"] == "admin"))
+    };
+    for ws in &mut sockets {
+        ws.next_matching_within("the whole group", FED_WAIT, group_event(&gid, admin_bob)).await;
+    }
+    let [dws, ews, bws, lws, cws, yws] = &mut sockets[..] else { unreachable!() };
+    let speaker = on_sfu(bws, &gid, &rid, BOB).await;
+    let trier = on_sfu(lws, &gid, &rid, LOU).await;
+    let listeners = [
+        ("dan@alpha", on_sfu(dws, &gid, &rid, 0).await),
+        ("eve@alpha", on_sfu(ews, &gid, &rid, 0).await),
+        ("cat@gamma", on_sfu(cws, &gid, &rid, 0).await),
+        ("cyd@gamma", on_sfu(yws, &gid, &rid, 0).await),
+    ];
+    speaker.talk(true);
+    trier.talk(true);
+    for (who, l) in &listeners {
+        until(&format!("{who} hearing bob@beta"), || l.heard_from(BOB) >= 50).await;
+    }
+    assert!(trier.heard_from(BOB) >= 1, "lou@beta hears bob too (on beta's own SFU)");
+
+    // One copy per node: over a few seconds, alpha and gamma each receive about as many
+    // packets from other nodes as bob sends (not one per listener), and beta sends two
+    // copies (one per other node).
+    let s0 = speaker.sent.load(std::sync::atomic::Ordering::Relaxed) as f64;
+    let (a0, g0, b0) = (metric_line(&alpha, IN).await, metric_line(&gamma, IN).await, metric_line(&beta, OUT).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s1 = speaker.sent.load(std::sync::atomic::Ordering::Relaxed) as f64;
+    let (a1, g1, b1) = (metric_line(&alpha, IN).await, metric_line(&gamma, IN).await, metric_line(&beta, OUT).await);
+    let sent = s1 - s0;
+    assert!(sent >= 100.0, "bob sent {sent} packets in 3 s");
+    for (node, got) in [("alpha", a1 - a0), ("gamma", g1 - g0)] {
+        assert!((got - sent).abs() <= sent * 0.15, "{node} received {got} packets from other nodes while bob sent {sent}");
+    }
+    assert!(((b1 - b0) - 2.0 * sent).abs() <= sent * 0.3, "beta sent {} packets to other nodes while bob sent {sent}", b1 - b0);
+
+    // The listener who tried to talk was never forwarded anywhere.
+    for (who, l) in &listeners {
+        assert_eq!(l.heard_from(LOU), 0, "{who} heard lou@beta, a listener");
+    }
+
+    // Gamma dies mid-lecture: alpha's listeners keep hearing bob without a gap over 1 s.
+    let killed = Instant::now();
+    gamma.kill9();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for (who, l) in &listeners[..2] {
+        let gap = l.longest_gap(BOB, killed - Duration::from_millis(500));
+        assert!(gap <= Duration::from_secs(1), "{who}: a gap of {gap:?} after gamma died");
+    }
+    speaker.talk(false);
+    trier.talk(false);
+}
