@@ -139,6 +139,11 @@ impl Cascade {
         }
     }
 
+    /// Whether `node` is reachable as far as this plan knows.
+    pub fn is_reachable(&self, node: &NodeName) -> bool {
+        !self.unreachable.contains(node)
+    }
+
     fn tidy(&mut self, room: RoomKey) {
         if self.rooms.get(&room).is_some_and(|r| r.local == 0 && r.remote.is_empty()) {
             self.rooms.remove(&room);

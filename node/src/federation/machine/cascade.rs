@@ -81,7 +81,13 @@ impl Machine {
                 }
             }
         }
-        let gone: Vec<LinkKey> = self.served.iter().filter(|(room, node)| self.cascade.may_pull(room, node).is_err()).cloned().collect();
+        // Served links end when the node may no longer pull, or is cut off (its side is gone).
+        let gone: Vec<LinkKey> = self
+            .served
+            .iter()
+            .filter(|(room, node)| self.cascade.may_pull(room, node).is_err() || !self.cascade.is_reachable(node))
+            .cloned()
+            .collect();
         for link in gone {
             self.served.remove(&link);
             self.outputs.push_back(Output::CascadeUnserve { link });
