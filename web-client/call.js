@@ -1,7 +1,8 @@
 //! The call of this tab: joining/leaving a room over the socket, re-joining after a
 //! reconnect, the mesh of peer connections (callmesh.js) and, when the node moves the call
 //! to its audio server (mode "sfu"), the connection to it for people of this node
-//! (callsfu.js); people of other nodes are still reached through the mesh. Around it: what
+//! (callsfu.js); people of other nodes are still reached through the mesh, except on a
+//! stage, where each node's audio server pulls the others' speakers. Around it: what
 //! this tab sends (voice.js: microphone, mute, push-to-talk), the ICE servers per call
 //! (ice.js), network changes (network.js), getStats readings (callstats.js) and, in a
 //! stage room, this tab's seat (stage.js), which the microphone follows.
@@ -84,7 +85,7 @@ export class Call {
       if (this.inRoom(m.group, m.room) && this.mesh && this.mySession) {
         // On the audio server nobody of this node gets a new mesh connection (one that is
         // there goes on, and may renegotiate, until the switch closes it).
-        if (this.mode === 'sfu' && m.kind !== 'bye' && this.sameNode(m.from) && !this.mesh.peers.has(m.from_session)) return;
+        if (this.mode === 'sfu' && m.kind !== 'bye' && this.viaNode(m.from) && !this.mesh.peers.has(m.from_session)) return;
         if (this.iceStale()) this.refreshIce(); // applied to the new connection when it lands
         this.mesh.handleSignal(m);
       }
@@ -368,11 +369,20 @@ export class Call {
     }
     if (this.status !== 'joined' || !this.mesh) return;
     let people = current || this.getParticipants(this.group, this.room) || [];
-    if (this.mode === 'sfu') people = people.filter((p) => !this.sameNode(p.user) || this.mesh.peers.has(p.session));
+    if (this.mode === 'sfu') people = people.filter((p) => !this.viaNode(p.user) || this.mesh.peers.has(p.session));
     this.mesh.sync(people);
   }
 
-  /** Whether `user` (a full id, `name@node`) is of this node: the audio server carries them. */
+  /**
+   * Whether `user`'s audio reaches us through this node's audio server rather than the mesh:
+   * people of this node when the call is on it and, on a stage, people of other nodes too
+   * (each node's audio server pulls the others' speakers: the cascade).
+   */
+  viaNode(user) {
+    return this.sameNode(user) || (this.mode === 'sfu' && this.stage.active);
+  }
+
+  /** Whether `user` (a full id, `name@node`) is of this node. */
   sameNode(user) {
     return !!this.myNode && typeof user === 'string' && user.slice(user.lastIndexOf('@') + 1) === this.myNode;
   }

@@ -1,0 +1,154 @@
+//! A lecture across three federated nodes, each person connected only to their own node:
+//! a stage room homed on alpha, bob speaking from a Chromium on beta, Chromium listeners on
+//! alpha (dan) and gamma (cat). Their pages open no browser-to-browser connection: bob's
+//! audio reaches them through beta's audio server and their own node's (the cascade), still
+//! end-to-end encrypted, and they hear it (audioLevel > 0). Then gamma is killed mid-lecture:
+//! dan goes on hearing bob with no gap in packets over 1 s. Run through tests/run.sh.
+
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { assertPrivateNetns, tempDir, writeBeepWav, startNode, nodeId, launchBrowser, waitFor, registerOn, sleep, sfuStats } from './helpers.mjs';
+
+const PASSWORD = 'correct horse battery';
+const byId = (page, id) => page.locator(`[data-testid="${id}"]`);
+
+/** A user of a node driven over HTTP like a page (cookies, CSRF header, the node's Origin). */
+class Http {
+  constructor(url) {
+    this.url = url;
+    this.origin = new URL(url).origin;
+    this.cookies = new Map();
+  }
+
+  async call(method, p, body) {
+    if (this.cookies.size === 0) await this.take(await fetch(new URL('/api/session', this.url)));
+    const headers = { Cookie: [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; '), Origin: this.origin, 'X-CSRF-Token': this.cookies.get('vc_csrf') || '' };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    const res = await fetch(new URL(p, this.url), { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    await this.take(res);
+    return { status: res.status, body: await res.json().catch(() => ({})) };
+  }
+
+  async take(res) {
+    for (const c of res.headers.getSetCookie()) {
+      const [kv] = c.split(';');
+      const i = kv.indexOf('=');
+      this.cookies.set(kv.slice(0, i), kv.slice(i + 1));
+    }
+  }
+}
+
+/** The same calls from inside a logged-in page (its cookies). */
+function pageApi(page, method, p, body) {
+  return page.evaluate(
+    async ({ method, p, body }) => {
+      const csrf = (await (await fetch('/api/session')).json()).csrf || '';
+      const res = await fetch(p, { method, headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf }, body: body === undefined ? undefined : JSON.stringify(body) });
+      return { status: res.status, body: await res.json().catch(() => ({})) };
+    },
+    { method, p, body },
+  );
+}
+
+describe('a lecture across three nodes: the audio servers cascade', { timeout: 240_000 }, () => {
+  let alpha;
+  let beta;
+  let gamma;
+  let dir;
+  let B; // bob@beta, the speaker
+  let D; // dan@alpha, a listener
+  let C; // cat@gamma, a listener
+
+  before(async () => {
+    assertPrivateNetns();
+    dir = tempDir('cascade');
+    const wav = writeBeepWav(path.join(dir, 'beeps.wav'), { seconds: 10, periodMs: 500, beepMs: 250 });
+    const betaDir = tempDir('node');
+    const gammaDir = tempDir('node');
+    const [betaId, gammaId] = await Promise.all([nodeId(betaDir), nodeId(gammaDir)]);
+    alpha = await startNode({ name: 'alpha', peers: [`/p2p/${betaId}`, `/p2p/${gammaId}`] });
+    beta = await startNode({ name: 'beta', dataDir: betaDir, peers: [alpha.p2p, `/p2p/${gammaId}`] });
+    gamma = await startNode({ name: 'gamma', dataDir: gammaDir, peers: [alpha.p2p, beta.p2p] });
+    [B, D, C] = await Promise.all([launchBrowser(wav), launchBrowser(wav), launchBrowser(wav)]);
+  });
+
+  after(async () => {
+    for (const [who, b] of [['B', B], ['D', D], ['C', C]]) {
+      const errors = b ? b.consoleLines.filter((l) => l.startsWith('[pageerror]')) : [];
+      if (errors.length) console.log(`page errors in ${who}:\n${errors.join('\n')}`);
+    }
+    for (const b of [B, D, C]) if (b) await b.close();
+    for (const n of [alpha, beta, gamma]) if (n) await n.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('bob on beta is heard on alpha and gamma through the audio servers only; gamma dies and alpha hears on', async () => {
+    await Promise.all([registerOn(B.page, beta.url, 'bob', PASSWORD), registerOn(D.page, alpha.url, 'dan', PASSWORD), registerOn(C.page, gamma.url, 'cat', PASSWORD)]);
+    const alice = new Http(alpha.url);
+    assert.equal((await alice.call('POST', '/api/register', { username: 'alice', password: PASSWORD })).status, 201);
+    const gid = (await alice.call('POST', '/api/groups', { name: 'Lectures' })).body.id;
+    const room = await alice.call('POST', `/api/groups/${gid}/rooms`, { name: 'Hall', stage: true });
+    assert.equal(room.status, 201, JSON.stringify(room.body));
+    const rid = room.body.id;
+    // Until the nodes have exchanged cards, adding their users is refused: try again.
+    for (const user of ['dan', 'bob@beta', 'cat@gamma']) {
+      await waitFor(async () => (await alice.call('POST', `/api/groups/${gid}/members`, { user })).status === 201, { timeout: 30_000, message: `adding ${user}` });
+    }
+    // bob moderates: he is on stage as he joins.
+    assert.equal((await alice.call('PATCH', `/api/groups/${gid}/members/bob@beta`, { role: 'admin' })).status, 200);
+    for (const page of [B.page, C.page]) {
+      await waitFor(async () => (await pageApi(page, 'POST', `/api/invitations/${gid}/accept`)).status === 200, { timeout: 30_000, message: 'accepting the invitation' });
+    }
+    const roomUrl = (node) => new URL(`/g/${gid}/r/${rid}`, node.url).href;
+    // bob's role crossed to beta before he joins (else beta seats him in the audience).
+    await waitFor(async () => {
+      const g = await pageApi(B.page, 'GET', `/api/groups/${gid}`);
+      return (g.body.members || []).some((m) => m.user === 'bob@beta' && m.role === 'admin');
+    }, { timeout: 30_000, message: "beta to know bob's role" });
+
+    for (const [page, node] of [[B.page, beta], [D.page, alpha], [C.page, gamma]]) {
+      await page.goto(roomUrl(node));
+      await byId(page, 'call-join').click();
+      await byId(page, 'call-leave').waitFor();
+    }
+    await waitFor(async () => (await byId(B.page, 'stage-role').getAttribute('data-place')) === 'speaker', { message: 'bob on stage' });
+
+    // dan and cat hear bob, through their own node's audio server only.
+    for (const [who, page] of [['dan@alpha', D.page], ['cat@gamma', C.page]]) {
+      await waitFor(async () => (await sfuStats(page)).audioLevel > 0, { timeout: 45_000, interval: 100, message: `${who} hearing bob@beta` });
+      const peers = await page.evaluate(() => [...window.__voicechat.peers().keys()]);
+      assert.deepEqual(peers, ['sfu'], `${who} has connections other than to its node: ${peers}`);
+    }
+    // The frames crossed both audio servers encrypted, and decrypt with bob's key.
+    for (const [who, page] of [['dan@alpha', D.page], ['cat@gamma', C.page]]) {
+      const e2ee = await waitFor(async () => {
+        const s = await page.evaluate(() => window.__voicechat.e2ee());
+        return s.on && s.stats && s.stats.decrypted > 0 ? s : null;
+      }, { message: `${who} decrypting bob's frames` });
+      assert.equal(e2ee.stats.plaintext || 0, 0, `${who} got plaintext frames: ${JSON.stringify(e2ee)}`);
+    }
+
+    // Gamma dies mid-lecture: dan's packets from bob keep coming, no gap over a second.
+    gamma.proc.kill('SIGKILL');
+    const samples = [];
+    const until = Date.now() + 4000;
+    while (Date.now() < until) {
+      samples.push([Date.now(), (await sfuStats(D.page)).packetsReceived]);
+      await sleep(100);
+    }
+    let last = samples[0];
+    let gap = 0;
+    for (const s of samples) {
+      if (s[1] > last[1]) {
+        gap = Math.max(gap, s[0] - last[0]);
+        last = s;
+      }
+    }
+    gap = Math.max(gap, samples[samples.length - 1][0] - last[0]);
+    console.log(`longest gap in dan's packets after gamma died: ${gap} ms`);
+    assert.ok(gap <= 1000, `dan heard nothing for ${gap} ms after gamma died`);
+    assert.ok((await sfuStats(D.page)).audioLevel > 0 || (await sfuStats(D.page)).totalAudioEnergy > 0, 'dan still hears bob');
+  });
+});
