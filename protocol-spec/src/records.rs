@@ -202,6 +202,10 @@ pub enum SignalType {
     /// End-to-end encryption of the call's audio: a session's public key (`hello`) or a
     /// sender's media key wrapped for the receiver alone (`key`), opaque to both nodes.
     E2ee,
+    /// A moderator of a stage acts on the receiver (`data`: the JSON
+    /// `{"action":"invite"|"to_audience"|"mute"|"remove"}`); the receiver's node applies it
+    /// only if the sender is an admin or owner of the group by the home's membership records.
+    Moderate,
 }
 
 /// A WebRTC signaling message from one browser session to another, relayed node to node.

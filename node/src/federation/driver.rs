@@ -218,8 +218,13 @@ impl Driver {
                     SignalType::Answer => Some("answer"),
                     SignalType::Candidate => Some("candidate"),
                     SignalType::Bye => Some("bye"),
-                    SignalType::E2ee => None,
+                    SignalType::E2ee | SignalType::Moderate => None,
                 };
+                if signal.signal_type == SignalType::Moderate {
+                    let ok = self.moderate(&signal);
+                    self.local.push_back(Input::Delivered { reply, ok });
+                    return;
+                }
                 let room = (signal.group, signal.room);
                 let msg = match kind {
                     Some(kind) => Some(Core::signal_message(&signal.from, &signal.from_session, &room, kind, &data)),
@@ -288,6 +293,44 @@ impl Driver {
                 if let Some(sfu) = &self.sfu {
                     sfu.unserve(link.0, link.1);
                 }
+            }
+        }
+    }
+
+    /// A moderator of another node acts on one of our sessions: applied by the core after
+    /// its checks (the sender moderates the group by the home's records, and is in the call).
+    fn moderate(&self, signal: &voicechat_protocol::Signal) -> bool {
+        use crate::core::stage::Moderation;
+        let action = serde_json::from_str::<serde_json::Value>(&signal.data).ok();
+        let what = match action.as_ref().and_then(|v| v["action"].as_str()) {
+            Some("invite") => Moderation::Invite,
+            Some("to_audience") => Moderation::ToAudience,
+            Some("mute") => Moderation::Mute,
+            Some("remove") => Moderation::Remove,
+            _ => return false,
+        };
+        let target = (signal.to.clone(), signal.to_session);
+        match self.core.moderate_from_remote(&signal.from, signal.from_session, &target, what) {
+            Ok(fx) => {
+                // As the socket path commits: who may be heard goes to the SFU, whoever was
+                // taken out of the call loses their audio connection.
+                if let Some(sfu) = &self.sfu {
+                    for (seat, may) in &fx.media {
+                        sfu.set_may_speak(seat.clone(), *may);
+                    }
+                    for n in &fx.notify {
+                        if let crate::core::Notice::Left { user, session, .. } = n {
+                            sfu.disconnect((user.clone(), *session));
+                        }
+                    }
+                }
+                let core = self.core.clone();
+                tokio::spawn(async move { core.commit(fx).await });
+                true
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "refused a moderation from another node");
+                false
             }
         }
     }

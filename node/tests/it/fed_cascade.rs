@@ -2,8 +2,9 @@
 //! server: the stage room is homed on alpha, the speaker bob is on beta, listeners are on
 //! all three nodes (synthetic WebRTC clients). Every listener hears bob; each other node
 //! receives one copy of his stream whatever its number of listeners (the cascade metrics);
-//! a listener who tries to talk is heard nowhere; when gamma dies, alpha's listeners go on
-//! hearing bob without a gap over a second.
+//! a listener who tries to talk is heard nowhere; a moderator on gamma invites dan, a
+//! listener on alpha, who accepts and is heard on every node; when gamma dies, alpha's
+//! listeners go on hearing bob without a gap over a second.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use crate::rtc::{Offering, RtcClient};
 
 const BOB: u8 = 0xB0;
 const LOU: u8 = 0x10;
+const DAN: u8 = 0xD0;
 
 /// `name{labels}` on the node's `/metrics` (0 if absent).
 async fn metric_line(node: &Node, series: &str) -> f64 {
@@ -69,11 +71,13 @@ async fn a_speaker_on_beta_reaches_listeners_on_three_nodes_once_per_node() {
     for c in [&mut bob, &mut lou, &mut cat, &mut cyd] {
         accept_invitation(c, &gid).await;
     }
-    // Bob moderates, so he is on stage as he joins (on his own node).
-    alice.patch_json(&format!("/api/groups/{gid}/members/bob@beta"), json!({"role": "admin"})).await.expect(200);
+    // Bob moderates, so he is on stage as he joins (on his own node); cyd moderates on gamma.
+    for admin in ["bob@beta", "cyd@gamma"] {
+        alice.patch_json(&format!("/api/groups/{gid}/members/{admin}"), json!({"role": "admin"})).await.expect(200);
+    }
     let admin_bob = |g: &Value| {
-        member_users(g).len() == 7
-            && g["members"].as_array().is_some_and(|m| m.iter().any(|m| m["user"] == "bob@beta" && m["role"] == "admin"))
+        let admin = |u: &str| g["members"].as_array().is_some_and(|m| m.iter().any(|m| m["user"] == u && m["role"] == "admin"));
+        member_users(g).len() == 7 && admin("bob@beta") && admin("cyd@gamma")
     };
     for ws in &mut sockets {
         ws.next_matching_within("the whole group", FED_WAIT, group_event(&gid, admin_bob)).await;
@@ -81,8 +85,11 @@ async fn a_speaker_on_beta_reaches_listeners_on_three_nodes_once_per_node() {
     let [dws, ews, bws, lws, cws, yws] = &mut sockets[..] else { unreachable!() };
     let speaker = on_sfu(bws, &gid, &rid, BOB).await;
     let trier = on_sfu(lws, &gid, &rid, LOU).await;
+    // dan publishes from the start: as a listener he is heard nowhere until invited.
+    let dan = on_sfu(dws, &gid, &rid, DAN).await;
+    dan.talk(true);
     let listeners = [
-        ("dan@alpha", on_sfu(dws, &gid, &rid, 0).await),
+        ("dan@alpha", dan),
         ("eve@alpha", on_sfu(ews, &gid, &rid, 0).await),
         ("cat@gamma", on_sfu(cws, &gid, &rid, 0).await),
         ("cyd@gamma", on_sfu(yws, &gid, &rid, 0).await),
@@ -109,10 +116,28 @@ async fn a_speaker_on_beta_reaches_listeners_on_three_nodes_once_per_node() {
     }
     assert!(((b1 - b0) - 2.0 * sent).abs() <= sent * 0.3, "beta sent {} packets to other nodes while bob sent {sent}", b1 - b0);
 
-    // The listener who tried to talk was never forwarded anywhere.
+    // The listeners who tried to talk were never forwarded anywhere.
     for (who, l) in &listeners {
         assert_eq!(l.heard_from(LOU), 0, "{who} heard lou@beta, a listener");
+        assert_eq!(l.heard_from(DAN), 0, "{who} heard dan@alpha before he was invited");
     }
+    assert_eq!(speaker.heard_from(DAN), 0, "bob heard dan@alpha before he was invited");
+
+    // cyd, a moderator on gamma, invites dan (on alpha): dan's page is asked, he accepts, and
+    // from then on every node hears him.
+    let dan_session = dws.session.clone();
+    yws.send(json!({"type": "moderate", "action": "invite", "user": "dan@alpha", "session": dan_session})).await;
+    let asked = dws.next_matching_within("the invitation to speak", FED_WAIT, |m| m["type"] == "moderated").await;
+    assert_eq!((&asked["action"], &asked["by"]), (&json!("invite"), &json!("cyd@gamma")), "{asked}");
+    dws.send(json!({"type": "stage_answer", "accept": true})).await;
+    until("bob@beta hearing dan@alpha", || speaker.heard_from(DAN) >= 25).await;
+    for (who, l) in &listeners[1..] {
+        until(&format!("{who} hearing dan@alpha"), || l.heard_from(DAN) >= 25).await;
+    }
+    // A member who does not moderate cannot do the same from another node.
+    cws.send(json!({"type": "moderate", "action": "to_audience", "user": "dan@alpha", "session": dan_session})).await;
+    let e = cws.next_matching_within("a refusal", FED_WAIT, |m| m["type"] == "error").await;
+    assert_eq!(e["code"], "forbidden", "{e}");
 
     // Gamma dies mid-lecture: alpha's listeners keep hearing bob without a gap over 1 s.
     let killed = Instant::now();

@@ -127,7 +127,7 @@ fn record() -> impl Strategy<Value = Record> {
             ".{0,300}",
             user(),
             id16(),
-            0..5u8,
+            0..6u8,
             id16(),
             id16(),
             any::<u64>(),
@@ -144,7 +144,8 @@ fn record() -> impl Strategy<Value = Record> {
                         SignalType::Answer,
                         SignalType::Candidate,
                         SignalType::Bye,
-                        SignalType::E2ee
+                        SignalType::E2ee,
+                        SignalType::Moderate
                     ][usize::from(t)],
                     group: GroupId(g),
                     nonce: Nonce(n),
