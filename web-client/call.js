@@ -39,7 +39,8 @@ export class Call {
   /**
    * @param {import('./socket.js').Socket} socket
    * @param {(group: string, room: string) => Array} getParticipants current list from app state
-   * @param {(message: string) => void} notify shows an error to the user
+   * @param {(message: string, kind?: string) => void} notify shows an error (or, with kind
+   *   "info", news) to the user
    * @param {(userId: string) => string} show a user id as the app shows users
    */
   constructor(socket, getParticipants, notify, show = (u) => u) {
@@ -54,6 +55,7 @@ export class Call {
     this.myUser = null; // our user id, `name@node` (from hello)
     this.myNode = null; // its node part
     this.mode = 'mesh'; // mesh | sfu: how people of this node reach each other in this call
+    this.unreachable = new Set(); // nodes of this stage whose audio servers dropped out
     this.formerSessions = new Set(); // this tab's earlier sessions (may linger on the node a while)
     this.prepared = null; // {group, room, stream, ice, keys, at}: made ready on the room page
     this.voice = new Voice(this);
@@ -95,6 +97,19 @@ export class Call {
     });
     socket.on('e2ee_key', (m) => {
       if (this.status !== 'idle') this.keys.onKey(m);
+    });
+    // On a stage across nodes: a node whose audio server cannot be reached (it died, or the
+    // network between the nodes broke) drops out; its people are not heard until it is back.
+    socket.on('node_reach', (m) => {
+      if (this.status !== 'joined' || !this.inRoom(m.group, m.room)) return;
+      if (m.up) {
+        this.unreachable.delete(m.node);
+        this.notify(`${m.node} is reachable again.`, 'info');
+      } else {
+        this.unreachable.add(m.node);
+        this.notify(`${m.node} unreachable: its people can't be heard for now.`);
+      }
+      this.changed('peers');
     });
     socket.on('call_mode', (m) => {
       if (this.status === 'joined' && this.inRoom(m.group, m.room)) this.setMode(m.mode);
@@ -477,6 +492,7 @@ export class Call {
     this.sfuLeg.stop();
     this.keys.stop();
     this.mode = 'mesh';
+    this.unreachable.clear();
     if (this.mesh) this.mesh.closeAll();
     this.mesh = null;
     this.voice.stop();
@@ -526,12 +542,13 @@ export class Call {
     return map;
   }
 
-  /** The audio server connection, for the test hook: `{state, slots: [user|null], mode}`. */
+  /** The audio server connection, for the test hook: `{state, slots: [user|null], mode, unreachable: [node]}`. */
   sfuInfo() {
     return {
       state: this.sfu ? this.sfu.state : null,
       slots: this.sfu ? this.sfu.slots.map((s) => (s ? s.user : null)) : [],
       mode: this.status === 'idle' ? null : this.mode,
+      unreachable: [...this.unreachable],
     };
   }
 }

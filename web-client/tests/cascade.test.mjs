@@ -3,7 +3,8 @@
 //! alpha (dan) and gamma (cat). Their pages open no browser-to-browser connection: bob's
 //! audio reaches them through beta's audio server and their own node's (the cascade), still
 //! end-to-end encrypted, and they hear it (audioLevel > 0). Then gamma is killed mid-lecture:
-//! dan goes on hearing bob with no gap in packets over 1 s. Run through tests/run.sh.
+//! dan goes on hearing bob with no gap in packets over 1 s, and his page says "gamma
+//! unreachable". Run through tests/run.sh.
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -130,7 +131,19 @@ describe('a lecture across three nodes: the audio servers cascade', { timeout: 2
       assert.equal(e2ee.stats.plaintext || 0, 0, `${who} got plaintext frames: ${JSON.stringify(e2ee)}`);
     }
 
+    // Alpha pulls from both other nodes (gamma's listener's presence has reached it).
+    await waitFor(async () => {
+      const text = await (await fetch(new URL('/metrics', alpha.url))).text();
+      const m = text.match(/^voicechat_sfu_cascade_links\{dir="in"\} (\d+)/m);
+      return m && Number(m[1]) === 2;
+    }, { timeout: 30_000, message: 'alpha pulling from beta and gamma' });
+
     // Gamma dies mid-lecture: dan's packets from bob keep coming, no gap over a second.
+    await D.page.evaluate(() => {
+      window.__notices = [];
+      const el = document.getElementById('notice');
+      new MutationObserver(() => window.__notices.push(el.textContent)).observe(el, { childList: true, subtree: true });
+    });
     gamma.proc.kill('SIGKILL');
     const samples = [];
     const until = Date.now() + 4000;
@@ -150,5 +163,9 @@ describe('a lecture across three nodes: the audio servers cascade', { timeout: 2
     console.log(`longest gap in dan's packets after gamma died: ${gap} ms`);
     assert.ok(gap <= 1000, `dan heard nothing for ${gap} ms after gamma died`);
     assert.ok((await sfuStats(D.page)).audioLevel > 0 || (await sfuStats(D.page)).totalAudioEnergy > 0, 'dan still hears bob');
+    // dan's page says gamma dropped out.
+    await waitFor(async () => (await D.page.evaluate(() => window.__voicechat.sfu().unreachable)).includes('gamma'), { timeout: 30_000, message: "dan's call to know gamma is unreachable" });
+    const notices = await D.page.evaluate(() => window.__notices);
+    assert.ok(notices.some((t) => /gamma unreachable/.test(t)), `dan was not told: ${JSON.stringify(notices)}`);
   });
 });

@@ -294,6 +294,10 @@ impl Driver {
                     sfu.unserve(link.0, link.1);
                 }
             }
+            Output::CascadeReach { link: (room, node), up } => {
+                let msg = crate::hub::encode(&serde_json::json!({"type": "node_reach", "group": room.0, "room": room.1, "node": node, "up": up}));
+                self.core.tell_call(&room, &msg);
+            }
         }
     }
 

@@ -24,6 +24,10 @@ use super::forward::PeerId;
 
 /// Packets handed to the driver in one message, at most.
 const BATCH: usize = 64;
+/// The longest wait between STUN checks of a link (also how often a live one is checked).
+const LINK_MAX_RTO: Duration = Duration::from_secs(1);
+/// STUN tries before a link's other end counts as gone.
+const LINK_RETRANSMITS: usize = 5;
 /// A link that is not connected this long after it started has failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -58,7 +62,12 @@ pub(crate) fn offer(bind: IpAddr, slots: usize, cert: DtlsCert) -> Result<(Pendi
     let sock = std::net::UdpSocket::bind(SocketAddr::new(bind, 0)).map_err(io)?;
     sock.set_nonblocking(true).map_err(io)?;
     let local = sock.local_addr().map_err(io)?;
-    let mut rtc = Rtc::builder().set_rtp_mode(true).clear_codecs().enable_opus(true, false).set_dtls_cert(cert).build(Instant::now());
+    let mut cfg = Rtc::builder().set_rtp_mode(true).clear_codecs().enable_opus(true, false).set_dtls_cert(cert);
+    // A node that died or was cut off drops out within about 5 s (str0m's defaults, made
+    // for browsers, take about 20 s): consent checks every second, 5 tries.
+    cfg.set_max_stun_rto(LINK_MAX_RTO);
+    cfg.set_max_stun_retransmits(LINK_RETRANSMITS);
+    let mut rtc = cfg.build(Instant::now());
     let candidate = Candidate::host(local, "udp").map_err(|e| SfuError::Link(e.to_string()))?;
     rtc.add_local_candidate(candidate);
     let mut api = rtc.sdp_api();

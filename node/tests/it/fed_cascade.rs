@@ -139,6 +139,13 @@ async fn a_speaker_on_beta_reaches_listeners_on_three_nodes_once_per_node() {
     let e = cws.next_matching_within("a refusal", FED_WAIT, |m| m["type"] == "error").await;
     assert_eq!(e["code"], "forbidden", "{e}");
 
+    // Alpha pulls from both other nodes (the presence of gamma's people has reached it).
+    let deadline = Instant::now() + FED_WAIT;
+    while metric_line(&alpha, "voicechat_sfu_cascade_links{dir=\"in\"}").await != 2.0 {
+        assert!(Instant::now() < deadline, "alpha is not pulling from beta and gamma");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // Gamma dies mid-lecture: alpha's listeners keep hearing bob without a gap over 1 s.
     let killed = Instant::now();
     gamma.kill9();
@@ -147,6 +154,9 @@ async fn a_speaker_on_beta_reaches_listeners_on_three_nodes_once_per_node() {
         let gap = l.longest_gap(BOB, killed - Duration::from_millis(500));
         assert!(gap <= Duration::from_secs(1), "{who}: a gap of {gap:?} after gamma died");
     }
+    // Their pages are told gamma cannot be heard.
+    let told = ews.next_matching_within("gamma unreachable", FED_WAIT, |m| m["type"] == "node_reach").await;
+    assert_eq!((&told["node"], &told["up"]), (&json!("gamma"), &json!(false)), "{told}");
     speaker.talk(false);
     trier.talk(false);
 }

@@ -75,7 +75,11 @@ impl Machine {
                 }
                 Action::Close(link) => {
                     tracing::info!(node = %link.node, "cascade: no longer pulling a node's speakers");
+                    let gone = !self.cascade.is_reachable(&link.node);
                     let key = (link.room, link.node);
+                    if gone {
+                        self.lost(key.clone());
+                    }
                     self.outputs.push_back(Output::CascadeUnpull { link: key.clone() });
                     self.send_cascade(key, CascadeType::Close, String::new());
                 }
@@ -110,9 +114,20 @@ impl Machine {
         let l = crate::sfu::cascade::Link { room: link.0, node: link.1.clone() };
         if up {
             self.cascade.opened(&l);
+            if self.cascade_lost.remove(&link) {
+                self.outputs.push_back(Output::CascadeReach { link, up: true });
+            }
         } else {
             tracing::info!(node = %link.1, "cascade: a link ended");
             self.cascade_failed(&link);
+            self.lost(link);
+        }
+    }
+
+    /// This node's people in the room are told once that the node cannot be heard.
+    fn lost(&mut self, link: LinkKey) {
+        if self.cascade_lost.insert(link.clone()) {
+            self.outputs.push_back(Output::CascadeReach { link, up: false });
         }
     }
 

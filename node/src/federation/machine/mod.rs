@@ -414,6 +414,14 @@ pub enum Output {
         /// The link.
         link: LinkKey,
     },
+    /// Tell this node's people in the room that a node of the room can no longer be heard
+    /// (`up`: false; it died or is cut off) or is back.
+    CascadeReach {
+        /// The room, and the node.
+        link: LinkKey,
+        /// Reachable again, or not.
+        up: bool,
+    },
     /// A command's result.
     Done {
         /// The driver's id.
@@ -539,6 +547,8 @@ pub struct Machine {
     cascade_epoch: (Millis, std::time::Instant),
     /// The links other nodes pull from here.
     served: HashSet<LinkKey>,
+    /// Links whose node this node's people were told is unreachable.
+    cascade_lost: HashSet<LinkKey>,
 }
 
 impl Machine {
@@ -582,6 +592,7 @@ impl Machine {
             cascade: crate::sfu::cascade::Cascade::new(),
             cascade_epoch: (now, std::time::Instant::now()),
             served: HashSet::new(),
+            cascade_lost: HashSet::new(),
             cfg,
         };
         for key in blocked_keys {

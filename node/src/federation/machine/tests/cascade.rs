@@ -75,6 +75,10 @@ fn each_node_pulls_each_other_node_once_and_a_cut_off_node_drops_out_until_the_h
     assert_eq!(sim.nodes[0].served, links(&sim, room, &[1]));
     assert_eq!(sim.nodes[1].pulled, links(&sim, room, &[0]));
     assert!(sim.nodes[2].pulled.is_empty(), "{:?}", sim.nodes[2].pulled);
+    // Their people are told once: node 2 cannot be heard (and node 2's, the other two).
+    let n2 = sim.nodes[2].name.clone();
+    assert_eq!(sim.nodes[0].reach, vec![(n2.clone(), false)]);
+    assert_eq!(sim.nodes[2].reach.len(), 2, "{:?}", sim.nodes[2].reach);
     // The heal: node 2's people are still there, so the links come back.
     sim.heal();
     sim.run_for(10_000);
@@ -82,6 +86,7 @@ fn each_node_pulls_each_other_node_once_and_a_cut_off_node_drops_out_until_the_h
         let others: Vec<usize> = (0..3).filter(|j| *j != i).collect();
         assert_eq!(sim.nodes[i].pulled, links(&sim, room, &others), "{} pulls after the heal", sim.nodes[i].name);
     }
+    assert_eq!(sim.nodes[0].reach, vec![(n2.clone(), false), (n2, true)], "told it is back");
 
     // Node 0's only person leaves: it stops pulling, and nobody pulls from it any more.
     sim.leave(0, &alice, SessionId([1; 16]), room);

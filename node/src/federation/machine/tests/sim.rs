@@ -86,6 +86,8 @@ pub struct SimNode {
     /// The simulated SFU's links: pulled from other nodes (up), and served to them.
     pub pulled: BTreeSet<crate::sfu::LinkKey>,
     pub served: BTreeSet<crate::sfu::LinkKey>,
+    /// What the simulated core told its people about other nodes: (node, reachable).
+    pub reach: Vec<(NodeName, bool)>,
 }
 
 #[derive(Debug)]
@@ -229,6 +231,7 @@ impl Sim {
                 responses: 0,
                 pulled: BTreeSet::new(),
                 served: BTreeSet::new(),
+                reach: Vec::new(),
             });
         }
         let by_key = nodes.iter().enumerate().map(|(i, n)| (n.key, i)).collect();
@@ -416,6 +419,9 @@ impl Sim {
             }
             Output::CascadeUnserve { link } => {
                 self.nodes[i].served.remove(&link);
+            }
+            Output::CascadeReach { link, up } => {
+                self.nodes[i].reach.push((link.1, up));
             }
         }
     }
