@@ -55,7 +55,7 @@ export class Call {
     this.myUser = null; // our user id, `name@node` (from hello)
     this.myNode = null; // its node part
     this.mode = 'mesh'; // mesh | sfu: how people of this node reach each other in this call
-    this.unreachable = new Set(); // nodes of this stage whose audio servers dropped out
+    this.droppedNodes = new Set(); // nodes of this stage whose audio servers dropped out
     this.formerSessions = new Set(); // this tab's earlier sessions (may linger on the node a while)
     this.prepared = null; // {group, room, stream, ice, keys, at}: made ready on the room page
     this.voice = new Voice(this);
@@ -103,10 +103,10 @@ export class Call {
     socket.on('node_reach', (m) => {
       if (this.status !== 'joined' || !this.inRoom(m.group, m.room)) return;
       if (m.up) {
-        this.unreachable.delete(m.node);
+        this.droppedNodes.delete(m.node);
         this.notify(`${m.node} is reachable again.`, 'info');
       } else {
-        this.unreachable.add(m.node);
+        this.droppedNodes.add(m.node);
         this.notify(`${m.node} unreachable: its people can't be heard for now.`);
       }
       this.changed('peers');
@@ -492,7 +492,7 @@ export class Call {
     this.sfuLeg.stop();
     this.keys.stop();
     this.mode = 'mesh';
-    this.unreachable.clear();
+    this.droppedNodes.clear();
     if (this.mesh) this.mesh.closeAll();
     this.mesh = null;
     this.voice.stop();
@@ -548,7 +548,7 @@ export class Call {
       state: this.sfu ? this.sfu.state : null,
       slots: this.sfu ? this.sfu.slots.map((s) => (s ? s.user : null)) : [],
       mode: this.status === 'idle' ? null : this.mode,
-      unreachable: [...this.unreachable],
+      unreachable: [...this.droppedNodes],
     };
   }
 }
