@@ -4,7 +4,9 @@
 //! audio reaches them through beta's audio server and their own node's (the cascade), still
 //! end-to-end encrypted, and they hear it (audioLevel > 0). Then gamma is killed mid-lecture:
 //! dan goes on hearing bob with no gap in packets over 1 s, and his page says "gamma
-//! unreachable". Run through tests/run.sh.
+//! unreachable". Before that it prints mouth-to-ear latency, Chromium to Chromium, from bob to
+//! eve (a listener on beta: one node) and to dan (across the cascade), in the same run.
+//! Run through tests/run.sh.
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -41,6 +43,54 @@ class Http {
   }
 }
 
+/**
+ * In the page: record onsets (epoch ms) of beeps into window.__onsets, from the microphone
+ * (`local`) or from every audio element of the call (the slots of the node's audio server).
+ */
+function installDetector(page, which) {
+  return page.evaluate((w) => {
+    const streams = w === 'local' ? [window.__voicechat.localStream()] : [...document.querySelectorAll('.speakers audio')].map((el) => el.srcObject).filter(Boolean);
+    const ctx = new AudioContext();
+    const onsets = (window.__onsets = []);
+    for (const stream of streams) {
+      const an = ctx.createAnalyser();
+      an.fftSize = 256;
+      ctx.createMediaStreamSource(stream).connect(an);
+      const buf = new Float32Array(an.fftSize);
+      let quietSince = performance.now();
+      let loud = false;
+      setInterval(() => {
+        an.getFloatTimeDomainData(buf);
+        let peak = 0;
+        for (const x of buf) peak = Math.max(peak, Math.abs(x));
+        const now = performance.now();
+        if (!loud && peak > 0.05 && now - quietSince > 150) {
+          loud = true;
+          onsets.push(performance.timeOrigin + now);
+        } else if (loud && peak < 0.01) {
+          loud = false;
+          quietSince = now;
+        } else if (!loud && peak >= 0.01) {
+          quietSince = now;
+        }
+      }, 1);
+    }
+    return streams.length;
+  }, which);
+}
+
+/** Each heard onset minus the last sent onset before it (within 400 ms), sorted. */
+function latencies(sent, heard) {
+  const out = [];
+  for (const h of heard) {
+    const before = sent.filter((t) => t <= h && h - t < 400);
+    if (before.length) out.push(h - before[before.length - 1]);
+  }
+  return out.sort((a, b) => a - b);
+}
+
+const median = (v) => (v.length ? v[Math.floor(v.length / 2)].toFixed(0) : 'n/a');
+
 /** The same calls from inside a logged-in page (its cookies). */
 function pageApi(page, method, p, body) {
   return page.evaluate(
@@ -61,6 +111,7 @@ describe('a lecture across three nodes: the audio servers cascade', { timeout: 2
   let B; // bob@beta, the speaker
   let D; // dan@alpha, a listener
   let C; // cat@gamma, a listener
+  let E; // eve@beta, a listener on the speaker's node
 
   before(async () => {
     assertPrivateNetns();
@@ -72,21 +123,26 @@ describe('a lecture across three nodes: the audio servers cascade', { timeout: 2
     alpha = await startNode({ name: 'alpha', peers: [`/p2p/${betaId}`, `/p2p/${gammaId}`] });
     beta = await startNode({ name: 'beta', dataDir: betaDir, peers: [alpha.p2p, `/p2p/${gammaId}`] });
     gamma = await startNode({ name: 'gamma', dataDir: gammaDir, peers: [alpha.p2p, beta.p2p] });
-    [B, D, C] = await Promise.all([launchBrowser(wav), launchBrowser(wav), launchBrowser(wav)]);
+    [B, D, C, E] = await Promise.all([launchBrowser(wav), launchBrowser(wav), launchBrowser(wav), launchBrowser(wav)]);
   });
 
   after(async () => {
-    for (const [who, b] of [['B', B], ['D', D], ['C', C]]) {
+    for (const [who, b] of [['B', B], ['D', D], ['C', C], ['E', E]]) {
       const errors = b ? b.consoleLines.filter((l) => l.startsWith('[pageerror]')) : [];
       if (errors.length) console.log(`page errors in ${who}:\n${errors.join('\n')}`);
     }
-    for (const b of [B, D, C]) if (b) await b.close();
+    for (const b of [B, D, C, E]) if (b) await b.close();
     for (const n of [alpha, beta, gamma]) if (n) await n.stop();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
   it('bob on beta is heard on alpha and gamma through the audio servers only; gamma dies and alpha hears on', async () => {
-    await Promise.all([registerOn(B.page, beta.url, 'bob', PASSWORD), registerOn(D.page, alpha.url, 'dan', PASSWORD), registerOn(C.page, gamma.url, 'cat', PASSWORD)]);
+    await Promise.all([
+      registerOn(B.page, beta.url, 'bob', PASSWORD),
+      registerOn(D.page, alpha.url, 'dan', PASSWORD),
+      registerOn(C.page, gamma.url, 'cat', PASSWORD),
+      registerOn(E.page, beta.url, 'eve', PASSWORD),
+    ]);
     const alice = new Http(alpha.url);
     assert.equal((await alice.call('POST', '/api/register', { username: 'alice', password: PASSWORD })).status, 201);
     const gid = (await alice.call('POST', '/api/groups', { name: 'Lectures' })).body.id;
@@ -94,12 +150,12 @@ describe('a lecture across three nodes: the audio servers cascade', { timeout: 2
     assert.equal(room.status, 201, JSON.stringify(room.body));
     const rid = room.body.id;
     // Until the nodes have exchanged cards, adding their users is refused: try again.
-    for (const user of ['dan', 'bob@beta', 'cat@gamma']) {
+    for (const user of ['dan', 'bob@beta', 'cat@gamma', 'eve@beta']) {
       await waitFor(async () => (await alice.call('POST', `/api/groups/${gid}/members`, { user })).status === 201, { timeout: 30_000, message: `adding ${user}` });
     }
     // bob moderates: he is on stage as he joins.
     assert.equal((await alice.call('PATCH', `/api/groups/${gid}/members/bob@beta`, { role: 'admin' })).status, 200);
-    for (const page of [B.page, C.page]) {
+    for (const page of [B.page, C.page, E.page]) {
       await waitFor(async () => (await pageApi(page, 'POST', `/api/invitations/${gid}/accept`)).status === 200, { timeout: 30_000, message: 'accepting the invitation' });
     }
     const roomUrl = (node) => new URL(`/g/${gid}/r/${rid}`, node.url).href;
@@ -109,7 +165,7 @@ describe('a lecture across three nodes: the audio servers cascade', { timeout: 2
       return (g.body.members || []).some((m) => m.user === 'bob@beta' && m.role === 'admin');
     }, { timeout: 30_000, message: "beta to know bob's role" });
 
-    for (const [page, node] of [[B.page, beta], [D.page, alpha], [C.page, gamma]]) {
+    for (const [page, node] of [[B.page, beta], [D.page, alpha], [C.page, gamma], [E.page, beta]]) {
       await page.goto(roomUrl(node));
       await byId(page, 'call-join').click();
       await byId(page, 'call-leave').waitFor();
@@ -130,6 +186,18 @@ describe('a lecture across three nodes: the audio servers cascade', { timeout: 2
       }, { message: `${who} decrypting bob's frames` });
       assert.equal(e2ee.stats.plaintext || 0, 0, `${who} got plaintext frames: ${JSON.stringify(e2ee)}`);
     }
+
+    // Mouth-to-ear, Chromium to Chromium: bob to eve on beta alone, bob to dan across the
+    // cascade (beta's audio server, then alpha's), the same beeps in the same run.
+    await waitFor(async () => (await sfuStats(E.page)).audioLevel > 0, { timeout: 45_000, interval: 100, message: 'eve@beta hearing bob@beta' });
+    await installDetector(B.page, 'local');
+    for (const page of [D.page, E.page]) assert.ok((await installDetector(page, 'heard')) > 0, 'no audio element to listen to');
+    await sleep(8000);
+    const sent = await B.page.evaluate(() => window.__onsets);
+    const oneNode = latencies(sent, await E.page.evaluate(() => window.__onsets));
+    const cascade = latencies(sent, await D.page.evaluate(() => window.__onsets));
+    console.log(`mouth-to-ear (ms, Chromium to Chromium, ${sent.length} beeps): one node (bob→eve, beta) p50 ${median(oneNode)} [${oneNode.map((x) => x.toFixed(0)).join(' ')}]; across the cascade (bob→dan, beta→alpha) p50 ${median(cascade)} [${cascade.map((x) => x.toFixed(0)).join(' ')}]`);
+    assert.ok(cascade.length > 0 && oneNode.length > 0, 'no beep was timed at a listener');
 
     // Alpha pulls from both other nodes (gamma's listener's presence has reached it).
     await waitFor(async () => {
