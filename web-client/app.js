@@ -267,7 +267,7 @@ const socket = new Socket();
 const call = new Call(
   socket,
   (gid, rid) => listOf(gid, rid),
-  (m) => notify(m),
+  (m, kind) => notify(m, kind),
   (userId) => displayUser(userId, state.node),
 );
 call.subscribe((what) => {

@@ -1,7 +1,8 @@
 //! The call of this tab: joining/leaving a room over the socket, re-joining after a
 //! reconnect, the mesh of peer connections (callmesh.js) and, when the node moves the call
 //! to its audio server (mode "sfu"), the connection to it for people of this node
-//! (callsfu.js); people of other nodes are still reached through the mesh. Around it: what
+//! (callsfu.js); people of other nodes are still reached through the mesh, except on a
+//! stage, where each node's audio server pulls the others' speakers. Around it: what
 //! this tab sends (voice.js: microphone, mute, push-to-talk), the ICE servers per call
 //! (ice.js), network changes (network.js), getStats readings (callstats.js) and, in a
 //! stage room, this tab's seat (stage.js), which the microphone follows.
@@ -44,7 +45,8 @@ export class Call {
   /**
    * @param {import('./socket.js').Socket} socket
    * @param {(group: string, room: string) => Array} getParticipants current list from app state
-   * @param {(message: string) => void} notify shows an error to the user
+   * @param {(message: string, kind?: string) => void} notify shows an error (or, with kind
+   *   "info", news) to the user
    * @param {(userId: string) => string} show a user id as the app shows users
    */
   constructor(socket, getParticipants, notify, show = (u) => u) {
@@ -59,6 +61,7 @@ export class Call {
     this.myUser = null; // our user id, `name@node` (from hello)
     this.myNode = null; // its node part
     this.mode = 'mesh'; // mesh | sfu: how people of this node reach each other in this call
+    this.droppedNodes = new Set(); // nodes of this stage whose audio servers dropped out
     this.formerSessions = new Set(); // this tab's earlier sessions (may linger on the node a while)
     this.resyncUntil = 0; // see RESYNC_GRACE_MS
     this.resyncTimer = null;
@@ -93,7 +96,7 @@ export class Call {
       if (this.inRoom(m.group, m.room) && this.mesh && this.mySession) {
         // On the audio server nobody of this node gets a new mesh connection (one that is
         // there goes on, and may renegotiate, until the switch closes it).
-        if (this.mode === 'sfu' && m.kind !== 'bye' && this.sameNode(m.from) && !this.mesh.peers.has(m.from_session)) return;
+        if (this.mode === 'sfu' && m.kind !== 'bye' && this.viaNode(m.from) && !this.mesh.peers.has(m.from_session)) return;
         if (this.iceStale()) this.refreshIce(); // applied to the new connection when it lands
         this.mesh.handleSignal(m);
       }
@@ -103,6 +106,19 @@ export class Call {
     });
     socket.on('e2ee_key', (m) => {
       if (this.status !== 'idle') this.keys.onKey(m);
+    });
+    // On a stage across nodes: a node whose audio server cannot be reached (it died, or the
+    // network between the nodes broke) drops out; its people are not heard until it is back.
+    socket.on('node_reach', (m) => {
+      if (this.status !== 'joined' || !this.inRoom(m.group, m.room)) return;
+      if (m.up) {
+        this.droppedNodes.delete(m.node);
+        this.notify(`${m.node} is reachable again.`, 'info');
+      } else {
+        this.droppedNodes.add(m.node);
+        this.notify(`${m.node} unreachable: its people can't be heard for now.`);
+      }
+      this.changed('peers');
     });
     socket.on('call_mode', (m) => {
       if (this.status === 'joined' && this.inRoom(m.group, m.room)) this.setMode(m.mode);
@@ -383,7 +399,7 @@ export class Call {
     }
     if (this.status !== 'joined' || !this.mesh) return;
     let people = current || this.getParticipants(this.group, this.room) || [];
-    if (this.mode === 'sfu') people = people.filter((p) => !this.sameNode(p.user) || this.mesh.peers.has(p.session));
+    if (this.mode === 'sfu') people = people.filter((p) => !this.viaNode(p.user) || this.mesh.peers.has(p.session));
     this.mesh.sync(this.withKept(people));
   }
 
@@ -396,7 +412,16 @@ export class Call {
     return kept.length ? [...list, ...kept] : list;
   }
 
-  /** Whether `user` (a full id, `name@node`) is of this node: the audio server carries them. */
+  /**
+   * Whether `user`'s audio reaches us through this node's audio server rather than the mesh:
+   * people of this node when the call is on it and, on a stage, people of other nodes too
+   * (each node's audio server pulls the others' speakers: the cascade).
+   */
+  viaNode(user) {
+    return this.sameNode(user) || (this.mode === 'sfu' && this.stage.active);
+  }
+
+  /** Whether `user` (a full id, `name@node`) is of this node. */
   sameNode(user) {
     return !!this.myNode && typeof user === 'string' && user.slice(user.lastIndexOf('@') + 1) === this.myNode;
   }
@@ -514,6 +539,7 @@ export class Call {
     this.sfuLeg.stop();
     this.keys.stop();
     this.mode = 'mesh';
+    this.droppedNodes.clear();
     if (this.mesh) this.mesh.closeAll();
     this.mesh = null;
     this.voice.stop();
@@ -563,12 +589,13 @@ export class Call {
     return map;
   }
 
-  /** The audio server connection, for the test hook: `{state, slots: [user|null], mode}`. */
+  /** The audio server connection, for the test hook: `{state, slots: [user|null], mode, unreachable: [node]}`. */
   sfuInfo() {
     return {
       state: this.sfu ? this.sfu.state : null,
       slots: this.sfu ? this.sfu.slots.map((s) => (s ? s.user : null)) : [],
       mode: this.status === 'idle' ? null : this.mode,
+      unreachable: [...this.droppedNodes],
     };
   }
 }

@@ -81,7 +81,7 @@ export class SfuLeg {
     const waited = performance.now() - sfu.connectedAt;
     let waiting = false;
     for (const peer of [...mesh.peers.values()]) {
-      if (!call.sameNode(peer.user)) continue;
+      if (!call.viaNode(peer.user)) continue;
       if (carried.has(peer.session) || waited >= SWITCH_GRACE_MS || !peer.connected) mesh.bye(peer.session);
       else waiting = true;
     }
@@ -91,7 +91,7 @@ export class SfuLeg {
   /** Whether `user`'s audio comes through the audio server in this call. */
   carries(user) {
     const call = this.call;
-    return call.mode === 'sfu' && !!this.conn && !!call.mesh && call.sameNode(user);
+    return call.mode === 'sfu' && !!this.conn && !!call.mesh && call.viaNode(user);
   }
 
   /** The state shown for `user` when the audio server carries them (else undefined). */

@@ -64,6 +64,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     for path in &config.federation.ca {
         extra_ca.push(std::fs::read(path).with_context(|| format!("cannot read CA file {}", path.display()))?);
     }
+    // The SFU first: federation drives its links to other nodes' SFUs (the cascade).
+    let (links_tx, links_rx) = tokio::sync::mpsc::channel(256);
+    let sfu = match &config.sfu {
+        None => None,
+        Some(sc) => Some(start_sfu(sc, &url, &core, links_tx).await?),
+    };
     let fed_cfg = crate::federation::FedConfig {
         listen: vec![config.p2p_listen.clone()],
         pins: config.peers.clone(),
@@ -76,7 +82,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         limits: config.federation.limits,
         lan_ip: lan_ip.or_else(tls::lan_ip),
     };
-    let fed = crate::federation::start(core.clone(), announce_rx, fed_cfg)
+    let fed = crate::federation::start(core.clone(), announce_rx, fed_cfg, sfu.clone().map(|s| (s, links_rx)))
         .await
         .with_context(|| format!("cannot start federation on {}", config.p2p_listen))?;
     let p2p = fed.addrs().to_vec();
@@ -117,10 +123,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
 
-    let sfu = match &config.sfu {
-        None => None,
-        Some(sc) => Some(start_sfu(sc, &url, &core).await?),
-    };
     // The SFU's port stays reachable through relays (for browsers that only get out over TCP).
     let sfu_ports: Vec<u16> = sfu.iter().map(|s| s.addr().port()).collect();
     // STUN/TURN, with the same certificate for turns: (swapped with it on SIGHUP).
@@ -397,7 +399,12 @@ async fn start_acme_http(
 
 /// Starts the audio forwarding unit; what it says goes to the sockets of the people it
 /// concerns.
-async fn start_sfu(sc: &crate::config::SfuConfig, url: &str, core: &Arc<crate::core::Core>) -> anyhow::Result<crate::sfu::Sfu> {
+async fn start_sfu(
+    sc: &crate::config::SfuConfig,
+    url: &str,
+    core: &Arc<crate::core::Core>,
+    links: tokio::sync::mpsc::Sender<(crate::sfu::LinkKey, bool)>,
+) -> anyhow::Result<crate::sfu::Sfu> {
     let announce = match sc.external_ip {
         Some(ip) => Some(ip),
         None if !sc.listen.ip().is_unspecified() => None,
@@ -410,7 +417,14 @@ async fn start_sfu(sc: &crate::config::SfuConfig, url: &str, core: &Arc<crate::c
     };
     let settings = crate::sfu::SfuSettings { listen: sc.listen, announce, speakers: sc.speakers, max_peers: sc.max_peers };
     let hub_core = core.clone();
-    let events = Arc::new(move |e: crate::sfu::SfuEvent| crate::ws::sfu_event(&hub_core, e));
+    let events = Arc::new(move |e: crate::sfu::SfuEvent| match e {
+        crate::sfu::SfuEvent::Link { room, node, up } => {
+            // Federation plans the links; a full queue loses a report, which the plan's
+            // open timeout makes good.
+            let _ = links.try_send(((room, node), up));
+        }
+        e => crate::ws::sfu_event(&hub_core, e),
+    });
     let sfu = crate::sfu::Sfu::start(settings, events)
         .await
         .with_context(|| format!("cannot start the SFU on {} (choose another with --sfu-listen, or --sfu off)", sc.listen))?;

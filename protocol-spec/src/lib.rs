@@ -23,7 +23,7 @@ pub use envelope::{Envelope, MAX_ENVELOPE, SIGNING_PREFIX, signing_input};
 pub use error::ProtocolError;
 pub use keys::NodeKey;
 pub use records::{
-    Answer, Consent, GroupInfo, Kind, Membership, NodeCard, Presence, PresenceState, Record,
-    RoomInfo, Signal, SignalType, Subject,
+    Answer, Cascade, CascadeType, Consent, GroupInfo, Kind, Membership, NodeCard, Presence,
+    PresenceState, Record, RoomInfo, Signal, SignalType, Subject,
 };
 pub use validate::{Authorities, Validator, Verified, verify};

@@ -20,6 +20,8 @@ pub const MAX_ADDR_LEN: usize = 256;
 pub const MAX_NAME_LEN: usize = 128;
 /// Longest [`Signal::data`], in bytes of UTF-8 (16 KiB).
 pub const MAX_SIGNAL_DATA: usize = 16 * 1024;
+/// Longest [`Cascade::sdp`], in bytes of UTF-8 (8 KiB).
+pub const MAX_CASCADE_SDP: usize = 8 * 1024;
 
 /// A record kind: the `kind` text of an envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -38,11 +40,13 @@ pub enum Kind {
     Signal,
     /// `consent`
     Consent,
+    /// `cascade`
+    Cascade,
 }
 
 impl Kind {
     /// Every kind, in spec order.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::NodeCard,
         Kind::GroupInfo,
         Kind::Membership,
@@ -50,6 +54,7 @@ impl Kind {
         Kind::Presence,
         Kind::Signal,
         Kind::Consent,
+        Kind::Cascade,
     ];
 
     /// The wire name.
@@ -62,6 +67,7 @@ impl Kind {
             Kind::Presence => "presence",
             Kind::Signal => "signal",
             Kind::Consent => "consent",
+            Kind::Cascade => "cascade",
         }
     }
 
@@ -75,6 +81,7 @@ impl Kind {
         match self {
             Kind::NodeCard => 8 * 1024,
             Kind::Signal => 20 * 1024,
+            Kind::Cascade => 10 * 1024,
             _ => 1024,
         }
     }
@@ -202,6 +209,10 @@ pub enum SignalType {
     /// End-to-end encryption of the call's audio: a session's public key (`hello`) or a
     /// sender's media key wrapped for the receiver alone (`key`), opaque to both nodes.
     E2ee,
+    /// A moderator of a stage acts on the receiver (`data`: the JSON
+    /// `{"action":"invite"|"to_audience"|"mute"|"remove"}`); the receiver's node applies it
+    /// only if the sender is an admin or owner of the group by the home's membership records.
+    Moderate,
 }
 
 /// A WebRTC signaling message from one browser session to another, relayed node to node.
@@ -229,6 +240,42 @@ pub struct Signal {
     pub to_session: SessionId,
     /// The sending browser session.
     pub from_session: SessionId,
+}
+
+/// What a [`Cascade`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CascadeType {
+    /// The puller's SDP offer: it receives the other node's speakers in the room.
+    Offer,
+    /// The answer of the node pulled from.
+    Answer,
+    /// The puller stops pulling (`sdp` empty).
+    Close,
+}
+
+/// A message between two nodes' forwarding units about one room: one node pulls the
+/// speakers the other carries in that room, over WebRTC between the two (SPEC.md §9.5).
+/// Signed by the sending node (`from`); one-shot, made unique by `nonce`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cascade {
+    /// The receiving node.
+    pub to: NodeName,
+    /// The SDP offer or answer, at most [`MAX_CASCADE_SDP`] bytes; empty for a close.
+    pub sdp: String,
+    /// The sending node, which signs.
+    pub from: NodeName,
+    /// The room.
+    pub room: RoomId,
+    /// What `sdp` is.
+    #[serde(rename = "type")]
+    pub cascade_type: CascadeType,
+    /// The group of the room.
+    pub group: GroupId,
+    /// Random; a (signer, nonce) pair is accepted once.
+    pub nonce: Nonce,
+    /// Unix seconds after which the message is void.
+    pub expires_at: u64,
 }
 
 /// A user's answer to being added to a group.
@@ -274,6 +321,8 @@ pub enum Subject {
     Signal(Nonce),
     /// A [`Consent`]: (group, user).
     Consent(GroupId, UserId),
+    /// A [`Cascade`]: its nonce (seen at most once).
+    Cascade(Nonce),
 }
 
 /// Any record, tagged with its kind. In JSON: `{"kind": "...", "record": {...}}`.
@@ -288,6 +337,7 @@ pub enum Record {
     Presence(Presence),
     Signal(Signal),
     Consent(Consent),
+    Cascade(Cascade),
 }
 
 impl Record {
@@ -301,6 +351,7 @@ impl Record {
             Record::Presence(_) => Kind::Presence,
             Record::Signal(_) => Kind::Signal,
             Record::Consent(_) => Kind::Consent,
+            Record::Cascade(_) => Kind::Cascade,
         }
     }
 
@@ -314,6 +365,7 @@ impl Record {
             Record::Presence(r) => cbor::encode(r),
             Record::Signal(r) => cbor::encode(r),
             Record::Consent(r) => cbor::encode(r),
+            Record::Cascade(r) => cbor::encode(r),
         }
     }
 
@@ -329,6 +381,7 @@ impl Record {
             Kind::Presence => Record::Presence(cbor::decode(payload)?),
             Kind::Signal => Record::Signal(cbor::decode(payload)?),
             Kind::Consent => Record::Consent(cbor::decode(payload)?),
+            Kind::Cascade => Record::Cascade(cbor::decode(payload)?),
         };
         record.check_fields()?;
         Ok(record)
@@ -373,6 +426,21 @@ impl Record {
                 }
                 Ok(())
             }
+            Record::Cascade(r) => {
+                if r.sdp.len() > MAX_CASCADE_SDP {
+                    return Err(bad("sdp", "more than 8192 bytes"));
+                }
+                if r.from == r.to {
+                    return Err(bad("to", "equals from"));
+                }
+                match (r.cascade_type, r.sdp.is_empty()) {
+                    (CascadeType::Close, false) => Err(bad("sdp", "not empty in a close")),
+                    (CascadeType::Offer | CascadeType::Answer, true) => {
+                        Err(bad("sdp", "empty in an offer or answer"))
+                    }
+                    _ => Ok(()),
+                }
+            }
         }
     }
 
@@ -386,6 +454,7 @@ impl Record {
             Record::Presence(r) => Subject::Presence(r.group, r.user.clone(), r.session),
             Record::Signal(r) => Subject::Signal(r.nonce),
             Record::Consent(r) => Subject::Consent(r.group, r.user.clone()),
+            Record::Cascade(r) => Subject::Cascade(r.nonce),
         }
     }
 
@@ -398,7 +467,7 @@ impl Record {
             Record::RoomInfo(r) => Some(r.seq),
             Record::Presence(r) => Some(r.seq),
             Record::Consent(r) => Some(r.seq),
-            Record::Signal(_) => None,
+            Record::Signal(_) | Record::Cascade(_) => None,
         }
     }
 
@@ -407,6 +476,7 @@ impl Record {
         match self {
             Record::Presence(r) => Some(r.expires_at),
             Record::Signal(r) => Some(r.expires_at),
+            Record::Cascade(r) => Some(r.expires_at),
             _ => None,
         }
     }

@@ -26,6 +26,8 @@ pub const SIGNAL_PROTOCOL: &str = "/voicechat/signal/1";
 pub const INVITE_PROTOCOL: &str = "/voicechat/invite/1";
 /// Protocol id of direct record delivery.
 pub const PUSH_PROTOCOL: &str = "/voicechat/push/1";
+/// Protocol id of the cascade between nodes' forwarding units.
+pub const CASCADE_PROTOCOL: &str = "/voicechat/cascade/1";
 
 /// Largest [`SyncRequest`].
 pub const MAX_SYNC_REQUEST: usize = 1024;
@@ -47,6 +49,9 @@ pub const MAX_PUSH_REQUEST: usize = 4 * 1024 * 1024;
 pub const MAX_PUSH_RECORDS: usize = 1024;
 /// Largest [`PushResponse`].
 pub const MAX_PUSH_RESPONSE: usize = 256;
+/// Largest [`CascadeRequest`] and [`CascadeResponse`]: one `cascade` envelope (its payload
+/// at most 10 KiB) and a little framing.
+pub const MAX_CASCADE_MESSAGE: usize = 12 * 1024;
 
 /// SHA-256 digest of a group's live persistent records.
 ///
@@ -130,6 +135,8 @@ pub enum RpcError {
     RateLimited,
     /// The node failed internally; retry later.
     Internal,
+    /// Cascade: the asking node has nobody in the room, or this node has nobody there.
+    NotInRoom,
 }
 
 /// Asks a group's home node for the group's current records, one page at a time.
@@ -212,6 +219,26 @@ pub struct PushResponse {
     /// Refusal of the whole request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<RpcError>,
+}
+
+/// Carries one signed [`Cascade`](crate::records::Cascade) envelope (an offer or a close)
+/// from the pulling node to the node it pulls from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CascadeRequest {
+    /// The encoded envelope.
+    pub envelope: ByteBuf,
+}
+
+/// The answer to a cascade request: for an offer, the signed `cascade` answer envelope;
+/// `{}` for a close; or an error.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CascadeResponse {
+    /// Refusal; `envelope` is then absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RpcError>,
+    /// The encoded answer envelope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope: Option<ByteBuf>,
 }
 
 /// The canonical CBOR of an RPC message.
@@ -433,5 +460,47 @@ mod tests {
             decode::<SyncResponse>(&encode(&refused), MAX_SYNC_RESPONSE).unwrap(),
             refused
         );
+    }
+
+    #[test]
+    fn cascade_messages_leave_absent_fields_out_and_are_capped() {
+        let req = CascadeRequest {
+            envelope: ByteBuf::from(vec![0x84, 1]),
+        };
+        // {"envelope": h'8401'}
+        assert_eq!(
+            hex::encode(encode(&req)),
+            format!("a168{}428401", hex::encode("envelope"))
+        );
+        let refused = CascadeResponse {
+            error: Some(RpcError::NotInRoom),
+            envelope: None,
+        };
+        assert_eq!(
+            hex::encode(encode(&refused)),
+            format!(
+                "a165{}6b{}",
+                hex::encode("error"),
+                hex::encode("not_in_room")
+            )
+        );
+        let answered = CascadeResponse {
+            error: None,
+            envelope: Some(ByteBuf::from(vec![7; 3])),
+        };
+        assert_eq!(
+            decode::<CascadeResponse>(&encode(&answered), MAX_CASCADE_MESSAGE).unwrap(),
+            answered
+        );
+        // An explicit null is not canonical; an oversized request never reaches the decoder.
+        let null = format!("a165{}f6", hex::encode("error"));
+        assert!(
+            decode::<CascadeResponse>(&hex::decode(null).unwrap(), MAX_CASCADE_MESSAGE).is_err()
+        );
+        let over = vec![0u8; MAX_CASCADE_MESSAGE + 1];
+        assert!(matches!(
+            decode::<CascadeRequest>(&over, MAX_CASCADE_MESSAGE),
+            Err(ProtocolError::TooLarge { .. })
+        ));
     }
 }

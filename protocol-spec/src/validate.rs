@@ -18,7 +18,7 @@ use crate::records::{Record, Subject};
 pub const CLOCK_SKEW: u64 = 30;
 /// Longest lifetime of a presence record: `expires_at` at most this + skew after now.
 pub const PRESENCE_MAX_TTL: u64 = 300;
-/// Longest lifetime of a signal.
+/// Longest lifetime of a signal (and of a cascade message).
 pub const SIGNAL_MAX_TTL: u64 = 120;
 /// Default number of (signer, subject) entries a [`Validator`] keeps.
 pub const DEFAULT_CAPACITY: usize = 100_000;
@@ -112,6 +112,14 @@ pub fn check_authority(
             member(&r.group, &r.from)?;
             member(&r.group, &r.to)
         }
+        Record::Cascade(r) => {
+            if key_of(&r.from)? != signer {
+                return Err(wrong("signer is not the sending node"));
+            }
+            // The room must be of a group whose home is known; whether the nodes have
+            // people in it is the receiving node's judgement (SPEC.md §9.5).
+            home_key(&r.group).map(|_| ())
+        }
         Record::Consent(r) => {
             if key_of(&r.user.node)? != signer {
                 return Err(wrong("signer is not the user's home node"));
@@ -130,6 +138,7 @@ pub fn check_time(record: &Record, now: u64) -> Result<(), ProtocolError> {
     let (expires_at, max_ttl) = match record {
         Record::Presence(r) => (r.expires_at, PRESENCE_MAX_TTL),
         Record::Signal(r) => (r.expires_at, SIGNAL_MAX_TTL),
+        Record::Cascade(r) => (r.expires_at, SIGNAL_MAX_TTL),
         _ => return Ok(()),
     };
     if now > expires_at.saturating_add(CLOCK_SKEW) {

@@ -136,7 +136,9 @@ enum Scenario {
     },
     /// A lecture on one node's SFU: synthetic speakers and rising numbers of synthetic
     /// listeners (WebRTC with str0m); forwarded packets/s, node CPU per 1,000 of them, RSS
-    /// per listener, listener loss, jitter and delay.
+    /// per listener, listener loss, jitter and delay. With `--nodes` above 1: the cascade,
+    /// one speaker and the largest listener count, all on the speaker's node and then
+    /// spread over the nodes; what the speaker's node sends, and delays across nodes.
     Lecture {
         /// Listener counts, one step each.
         #[arg(long, value_delimiter = ',', default_values_t = [100usize, 200, 500])]
@@ -285,6 +287,12 @@ async fn scenario(which: Scenario, args: NetArgs) -> anyhow::Result<Report> {
         Scenario::Turn { clients, secs, coturn } => {
             let coturn = (coturn != "none").then(|| PathBuf::from(coturn));
             scenarios::turn::run(&opts, &scenarios::turn::Params { steps: clients, secs, coturn }).await
+        }
+        Scenario::Lecture { listeners, speakers, secs } if opts.nodes > 1 => {
+            // Across nodes: the cascade of their SFUs, one speaker, the largest listener count.
+            let _ = speakers;
+            let listeners = listeners.iter().copied().max().unwrap_or(30);
+            scenarios::cascade::run(&opts, &scenarios::cascade::Params { listeners, secs }).await
         }
         Scenario::Lecture { listeners, speakers, secs } => {
             scenarios::lecture::run(&opts, &scenarios::lecture::Params { steps: listeners, speakers, secs }).await

@@ -127,6 +127,15 @@ impl Core {
         self.rooms().seat(&(user.clone(), session))
     }
 
+    /// Sends `msg` to this node's sessions in `room`'s call.
+    pub fn tell_call(&self, room: &RoomKey, msg: &Outbound) {
+        let me = self.me().clone();
+        let seats: Vec<SeatKey> = self.rooms().participants(room).into_iter().filter(|p| p.user.node == me).map(|p| p.seat()).collect();
+        for (user, session) in seats {
+            self.hub.send_session(&user, &session, msg);
+        }
+    }
+
     /// Whether `session` of `user` is in `room`.
     pub fn is_in(&self, room: &RoomKey, user: &UserId, session: &SessionId) -> bool {
         self.rooms().is_in(room, user, session)

@@ -69,11 +69,32 @@ impl Core {
 
     /// A moderator acts on `target` in the call the moderator is in.
     pub fn moderate(&self, actor: &UserId, actor_session: SessionId, target: &SeatKey, what: Moderation) -> Result<Effects, CoreError> {
-        let room = self.seat(actor, actor_session).ok_or_else(|| CoreError::not_found("call"))?;
+        let room = self.moderator_room(actor, actor_session)?;
+        self.moderate_in(room, actor, target, what)
+    }
+
+    /// The room of a moderator's call: they are in one, and an admin or owner of its group
+    /// (by the group home's membership records, as this node holds them).
+    pub fn moderator_room(&self, actor: &UserId, actor_session: SessionId) -> Result<RoomKey, CoreError> {
+        let room = self.rooms().find(&(actor.clone(), actor_session)).map(|(r, _)| r).ok_or_else(|| CoreError::not_found("call"))?;
         let (_, m) = self.membership(&room.0, actor)?;
         if !is_moderator(&m) {
             return Err(CoreError::Forbidden("only the group's admins moderate a call".into()));
         }
+        Ok(room)
+    }
+
+    /// A moderator of another node acts on `target`, a session of this node (a `moderate`
+    /// signal, SPEC.md §6.6): applied as if they were here, after the same checks.
+    pub fn moderate_from_remote(&self, actor: &UserId, actor_session: SessionId, target: &SeatKey, what: Moderation) -> Result<Effects, CoreError> {
+        if &target.0.node != self.me() {
+            return Err(CoreError::Forbidden("a moderation for someone of another node".into()));
+        }
+        let room = self.moderator_room(actor, actor_session)?;
+        self.moderate_in(room, actor, target, what)
+    }
+
+    fn moderate_in(&self, room: RoomKey, actor: &UserId, target: &SeatKey, what: Moderation) -> Result<Effects, CoreError> {
         let found = self.rooms().find(target);
         let Some((target_room, p)) = found.filter(|(r, _)| *r == room) else {
             return Err(CoreError::not_found("participant"));

@@ -39,9 +39,13 @@ struct Driver {
     verifier: Verifier,
     /// Inputs produced while executing outputs (fed before the next external input).
     local: VecDeque<Input>,
+    /// This node's SFU, for the cascade.
+    sfu: Option<crate::sfu::Sfu>,
     next_id: u64,
 }
 
+// Each argument is one input stream or handle of the task; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn spawn(
     machine: Machine,
     net: Net,
@@ -50,6 +54,8 @@ pub(super) fn spawn(
     announce: mpsc::Receiver<Announce>,
     commands: mpsc::Receiver<(Command, oneshot::Sender<CommandResult>)>,
     verifier: Verifier,
+    sfu: Option<crate::sfu::Sfu>,
+    links: mpsc::Receiver<(crate::sfu::LinkKey, bool)>,
 ) {
     let (internal, internal_rx) = mpsc::channel(INTERNAL_QUEUE);
     let (writer, writer_rx) = mpsc::channel(machine_apply_cap());
@@ -64,9 +70,10 @@ pub(super) fn spawn(
         writer,
         verifier,
         local: VecDeque::new(),
+        sfu,
         next_id: 0,
     };
-    tokio::spawn(d.run(events, announce, commands, internal_rx));
+    tokio::spawn(d.run(events, announce, commands, internal_rx, links));
 }
 
 fn machine_apply_cap() -> usize {
@@ -80,6 +87,7 @@ impl Driver {
         mut announce: mpsc::Receiver<Announce>,
         mut commands: mpsc::Receiver<(Command, oneshot::Sender<CommandResult>)>,
         mut internal: mpsc::Receiver<Input>,
+        mut links: mpsc::Receiver<(crate::sfu::LinkKey, bool)>,
     ) {
         self.execute();
         let mut metrics_at = tokio::time::Instant::now();
@@ -97,6 +105,7 @@ impl Driver {
                     Some(Input::Command { id: self.next_id, command })
                 }
                 Some(i) = internal.recv() => Some(i),
+                Some((link, up)) = links.recv() => Some(Input::CascadeLink { link, up }),
                 () = tokio::time::sleep(wake) => {
                     self.machine.handle_timeout(now_ms());
                     None
@@ -209,8 +218,13 @@ impl Driver {
                     SignalType::Answer => Some("answer"),
                     SignalType::Candidate => Some("candidate"),
                     SignalType::Bye => Some("bye"),
-                    SignalType::E2ee => None,
+                    SignalType::E2ee | SignalType::Moderate => None,
                 };
+                if signal.signal_type == SignalType::Moderate {
+                    let ok = self.moderate(&signal);
+                    self.local.push_back(Input::Delivered { reply, ok });
+                    return;
+                }
                 let room = (signal.group, signal.room);
                 let msg = match kind {
                     Some(kind) => Some(Core::signal_message(&signal.from, &signal.from_session, &room, kind, &data)),
@@ -237,6 +251,90 @@ impl Driver {
                 if let Some(tx) = self.callers.remove(&id) {
                     let _ = tx.send(result);
                 }
+            }
+            Output::CascadePull { link } => {
+                let (sfu, tx) = (self.sfu.clone(), self.internal.clone());
+                tokio::spawn(async move {
+                    let result = match sfu {
+                        Some(sfu) => sfu.pull(link.0, link.1.clone()).await.map_err(|e| e.to_string()),
+                        None => Err("this node has no SFU".into()),
+                    };
+                    let _ = tx.send(Input::CascadeOffer { link, result }).await;
+                });
+            }
+            Output::CascadePulled { link, answer } => {
+                let (sfu, tx) = (self.sfu.clone(), self.internal.clone());
+                tokio::spawn(async move {
+                    let ok = match sfu {
+                        Some(sfu) => sfu.pulled(link.0, link.1.clone(), answer).await.map_err(|e| tracing::info!(error = %e, "cascade: the answer was not usable")).is_ok(),
+                        None => false,
+                    };
+                    if !ok {
+                        let _ = tx.send(Input::CascadeLink { link, up: false }).await;
+                    }
+                });
+            }
+            Output::CascadeUnpull { link } => {
+                if let Some(sfu) = &self.sfu {
+                    sfu.unpull(link.0, link.1);
+                }
+            }
+            Output::CascadeServe { reply, link, offer } => {
+                let (sfu, tx) = (self.sfu.clone(), self.internal.clone());
+                tokio::spawn(async move {
+                    let result = match sfu {
+                        Some(sfu) => sfu.serve(link.0, link.1.clone(), offer).await.map_err(|e| e.to_string()),
+                        None => Err("this node has no SFU".into()),
+                    };
+                    let _ = tx.send(Input::CascadeServed { reply, link, result }).await;
+                });
+            }
+            Output::CascadeUnserve { link } => {
+                if let Some(sfu) = &self.sfu {
+                    sfu.unserve(link.0, link.1);
+                }
+            }
+            Output::CascadeReach { link: (room, node), up } => {
+                let msg = crate::hub::encode(&serde_json::json!({"type": "node_reach", "group": room.0, "room": room.1, "node": node, "up": up}));
+                self.core.tell_call(&room, &msg);
+            }
+        }
+    }
+
+    /// A moderator of another node acts on one of our sessions: applied by the core after
+    /// its checks (the sender moderates the group by the home's records, and is in the call).
+    fn moderate(&self, signal: &voicechat_protocol::Signal) -> bool {
+        use crate::core::stage::Moderation;
+        let action = serde_json::from_str::<serde_json::Value>(&signal.data).ok();
+        let what = match action.as_ref().and_then(|v| v["action"].as_str()) {
+            Some("invite") => Moderation::Invite,
+            Some("to_audience") => Moderation::ToAudience,
+            Some("mute") => Moderation::Mute,
+            Some("remove") => Moderation::Remove,
+            _ => return false,
+        };
+        let target = (signal.to.clone(), signal.to_session);
+        match self.core.moderate_from_remote(&signal.from, signal.from_session, &target, what) {
+            Ok(fx) => {
+                // As the socket path commits: who may be heard goes to the SFU, whoever was
+                // taken out of the call loses their audio connection.
+                if let Some(sfu) = &self.sfu {
+                    for (seat, may) in &fx.media {
+                        sfu.set_may_speak(seat.clone(), *may);
+                    }
+                    for n in &fx.notify {
+                        if let crate::core::Notice::Left { user, session, .. } = n {
+                            sfu.disconnect((user.clone(), *session));
+                        }
+                    }
+                }
+                let core = self.core.clone();
+                tokio::spawn(async move { core.commit(fx).await });
+                true
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "refused a moderation from another node");
+                false
             }
         }
     }

@@ -63,6 +63,10 @@ pub struct FedConfig {
     pub lan_ip: Option<std::net::IpAddr>,
 }
 
+/// This node's SFU, and what it says about the links it pulls (up or down): with one, the
+/// node takes part in the cascade between nodes' SFUs (SPEC.md §9.6).
+pub type CascadeSfu = (crate::sfu::Sfu, mpsc::Receiver<(crate::sfu::LinkKey, bool)>);
+
 /// Why the federation could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum FedError {
@@ -201,7 +205,7 @@ impl Federation {
 }
 
 /// Starts the network and the driver. Returns the handle; its addresses end in `/p2p/<id>`.
-pub async fn start(core: Arc<Core>, announce: mpsc::Receiver<Announce>, cfg: FedConfig) -> Result<Federation, FedError> {
+pub async fn start(core: Arc<Core>, announce: mpsc::Receiver<Announce>, cfg: FedConfig, sfu: Option<CascadeSfu>) -> Result<Federation, FedError> {
     let signer = core.signer().clone();
     let stored = core.store.stored_state()?;
     let mut pins = Vec::new();
@@ -247,6 +251,7 @@ pub async fn start(core: Arc<Core>, announce: mpsc::Receiver<Announce>, cfg: Fed
     let listening = net.listen_addrs().await;
     let card_addrs: Vec<String> = listening.iter().filter_map(|a| public_addr(a, cfg.lan_ip)).map(|a| a.to_string()).collect();
     let mut mcfg = machine::Config::new(core.me().clone(), cfg.mode);
+    mcfg.cascade = sfu.is_some();
     if let Some(r) = cfg.resync {
         mcfg.resync = r.as_millis() as u64;
     }
@@ -256,7 +261,11 @@ pub async fn start(core: Arc<Core>, announce: mpsc::Receiver<Announce>, cfg: Fed
     let card = Arc::new(m.card().to_vec());
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
     let verifier = wellknown::Verifier::new(&cfg.resolve, &cfg.extra_ca).map_err(FedError::Config)?;
-    driver::spawn(m, net.clone(), events, core, announce, cmd_rx, verifier);
+    let (sfu, links) = match sfu {
+        Some((sfu, links)) => (Some(sfu), links),
+        None => (None, mpsc::channel(1).1),
+    };
+    driver::spawn(m, net.clone(), events, core, announce, cmd_rx, verifier, sfu, links);
     let me = net.local_peer_id();
     let addrs = listening.into_iter().map(|a| a.with_p2p(me).unwrap_or_else(|a| a)).collect();
     Ok(Federation { commands: cmd_tx, card, addrs: Arc::new(addrs), net, mode: cfg.mode })

@@ -13,11 +13,13 @@ pub enum Proto {
     Invite,
     /// `/voicechat/push/1`: records for the receiving node.
     Push,
+    /// `/voicechat/cascade/1`: the SFU of the requester pulls the receiver's speakers.
+    Cascade,
 }
 
 impl Proto {
     /// Every protocol, in a fixed order.
-    pub const ALL: [Proto; 4] = [Proto::Sync, Proto::Signal, Proto::Invite, Proto::Push];
+    pub const ALL: [Proto; 5] = [Proto::Sync, Proto::Signal, Proto::Invite, Proto::Push, Proto::Cascade];
 
     /// The protocol id on the wire.
     pub fn id(self) -> &'static str {
@@ -26,6 +28,7 @@ impl Proto {
             Proto::Signal => rpc::SIGNAL_PROTOCOL,
             Proto::Invite => rpc::INVITE_PROTOCOL,
             Proto::Push => rpc::PUSH_PROTOCOL,
+            Proto::Cascade => rpc::CASCADE_PROTOCOL,
         }
     }
 
@@ -36,6 +39,7 @@ impl Proto {
             Proto::Signal => "signal",
             Proto::Invite => "invite",
             Proto::Push => "push",
+            Proto::Cascade => "cascade",
         }
     }
 
@@ -46,6 +50,7 @@ impl Proto {
             Proto::Signal => rpc::MAX_SIGNAL_REQUEST,
             Proto::Invite => rpc::MAX_INVITE_REQUEST,
             Proto::Push => rpc::MAX_PUSH_REQUEST,
+            Proto::Cascade => rpc::MAX_CASCADE_MESSAGE,
         }
     }
 
@@ -56,6 +61,7 @@ impl Proto {
             Proto::Signal => rpc::MAX_SIGNAL_RESPONSE,
             Proto::Invite => rpc::MAX_INVITE_RESPONSE,
             Proto::Push => rpc::MAX_PUSH_RESPONSE,
+            Proto::Cascade => rpc::MAX_CASCADE_MESSAGE,
         }
     }
 }

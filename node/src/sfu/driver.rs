@@ -25,7 +25,10 @@ use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use voicechat_protocol::ids::NodeName;
+
 use super::forward::{AudioIn, Forward, Forwarder, PeerId, SourceId};
+use super::link::{self, LinkNews};
 use crate::rooms::{RoomKey, SeatKey};
 
 /// Largest datagram read (a full Ethernet frame; audio is far smaller).
@@ -47,6 +50,9 @@ pub enum SfuError {
     /// The SFU stopped (the node is shutting down).
     #[error("the audio server is not running")]
     Closed,
+    /// A cascade link could not be made here (no socket, no offer) or is not pending.
+    #[error("the cascade link failed: {0}")]
+    Link(String),
 }
 
 /// What the SFU tells the rest of the node.
@@ -68,13 +74,30 @@ pub enum SfuEvent {
         /// The room of the call.
         room: RoomKey,
     },
+    /// The link pulling `node`'s speakers in `room` is up (`true`) or ended by itself.
+    Link {
+        /// The room.
+        room: RoomKey,
+        /// The node pulled from.
+        node: NodeName,
+        /// Up, or down.
+        up: bool,
+    },
 }
+
+/// A cascade link, named by the room and the other node.
+pub type LinkKey = (RoomKey, NodeName);
 
 enum Command {
     Connect { seat: SeatKey, room: RoomKey, may_speak: bool, offer: String, reply: oneshot::Sender<Result<String, SfuError>> },
     Disconnect { seat: SeatKey },
     MaySpeak { seat: SeatKey, may: bool },
     Stats { reply: oneshot::Sender<SfuStats> },
+    Pull { link: LinkKey, reply: oneshot::Sender<Result<String, SfuError>> },
+    Pulled { link: LinkKey, answer: String, reply: oneshot::Sender<Result<(), SfuError>> },
+    Unpull { link: LinkKey },
+    Serve { link: LinkKey, offer: String, reply: oneshot::Sender<Result<String, SfuError>> },
+    Unserve { link: LinkKey },
 }
 
 /// Counters, for metrics and the load scenario.
@@ -91,6 +114,14 @@ pub struct SfuStats {
     /// Datagrams for nobody (an unknown address without a STUN binding naming one of our
     /// connections, or one str0m refused): dropped without a trace.
     pub unrouted: u64,
+    /// Cascade links pulling other nodes' speakers here, up now.
+    pub links_in: usize,
+    /// Other nodes pulling this node's speakers, connections now.
+    pub links_out: usize,
+    /// Audio packets received from other nodes (part of `received`).
+    pub from_nodes: u64,
+    /// Packets written to other nodes (part of `forwarded`).
+    pub to_nodes: u64,
 }
 
 /// Settings of the SFU.
@@ -129,8 +160,9 @@ impl Sfu {
             .generate_certificate()
             .ok_or_else(|| std::io::Error::other("no DTLS certificate could be made"))?;
         let (tx, rx) = mpsc::channel(256);
-        let driver = Driver::new(socket, addr, cert, settings, events);
-        tokio::spawn(driver.run(rx));
+        let (news_tx, news_rx) = mpsc::channel(256);
+        let driver = Driver::new(socket, addr, cert, settings, events, news_tx);
+        tokio::spawn(driver.run(rx, news_rx));
         Ok(Self { tx, addr })
     }
 
@@ -145,6 +177,40 @@ impl Sfu {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Command::Connect { seat, room, may_speak, offer, reply }).await.map_err(|_| SfuError::Closed)?;
         rx.await.map_err(|_| SfuError::Closed)?
+    }
+
+    /// Starts pulling `node`'s speakers in `room`: the SDP offer to send that node (over
+    /// the cascade protocol). A link this pair had before is dropped.
+    pub async fn pull(&self, room: RoomKey, node: NodeName) -> Result<String, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Pull { link: (room, node), reply }).await.map_err(|_| SfuError::Closed)?;
+        rx.await.map_err(|_| SfuError::Closed)?
+    }
+
+    /// Completes a pull with the other node's answer: the link connects on its own and
+    /// reports with [`SfuEvent::Link`].
+    pub async fn pulled(&self, room: RoomKey, node: NodeName, answer: String) -> Result<(), SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Pulled { link: (room, node), answer, reply }).await.map_err(|_| SfuError::Closed)?;
+        rx.await.map_err(|_| SfuError::Closed)?
+    }
+
+    /// Stops pulling `node`'s speakers in `room`.
+    pub fn unpull(&self, room: RoomKey, node: NodeName) {
+        self.command(Command::Unpull { link: (room, node) });
+    }
+
+    /// Answers `node`'s offer to pull this node's speakers in `room` (the caller has checked
+    /// that `node` may); a connection that pair had before is dropped.
+    pub async fn serve(&self, room: RoomKey, node: NodeName, offer: String) -> Result<String, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Serve { link: (room, node), offer, reply }).await.map_err(|_| SfuError::Closed)?;
+        rx.await.map_err(|_| SfuError::Closed)?
+    }
+
+    /// Stops sending to `node` in `room` (it has nobody left there, or is gone).
+    pub fn unserve(&self, room: RoomKey, node: NodeName) {
+        self.command(Command::Unserve { link: (room, node) });
     }
 
     /// Drops `seat`'s connection, if any.
@@ -173,9 +239,18 @@ impl Sfu {
     }
 }
 
+/// Who a connection is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Owner {
+    /// A browser session of this node.
+    Seat(SeatKey),
+    /// Another node pulling this node's speakers.
+    Node(NodeName),
+}
+
 struct Peer {
     rtc: Rtc,
-    seat: SeatKey,
+    owner: Owner,
     room: RoomKey,
     ufrag: String,
     addrs: Vec<SocketAddr>,
@@ -197,6 +272,12 @@ struct Driver {
     by_seat: HashMap<SeatKey, PeerId>,
     by_ufrag: HashMap<String, PeerId>,
     by_addr: HashMap<SocketAddr, PeerId>,
+    /// Connections of other nodes pulling from here.
+    by_node: HashMap<LinkKey, PeerId>,
+    /// Links pulling from other nodes: offered and waiting for the answer, or running.
+    pending: HashMap<LinkKey, (PeerId, link::Pending)>,
+    links: HashMap<PeerId, (LinkKey, tokio::task::AbortHandle, bool)>,
+    news_tx: mpsc::Sender<LinkNews>,
     timers: BinaryHeap<Reverse<(Instant, PeerId)>>,
     next_id: u64,
     stats: SfuStats,
@@ -207,7 +288,14 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(socket: UdpSocket, addr: SocketAddr, cert: DtlsCert, settings: SfuSettings, events: Arc<dyn Fn(SfuEvent) + Send + Sync>) -> Self {
+    fn new(
+        socket: UdpSocket,
+        addr: SocketAddr,
+        cert: DtlsCert,
+        settings: SfuSettings,
+        events: Arc<dyn Fn(SfuEvent) + Send + Sync>,
+        news_tx: mpsc::Sender<LinkNews>,
+    ) -> Self {
         Self {
             socket,
             addr,
@@ -219,6 +307,10 @@ impl Driver {
             by_seat: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
+            by_node: HashMap::new(),
+            pending: HashMap::new(),
+            links: HashMap::new(),
+            news_tx,
             timers: BinaryHeap::new(),
             next_id: 1,
             stats: SfuStats::default(),
@@ -228,7 +320,7 @@ impl Driver {
         }
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>, mut news: mpsc::Receiver<LinkNews>) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
             let wake = self.next_wake();
@@ -237,6 +329,7 @@ impl Driver {
                     Some(c) => self.command(c),
                     None => break,
                 },
+                Some(n) = news.recv() => self.link_news(n),
                 r = self.socket.recv_from(&mut buf) => {
                     if let Ok((n, from)) = r {
                         self.datagram(&buf[..n], from);
@@ -281,15 +374,114 @@ impl Driver {
                 }
             }
             Command::Stats { reply } => {
-                let _ = reply.send(SfuStats { peers: self.peers.len(), ..self.stats });
+                let links_in = self.links.values().filter(|(_, _, up)| *up).count();
+                let _ = reply.send(SfuStats { peers: self.peers.len(), links_in, links_out: self.by_node.len(), ..self.stats });
+            }
+            Command::Pull { link, reply } => {
+                let _ = reply.send(self.pull(link));
+            }
+            Command::Pulled { link, answer, reply } => {
+                let _ = reply.send(self.pulled(link, &answer));
+            }
+            Command::Unpull { link } => self.unpull(&link),
+            Command::Serve { link, offer, reply } => {
+                let _ = reply.send(self.serve(link, &offer));
+            }
+            Command::Unserve { link } => {
+                if let Some(id) = self.by_node.get(&link).copied() {
+                    self.remove(id, false);
+                }
             }
         }
+    }
+
+    fn pull(&mut self, link: LinkKey) -> Result<String, SfuError> {
+        self.unpull(&link);
+        // From the address the SFU listens on (the announced one when that is every interface).
+        let ip = if self.settings.listen.ip().is_unspecified() { self.addr.ip() } else { self.settings.listen.ip() };
+        let (pending, offer) = link::offer(ip, self.settings.speakers, self.cert.clone())?;
+        let id = PeerId(self.next_id);
+        self.next_id += 1;
+        self.pending.insert(link, (id, pending));
+        Ok(offer)
+    }
+
+    fn pulled(&mut self, link: LinkKey, answer: &str) -> Result<(), SfuError> {
+        let (id, pending) = self.pending.remove(&link).ok_or_else(|| SfuError::Link("no pull of this room from this node is pending".into()))?;
+        let task = pending.start(id, answer, self.news_tx.clone())?;
+        // Its speakers come in as sources of one peer; they are forwarded here as local
+        // speakers are, and never on to a third node.
+        self.fwd.add_node(id, link.0, 0);
+        self.links.insert(id, (link, task, false));
+        Ok(())
+    }
+
+    fn unpull(&mut self, link: &LinkKey) {
+        self.pending.remove(link);
+        let found = self.links.iter().find(|(_, (l, _, _))| l == link).map(|(id, _)| *id);
+        if let Some(id) = found {
+            self.drop_link(id, false);
+        }
+    }
+
+    fn drop_link(&mut self, id: PeerId, tell: bool) {
+        let Some((link, task, _)) = self.links.remove(&id) else { return };
+        task.abort();
+        self.fwd.remove_peer(id);
+        self.tell_slots();
+        metrics::gauge!("voicechat_sfu_cascade_links", "dir" => "in").set(self.links.len() as f64);
+        if tell {
+            (self.events)(SfuEvent::Link { room: link.0, node: link.1, up: false });
+        }
+    }
+
+    fn link_news(&mut self, n: LinkNews) {
+        match n {
+            LinkNews::Up(id) => {
+                if let Some((link, _, up)) = self.links.get_mut(&id) {
+                    *up = true;
+                    let (room, node) = link.clone();
+                    metrics::gauge!("voicechat_sfu_cascade_links", "dir" => "in").set(self.links.len() as f64);
+                    (self.events)(SfuEvent::Link { room, node, up: true });
+                }
+            }
+            LinkNews::Down(id) => self.drop_link(id, true),
+            LinkNews::Audio(id, pkts) => {
+                if !self.links.contains_key(&id) {
+                    return;
+                }
+                let n = pkts.len() as u64;
+                self.stats.from_nodes += n;
+                metrics::counter!("voicechat_sfu_cascade_packets_total", "dir" => "in").increment(n);
+                self.inbox.extend(pkts.into_iter().map(|p| (id, p)));
+                self.forward_inbox();
+            }
+        }
+    }
+
+    fn serve(&mut self, link: LinkKey, offer: &str) -> Result<String, SfuError> {
+        if let Some(old) = self.by_node.get(&link).copied() {
+            self.remove(old, false);
+        }
+        let (room, node) = link.clone();
+        let (id, answer) = self.accept(Owner::Node(node), room, false, offer)?;
+        self.by_node.insert(link, id);
+        metrics::gauge!("voicechat_sfu_cascade_links", "dir" => "out").set(self.by_node.len() as f64);
+        Ok(answer)
     }
 
     fn connect(&mut self, seat: SeatKey, room: RoomKey, may_speak: bool, offer: &str) -> Result<String, SfuError> {
         if let Some(old) = self.by_seat.get(&seat).copied() {
             self.remove(old, false);
         }
+        let (id, answer) = self.accept(Owner::Seat(seat.clone()), room, may_speak, offer)?;
+        self.by_seat.insert(seat, id);
+        self.tell_slots();
+        Ok(answer)
+    }
+
+    /// A new connection answering `offer`: a browser's, or another node's pull.
+    fn accept(&mut self, owner: Owner, room: RoomKey, may_speak: bool, offer: &str) -> Result<(PeerId, String), SfuError> {
         if self.peers.len() >= self.settings.max_peers {
             return Err(SfuError::Full(self.settings.max_peers));
         }
@@ -309,7 +501,7 @@ impl Driver {
         let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| SfuError::BadOffer(e.to_string()))?;
         let id = PeerId(self.next_id);
         self.next_id += 1;
-        let mut peer = Peer { rtc, seat: seat.clone(), room, ufrag: creds.ufrag.clone(), addrs: Vec::new(), slots: Vec::new(), pt: None, timeout: now };
+        let mut peer = Peer { rtc, owner: owner.clone(), room, ufrag: creds.ufrag.clone(), addrs: Vec::new(), slots: Vec::new(), pt: None, timeout: now };
         // str0m reports m-lines as events only once DTLS is up: read them from the answer.
         let answer = answer.to_sdp_string();
         let mut publishes = false;
@@ -334,14 +526,21 @@ impl Driver {
         if peer.pt.is_none() {
             return Err(SfuError::BadOffer("Opus was not offered".into()));
         }
-        self.fwd.add_peer(id, room, may_speak, peer.slots.len());
+        match owner {
+            Owner::Seat(_) => self.fwd.add_peer(id, room, may_speak, peer.slots.len()),
+            Owner::Node(_) => {
+                if publishes {
+                    // Another node only pulls: anything it sends is ignored.
+                    return Err(SfuError::BadOffer("a cascade offer only receives".into()));
+                }
+                self.fwd.add_node(id, room, peer.slots.len());
+            }
+        }
         self.timers.push(Reverse((peer.timeout, id)));
         self.by_ufrag.insert(creds.ufrag, id);
-        self.by_seat.insert(seat, id);
         self.peers.insert(id, peer);
         metrics::gauge!("voicechat_sfu_connections").set(self.peers.len() as f64);
-        self.tell_slots();
-        Ok(answer)
+        Ok((id, answer))
     }
 
     fn remove(&mut self, id: PeerId, lost: bool) {
@@ -350,14 +549,25 @@ impl Driver {
         for a in &p.addrs {
             self.by_addr.remove(a);
         }
-        if self.by_seat.get(&p.seat) == Some(&id) {
-            self.by_seat.remove(&p.seat);
+        match &p.owner {
+            Owner::Seat(seat) => {
+                if self.by_seat.get(seat) == Some(&id) {
+                    self.by_seat.remove(seat);
+                }
+            }
+            Owner::Node(node) => {
+                let key = (p.room, node.clone());
+                if self.by_node.get(&key) == Some(&id) {
+                    self.by_node.remove(&key);
+                }
+                metrics::gauge!("voicechat_sfu_cascade_links", "dir" => "out").set(self.by_node.len() as f64);
+            }
         }
         self.fwd.remove_peer(id);
         metrics::gauge!("voicechat_sfu_connections").set(self.peers.len() as f64);
         self.tell_slots();
-        if lost {
-            (self.events)(SfuEvent::Lost { seat: p.seat, room: p.room });
+        if let (true, Owner::Seat(seat)) = (lost, p.owner) {
+            (self.events)(SfuEvent::Lost { seat, room: p.room });
         }
     }
 
@@ -419,7 +629,7 @@ impl Driver {
                     _ => {}
                 },
                 Err(e) => {
-                    tracing::debug!(seat = ?peer.seat, error = %e, "SFU connection failed");
+                    tracing::debug!(owner = ?peer.owner, error = %e, "SFU connection failed");
                     dead = true;
                     break;
                 }
@@ -457,6 +667,10 @@ impl Driver {
                     .ext_vals(ext.clone());
                 tx.write_rtp(write);
                 self.stats.forwarded += 1;
+                if matches!(sub.owner, Owner::Node(_)) {
+                    self.stats.to_nodes += 1;
+                    metrics::counter!("voicechat_sfu_cascade_packets_total", "dir" => "out").increment(1);
+                }
                 self.drain(f.to);
             }
             self.out = out;
@@ -504,8 +718,19 @@ impl Driver {
         told.dedup();
         for id in told {
             let Some(p) = self.peers.get(&id) else { continue };
-            let slots = self.fwd.slots_of(id).into_iter().map(|s| s.and_then(|s| self.peers.get(&s.peer)).map(|p| p.seat.clone())).collect();
-            (self.events)(SfuEvent::Slots { seat: p.seat.clone(), room: p.room, slots });
+            let Owner::Seat(seat) = &p.owner else { continue };
+            // People of other nodes are heard, but their names do not travel with the
+            // audio yet: their slots show nobody.
+            let slots = self
+                .fwd
+                .slots_of(id)
+                .into_iter()
+                .map(|s| match s.and_then(|s| self.peers.get(&s.peer)).map(|p| &p.owner) {
+                    Some(Owner::Seat(seat)) => Some(seat.clone()),
+                    _ => None,
+                })
+                .collect();
+            (self.events)(SfuEvent::Slots { seat: seat.clone(), room: p.room, slots });
         }
     }
 }
@@ -633,5 +858,183 @@ mod tests {
         m.extend_from_slice(&[7; 12]);
         m.extend_from_slice(&attrs);
         m
+    }
+}
+
+#[cfg(test)]
+mod cascade_tests {
+    //! Two nodes' SFUs on real sockets: alpha pulls beta's speakers over one link and fans
+    //! them out to its own listeners; the frames arrive byte for byte as the speaker sent
+    //! them (so end-to-end encrypted frames stay decryptable), once per node.
+
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use str0m::change::{SdpAnswer, SdpPendingOffer};
+    use str0m::media::{Direction, MediaKind};
+    use str0m::rtp::SeqNo;
+    use voicechat_protocol::ids::{GroupId, RoomId, SessionId};
+
+    use super::*;
+
+    const ROOM: RoomKey = (GroupId([7; 16]), RoomId([7; 16]));
+
+    /// A synthetic browser: publishes tagged payloads if asked, records what it receives.
+    struct Client {
+        got: Arc<Mutex<Vec<Vec<u8>>>>,
+        talk: Arc<std::sync::atomic::AtomicBool>,
+        sent: Arc<std::sync::atomic::AtomicU64>,
+    }
+
+    fn start_client(tag: u8, slots: usize) -> (Rtc, SdpPendingOffer, std::net::UdpSocket, Option<Mid>, String) {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let mut rtc = Rtc::builder().set_rtp_mode(true).clear_codecs().enable_opus(true, false).build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(sock.local_addr().unwrap(), "udp").unwrap());
+        let mut api = rtc.sdp_api();
+        let publish = (tag != 0).then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+        for _ in 0..slots {
+            api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        }
+        let (offer, pending) = api.apply().unwrap();
+        (rtc, pending, sock, publish, offer.to_sdp_string())
+    }
+
+    async fn client(sfu: &Sfu, seat: SeatKey, may_speak: bool, tag: u8, slots: usize) -> Client {
+        let (mut rtc, pending, sock, publish, offer) = start_client(tag, slots);
+        let answer = sfu.connect(seat, ROOM, may_speak, offer).await.unwrap();
+        rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap();
+        let c = Client { got: Arc::default(), talk: Arc::default(), sent: Arc::default() };
+        let (got, talk, sent) = (c.got.clone(), c.talk.clone(), c.sent.clone());
+        let sock = UdpSocket::from_std(sock).unwrap();
+        let local = sock.local_addr().unwrap();
+        let pt = rtc.codec_config().find(|c| c.spec().codec == Codec::Opus).map(|c| c.pt());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            let mut seq = 1u64;
+            loop {
+                let mut timeout = Instant::now();
+                while let Ok(o) = rtc.poll_output() {
+                    match o {
+                        Output::Timeout(t) => {
+                            timeout = t;
+                            break;
+                        }
+                        Output::Transmit(t) => {
+                            let _ = sock.try_send_to(&t.contents, t.destination);
+                        }
+                        Output::Event(Event::RtpPacket(p)) => got.lock().unwrap().push(p.payload.to_vec()),
+                        Output::Event(_) => {}
+                    }
+                }
+                tokio::select! {
+                    r = sock.recv_from(&mut buf) => {
+                        let Ok((n, source)) = r else { return };
+                        let contents = (&buf[..n]).try_into().unwrap();
+                        let _ = rtc.handle_input(Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: local, contents }));
+                    }
+                    () = tokio::time::sleep_until(timeout.max(Instant::now()).into()) => {
+                        let _ = rtc.handle_input(Input::Timeout(Instant::now()));
+                    }
+                    _ = tick.tick() => {
+                        if let (true, Some(mid), Some(pt)) = (talk.load(std::sync::atomic::Ordering::Relaxed), publish, pt) {
+                            let mut payload = vec![tag; 40];
+                            payload[..8].copy_from_slice(&seq.to_be_bytes());
+                            let ext = ExtensionValues { audio_level: Some(-30), voice_activity: Some(true), ..Default::default() };
+                            let w = RtpWrite::new(pt, SeqNo::from(seq), (seq as u32) * 960, Instant::now(), payload).ext_vals(ext);
+                            if let Some(tx) = rtc.direct_api().stream_tx_by_mid(mid, None) {
+                                tx.write_rtp(w);
+                                seq += 1;
+                                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        c
+    }
+
+    fn seat(name: &str, n: u8) -> SeatKey {
+        (name.parse().unwrap(), SessionId([n; 16]))
+    }
+
+    async fn sfu(events: Arc<dyn Fn(SfuEvent) + Send + Sync>) -> Sfu {
+        let settings = SfuSettings { listen: "127.0.0.1:0".parse().unwrap(), announce: None, speakers: 3, max_peers: 50 };
+        Sfu::start(settings, events).await.unwrap()
+    }
+
+    async fn until(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn alpha_pulls_betas_speaker_once_and_fans_it_out_unchanged() {
+        let alpha_events: Arc<Mutex<Vec<SfuEvent>>> = Arc::default();
+        let ev = alpha_events.clone();
+        let alpha = sfu(Arc::new(move |e| ev.lock().unwrap().push(e))).await;
+        let beta = sfu(Arc::new(|_| {})).await;
+        let (alpha_name, beta_name): (NodeName, NodeName) = ("alpha".parse().unwrap(), "beta".parse().unwrap());
+
+        // Beta: a speaker, and a listener who tries to talk. Alpha: three listeners.
+        let speaker = client(&beta, seat("sam@beta", 1), true, 0xAA, 0).await;
+        let quiet = client(&beta, seat("lou@beta", 2), false, 0xBB, 3).await;
+        let mut listeners = Vec::new();
+        for i in 0..3 {
+            listeners.push(client(&alpha, seat(&format!("listener{i}@alpha"), 10 + i), false, 0, 3).await);
+        }
+
+        // A cascade offer that tries to send is refused.
+        let (_, _, _, _, sending) = start_client(0xCC, 1);
+        let e = beta.serve(ROOM, "gamma".parse().unwrap(), sending).await.unwrap_err();
+        assert!(matches!(e, SfuError::BadOffer(_)), "{e}");
+        // An answer for a pull nobody asked for is refused.
+        let e = alpha.pulled(ROOM, "delta".parse().unwrap(), "v=0".into()).await.unwrap_err();
+        assert!(matches!(e, SfuError::Link(_)), "{e}");
+
+        let offer = alpha.pull(ROOM, beta_name.clone()).await.unwrap();
+        let answer = beta.serve(ROOM, alpha_name.clone(), offer).await.unwrap();
+        alpha.pulled(ROOM, beta_name.clone(), answer).await.unwrap();
+        until("the link to come up", || alpha_events.lock().unwrap().iter().any(|e| matches!(e, SfuEvent::Link { up: true, .. }))).await;
+
+        speaker.talk.store(true, std::sync::atomic::Ordering::Relaxed);
+        quiet.talk.store(true, std::sync::atomic::Ordering::Relaxed);
+        until("every listener on alpha to hear 50 packets", || listeners.iter().all(|l| l.got.lock().unwrap().len() >= 50)).await;
+        speaker.talk.store(false, std::sync::atomic::Ordering::Relaxed);
+        quiet.talk.store(false, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let sent = speaker.sent.load(std::sync::atomic::Ordering::Relaxed);
+        let (a, b) = (alpha.stats().await.unwrap(), beta.stats().await.unwrap());
+        // One copy crossed: beta wrote each of its speaker's packets to alpha once (the
+        // listener who tried to talk is not sent), whatever alpha's listener count.
+        assert!(b.to_nodes <= sent && b.to_nodes + 5 >= sent, "beta sent {} of {sent} packets to alpha", b.to_nodes);
+        assert_eq!(a.from_nodes, b.to_nodes, "alpha received what beta sent it, once");
+        assert_eq!((a.links_in, b.links_out), (1, 1));
+        // Alpha fanned each out to its three listeners.
+        assert_eq!(a.forwarded, 3 * a.from_nodes);
+        for l in &listeners {
+            let got = l.got.lock().unwrap();
+            assert!(got.iter().all(|p| p.len() == 40 && p[8..].iter().all(|b| *b == 0xAA)), "only the speaker, unchanged");
+            let mut seqs: Vec<u64> = got.iter().map(|p| u64::from_be_bytes(p[..8].try_into().unwrap())).collect();
+            let n = seqs.len();
+            seqs.dedup();
+            assert_eq!(seqs.len(), n, "no packet twice");
+        }
+
+        // Alpha stops pulling: beta's speaker no longer reaches it.
+        alpha.unpull(ROOM, beta_name.clone());
+        beta.unserve(ROOM, alpha_name);
+        let (a, b) = (alpha.stats().await.unwrap(), beta.stats().await.unwrap());
+        assert_eq!((a.links_in, b.links_out), (0, 0));
+        let before = a.from_nodes;
+        speaker.talk.store(true, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(alpha.stats().await.unwrap().from_nodes, before);
     }
 }

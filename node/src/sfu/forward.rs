@@ -80,6 +80,8 @@ pub enum Dropped {
 struct Peer {
     room: RoomKey,
     may_speak: bool,
+    /// Another node's SFU (a cascade link), not a browser.
+    node: bool,
     slots: Vec<Slot<SourceId>>,
 }
 
@@ -112,6 +114,18 @@ impl Forwarder {
     /// A peer joins `room`: it may speak or not, and subscribes with `slots` slots
     /// (0: it only publishes). A peer already present moves.
     pub fn add_peer(&mut self, peer: PeerId, room: RoomKey, may_speak: bool, slots: usize) {
+        self.insert(peer, room, may_speak, false, slots);
+    }
+
+    /// Another node's SFU joins `room`: with `slots` > 0 it pulls this node's speakers (and
+    /// never the speakers of other nodes this node pulls itself: audio crosses one hop, so
+    /// each speaker reaches each node once); with none it carries that node's speakers
+    /// here, already limited by that node to those who may speak.
+    pub fn add_node(&mut self, peer: PeerId, room: RoomKey, slots: usize) {
+        self.insert(peer, room, slots == 0, true, slots);
+    }
+
+    fn insert(&mut self, peer: PeerId, room: RoomKey, may_speak: bool, node: bool, slots: usize) {
         self.remove_peer(peer);
         let slots = slots.min(self.speakers);
         let r = self.rooms.entry(room).or_insert_with(|| Room {
@@ -123,7 +137,7 @@ impl Forwarder {
         if slots > 0 {
             r.subscribers.push(peer);
         }
-        self.peers.insert(peer, Peer { room, may_speak, slots: vec![Slot::default(); slots] });
+        self.peers.insert(peer, Peer { room, may_speak, node, slots: vec![Slot::default(); slots] });
         // Whoever is already selected goes onto the newcomer's slots now: a listener (who
         // never speaks, so never changes the selection) would otherwise wait for the next
         // change of speaker to hear anything.
@@ -243,11 +257,18 @@ impl Forwarder {
     /// while selected, a newly selected one takes a free slot, nobody gets their own.
     fn assign(&mut self, room: &RoomKey) {
         let Some(r) = self.rooms.get(room) else { return };
-        let selected: Vec<SourceId> = r.selector.selected().collect();
+        // Each selected source, and whether it came from another node.
+        let selected: Vec<(SourceId, bool)> =
+            r.selector.selected().map(|s| (s, self.peers.get(&s.peer).is_some_and(|p| p.node))).collect();
         let changes = &mut self.changes;
         for to in &r.subscribers {
             let Some(sub) = self.peers.get_mut(to) else { continue };
-            let wanted: Vec<SourceId> = selected.iter().copied().filter(|s| s.peer != *to).take(sub.slots.len()).collect();
+            let wanted: Vec<SourceId> = selected
+                .iter()
+                .filter(|(s, remote)| s.peer != *to && !(sub.node && *remote))
+                .map(|(s, _)| *s)
+                .take(sub.slots.len())
+                .collect();
             for (i, slot) in sub.slots.iter_mut().enumerate() {
                 if slot.source().is_some_and(|s| !wanted.contains(&s)) {
                     slot.clear();

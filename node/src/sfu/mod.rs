@@ -8,8 +8,10 @@
 //! - `slot`: one downstream track's numbering across changes of speaker;
 //! - `tap`: in debug builds, a copy of what is forwarded, for tests.
 
+pub mod cascade;
 pub mod driver;
 pub mod forward;
+mod link;
 pub mod select;
 pub mod slot;
 pub mod tap;
@@ -17,5 +19,5 @@ pub mod tap;
 #[cfg(test)]
 mod tests;
 
-pub use driver::{Sfu, SfuError, SfuEvent, SfuSettings, SfuStats};
+pub use driver::{LinkKey, Sfu, SfuError, SfuEvent, SfuSettings, SfuStats};
 pub use forward::{AudioIn, Dropped, Forward, Forwarder, PeerId, SlotChange, SourceId};

@@ -229,3 +229,57 @@ fn a_publisher_only_peer_carries_several_sources() {
     let slots = sim.fwd.slots_of(PeerId(2));
     assert_eq!(slots.iter().flatten().count(), 2, "{slots:?}");
 }
+
+#[test]
+fn a_cascade_sends_each_local_speaker_to_each_node_once_and_relays_nothing_further() {
+    // Alpha's forwarder in a lecture: speaker 1 and listeners 10..20 here; beta's link (peer
+    // 100) carries beta's speaker on its track 7; gamma and delta pull alpha's speakers
+    // (peers 200 and 300, three slots each).
+    let mut sim = Sim::new(3);
+    sim.fwd.add_peer(PeerId(1), ROOM, true, 3);
+    for p in 10..20 {
+        sim.fwd.add_peer(PeerId(p), ROOM, false, 3);
+    }
+    sim.fwd.add_node(PeerId(100), ROOM, 0);
+    sim.fwd.add_node(PeerId(200), ROOM, 3);
+    sim.fwd.add_node(PeerId(300), ROOM, 3);
+    let mut out = Vec::new();
+    let mut to_nodes: BTreeMap<(u64, u64), usize> = BTreeMap::new();
+    let mut to_listeners: BTreeMap<u64, usize> = BTreeMap::new();
+    for i in 0..50u64 {
+        sim.now += FRAME;
+        // Speaker 1, beta's speaker, and listener 10 who tries to talk.
+        let pkts = [(PeerId(1), 1, 40), (PeerId(100), 7, 35), (PeerId(10), 1, 20)];
+        for (peer, track, level) in pkts {
+            let pkt = AudioIn { source: SourceId { peer, track }, seq: 100 + i, rtp_time: (i * 960) as u32, level: Some(level) };
+            if sim.fwd.on_audio(sim.now, pkt, &mut out).is_err() {
+                continue;
+            }
+            for f in &out {
+                if f.to.0 >= 200 {
+                    *to_nodes.entry((f.to.0, peer.0)).or_default() += 1;
+                } else if f.to.0 >= 10 && f.to.0 < 20 {
+                    *to_listeners.entry(peer.0).or_default() += 1;
+                }
+            }
+        }
+        if sim.fwd.poll_timeout().is_some_and(|t| t <= sim.now) {
+            sim.fwd.handle_timeout(sim.now);
+        }
+    }
+    // Each node gets alpha's speaker once per packet, whatever alpha's listener count; beta's
+    // speaker, which reached alpha from beta, is not relayed to gamma or delta (they pull
+    // beta themselves); the listener who tried to talk goes nowhere.
+    assert_eq!(to_nodes, BTreeMap::from([((200, 1), 50), ((300, 1), 50)]));
+    // Alpha's own listeners hear both speakers.
+    assert_eq!(to_listeners, BTreeMap::from([(1, 500), (100, 500)]));
+    assert_eq!(sim.fwd.slots_of(PeerId(200)).iter().flatten().count(), 1, "only alpha's speaker on gamma's slots");
+    // Gamma drops out: the others go on.
+    sim.fwd.remove_peer(PeerId(200));
+    sim.now += FRAME;
+    let pkt = AudioIn { source: SourceId { peer: PeerId(1), track: 1 }, seq: 200, rtp_time: 50 * 960, level: Some(40) };
+    sim.fwd.on_audio(sim.now, pkt, &mut out).unwrap();
+    let mut got: Vec<u64> = out.iter().map(|f| f.to.0).collect();
+    got.sort();
+    assert_eq!(got, (10..20).chain([300]).collect::<Vec<_>>());
+}

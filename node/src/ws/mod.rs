@@ -21,7 +21,7 @@ use voicechat_protocol::ids::{SessionId, UserId};
 use voicechat_protocol::records::SignalType;
 
 use crate::core::{Core, CoreError};
-use crate::rooms::CallMode;
+use crate::rooms::{CallMode, SeatKey};
 use crate::sfu::{SfuError, SfuEvent};
 use crate::federation::machine::{OutSignal, RelayError};
 use crate::http::{AppError, Auth};
@@ -391,6 +391,9 @@ async fn handle(state: &AppState, user: &UserId, session: SessionId, text: &str)
                 ModerateAction::Mute => Moderation::Mute,
                 ModerateAction::Remove => Moderation::Remove,
             };
+            if &target.node != state.core.me() {
+                return moderate_remote(state, user, session, (target, target_session), action).await;
+            }
             core_op(state, state.core.moderate(user, session, &(target, target_session), what)).await
         }
         ClientMsg::E2eeHello { data, to, to_session, everyone } => {
@@ -506,6 +509,8 @@ pub fn sfu_event(core: &Core, e: SfuEvent) {
             let msg = encode(&json!({"type": "sfu_lost", "group": room.0, "room": room.1}));
             core.hub().send_session(&seat.0, &seat.1, &msg);
         }
+        // The cascade (federation) handles its links; pages hear of them as presence.
+        SfuEvent::Link { .. } => {}
     }
 }
 
@@ -531,6 +536,36 @@ fn send_e2ee(state: &AppState, from: &crate::rooms::SeatKey, room: crate::rooms:
     } else if let Some(msg) = Core::e2ee_message(&from.0, &from.1, body) {
         state.core.deliver_signal(&to, &to_session, &msg);
     }
+}
+
+/// A moderator acts on someone of another node: checked here (a moderator, in the call,
+/// the target in it too), then sent to the target's node as a signed `moderate` signal, which
+/// that node applies after its own checks; a refusal comes back to the socket as an `error`.
+async fn moderate_remote(
+    state: &AppState,
+    user: &UserId,
+    session: SessionId,
+    target: SeatKey,
+    action: ModerateAction,
+) -> Option<Outbound> {
+    let room = match state.core.moderator_room(user, session) {
+        Ok(room) => room,
+        Err(CoreError::Forbidden(m)) => return Some(refusal("forbidden", m, Some("moderate".into()))),
+        Err(e) => return Some(refusal("not_found", e.to_string(), Some("moderate".into()))),
+    };
+    if !state.core.is_in(&room, &target.0, &target.1) {
+        return Some(refusal("not_found", "participant not found".into(), Some("moderate".into())));
+    }
+    let action = match action {
+        ModerateAction::Invite => "invite",
+        ModerateAction::ToAudience => "to_audience",
+        ModerateAction::Mute => "mute",
+        ModerateAction::Remove => "remove",
+    };
+    let data = json!({ "action": action }).to_string();
+    let s = OutSignal { from: user.clone(), from_session: session, to: target.0, to_session: target.1, room, kind: SignalType::Moderate, data };
+    relay(state, s);
+    None
 }
 
 fn relay(state: &AppState, s: OutSignal) {

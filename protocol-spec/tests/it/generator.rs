@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use voicechat_protocol::ids::{GroupId, Nonce, Role, RoomId, SessionId, UserId};
 use voicechat_protocol::{
-    Answer, Consent, Envelope, GroupInfo, MAX_ENVELOPE, Membership, NodeCard, NodeKey, Presence,
-    PresenceState, Record, RoomInfo, Signal, SignalType, cbor, signing_input,
+    Answer, Cascade, CascadeType, Consent, Envelope, GroupInfo, MAX_ENVELOPE, Membership, NodeCard,
+    NodeKey, Presence, PresenceState, Record, RoomInfo, Signal, SignalType, cbor, signing_input,
 };
 
 /// The clock of every vector.
@@ -85,6 +85,19 @@ fn signal() -> Record {
         expires_at: NOW + 60,
         to_session: S1,
         from_session: S2,
+    })
+}
+
+fn cascade() -> Record {
+    Record::Cascade(Cascade {
+        to: "alpha".parse().expect("name"),
+        sdp: "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=ice-ufrag:lkB3\r\n".into(),
+        from: "beta".parse().expect("name"),
+        room: ROOM,
+        cascade_type: CascadeType::Offer,
+        group: GROUP,
+        nonce: Nonce([0x43; 16]),
+        expires_at: NOW + 60,
     })
 }
 
@@ -405,6 +418,42 @@ pub fn vectors() -> Vec<(String, Value)> {
             BETA,
             signal(),
         ),
+        Vector::honest(
+            "cascade_valid",
+            "beta's SFU offers to pull alpha's speakers in the group's room, signed by beta",
+            BETA,
+            cascade(),
+        ),
+        Vector::honest(
+            "wrong_authority_cascade",
+            "a cascade offer naming beta as sender, signed by alpha: §7 step 8: wrong_authority",
+            ALPHA,
+            cascade(),
+        )
+        .verdict("wrong_authority"),
+        Vector::honest(
+            "invalid_field_cascade",
+            "a cascade close that carries SDP: §7 step 7: invalid_field",
+            BETA,
+            match cascade() {
+                Record::Cascade(c) => Record::Cascade(Cascade {
+                    cascade_type: CascadeType::Close,
+                    ..c
+                }),
+                other => other,
+            },
+        )
+        .verdict("invalid_field"),
+        Vector {
+            before: vec![Envelope::seal(&cascade(), &SigningKey::from_bytes(&BETA)).encode()],
+            ..Vector::honest(
+                "cascade_replayed",
+                "the same cascade offer a second time: §7 step 10: replayed",
+                BETA,
+                cascade(),
+            )
+        }
+        .verdict("replayed"),
         tamper(
             Vector::honest(
                 "bad_signature",

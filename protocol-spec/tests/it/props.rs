@@ -6,8 +6,8 @@ use voicechat_protocol::ids::{
     GroupId, NodeName, Nonce, Role, RoomId, SessionId, UserId, UserName,
 };
 use voicechat_protocol::{
-    Answer, Consent, Envelope, GroupInfo, Kind, Membership, NodeCard, NodeKey, Presence,
-    PresenceState, Record, RoomInfo, Signal, SignalType, Validator, cbor, rpc,
+    Answer, Cascade, CascadeType, Consent, Envelope, GroupInfo, Kind, Membership, NodeCard,
+    NodeKey, Presence, PresenceState, Record, RoomInfo, Signal, SignalType, Validator, cbor, rpc,
 };
 
 use super::generator;
@@ -78,16 +78,24 @@ fn record() -> impl Strategy<Value = Record> {
                 user,
                 group: GroupId(g)
             })),
-        (any::<u64>(), display_name(), id16(), id16(), any::<bool>(), any::<bool>()).prop_map(
-            |(seq, name, r, g, stage, deleted)| Record::RoomInfo(RoomInfo {
-                seq,
-                name,
-                room: RoomId(r),
-                group: GroupId(g),
-                stage,
-                deleted
-            })
-        ),
+        (
+            any::<u64>(),
+            display_name(),
+            id16(),
+            id16(),
+            any::<bool>(),
+            any::<bool>()
+        )
+            .prop_map(
+                |(seq, name, r, g, stage, deleted)| Record::RoomInfo(RoomInfo {
+                    seq,
+                    name,
+                    room: RoomId(r),
+                    group: GroupId(g),
+                    stage,
+                    deleted
+                })
+            ),
         (
             any::<u64>(),
             id16(),
@@ -123,7 +131,7 @@ fn record() -> impl Strategy<Value = Record> {
             ".{0,300}",
             user(),
             id16(),
-            0..5u8,
+            0..6u8,
             id16(),
             id16(),
             any::<u64>(),
@@ -140,7 +148,8 @@ fn record() -> impl Strategy<Value = Record> {
                         SignalType::Answer,
                         SignalType::Candidate,
                         SignalType::Bye,
-                        SignalType::E2ee
+                        SignalType::E2ee,
+                        SignalType::Moderate
                     ][usize::from(t)],
                     group: GroupId(g),
                     nonce: Nonce(n),
@@ -165,6 +174,18 @@ fn record() -> impl Strategy<Value = Record> {
                 group: GroupId(g),
                 answer
             })),
+        (".{1,300}", id16(), 0..2u8, id16(), id16(), any::<u64>()).prop_map(
+            |(sdp, r, t, g, n, expires_at)| Record::Cascade(Cascade {
+                to: "alpha".parse().expect("name"),
+                sdp,
+                from: "beta".parse().expect("name"),
+                room: RoomId(r),
+                cascade_type: [CascadeType::Offer, CascadeType::Answer][usize::from(t)],
+                group: GroupId(g),
+                nonce: Nonce(n),
+                expires_at,
+            })
+        ),
     ]
 }
 

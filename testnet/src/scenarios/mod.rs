@@ -3,6 +3,7 @@
 
 pub mod convergence;
 pub mod crash;
+pub mod cascade;
 pub mod lecture;
 pub mod load;
 pub mod partition;

@@ -11,6 +11,7 @@
 //! long presence lives and when it is refreshed ([`presence`]), and when a relayed signal
 //! can be delivered ([`signals`]).
 
+mod cascade;
 mod peers;
 mod presence;
 mod replica;
@@ -30,6 +31,7 @@ use voicechat_protocol::rpc::{self, RpcError};
 use voicechat_protocol::{ProtocolError, Validator};
 
 use crate::core::{Announce, Change, Signer};
+use crate::sfu::LinkKey;
 use crate::store::StoredState;
 use peers::Peer;
 use replica::Group;
@@ -72,6 +74,9 @@ pub struct Config {
     pub limits: Limits,
     /// Seed of the jitter generator.
     pub seed: u64,
+    /// This node's SFU takes part in the cascade (SPEC.md §9.6): it pulls other nodes'
+    /// speakers in stage rooms and answers their pulls. Off: cascade requests are refused.
+    pub cascade: bool,
 }
 
 /// Every bound the machine keeps, so a peer cannot grow its memory.
@@ -138,6 +143,7 @@ impl Config {
             tick: 1_000,
             limits: Limits::default(),
             seed: 0x5eed,
+            cascade: false,
         }
     }
 }
@@ -211,6 +217,29 @@ pub enum Input {
         reply: InboundId,
         /// The group, or the refusal.
         result: Result<(GroupId, Vec<Announce>), RpcError>,
+    },
+    /// The result of an [`Output::CascadePull`]: the SFU's offer, or why there is none.
+    CascadeOffer {
+        /// The link.
+        link: LinkKey,
+        /// The SDP offer.
+        result: Result<String, String>,
+    },
+    /// The result of an [`Output::CascadeServe`]: the SFU's answer, or why there is none.
+    CascadeServed {
+        /// The cascade request to answer.
+        reply: InboundId,
+        /// The link.
+        link: LinkKey,
+        /// The SDP answer.
+        result: Result<String, String>,
+    },
+    /// A pulled link came up, or ended by itself (or its answer was refused by the SFU).
+    CascadeLink {
+        /// The link.
+        link: LinkKey,
+        /// Up, or down.
+        up: bool,
     },
 }
 
@@ -352,6 +381,47 @@ pub enum Output {
         /// The joining user (of the asking node).
         user: UserId,
     },
+    /// Start pulling a node's speakers in a room: make an SFU offer; report
+    /// [`Input::CascadeOffer`].
+    CascadePull {
+        /// The link.
+        link: LinkKey,
+    },
+    /// Complete a pull with the other node's answer; the SFU reports the link as
+    /// [`Input::CascadeLink`].
+    CascadePulled {
+        /// The link.
+        link: LinkKey,
+        /// The SDP answer.
+        answer: String,
+    },
+    /// Stop pulling.
+    CascadeUnpull {
+        /// The link.
+        link: LinkKey,
+    },
+    /// Answer another node's pull with the SFU; report [`Input::CascadeServed`].
+    CascadeServe {
+        /// The cascade request to answer afterwards.
+        reply: InboundId,
+        /// The link (the room, and the node that pulls).
+        link: LinkKey,
+        /// Its SDP offer.
+        offer: String,
+    },
+    /// Stop sending to a node that pulled.
+    CascadeUnserve {
+        /// The link.
+        link: LinkKey,
+    },
+    /// Tell this node's people in the room that a node of the room can no longer be heard
+    /// (`up`: false; it died or is cut off) or is back.
+    CascadeReach {
+        /// The room, and the node.
+        link: LinkKey,
+        /// Reachable again, or not.
+        up: bool,
+    },
     /// A command's result.
     Done {
         /// The driver's id.
@@ -421,6 +491,8 @@ enum Pending {
     Sync { group: GroupId, page: u32 },
     Signal { command: CommandId, to: NodeName },
     Invite { command: CommandId, user: UserId, home: NodeKey },
+    Cascade { link: LinkKey },
+    CascadeClose,
 }
 
 /// What a machine starts from.
@@ -469,6 +541,14 @@ pub struct Machine {
     stats: Stats,
     /// (peer, reason) already logged.
     logged: HashSet<(NodeKey, &'static str)>,
+    /// The links this node pulls, planned.
+    cascade: crate::sfu::cascade::Cascade,
+    /// The machine's clock and an `Instant` of the same moment (the plan counts in those).
+    cascade_epoch: (Millis, std::time::Instant),
+    /// The links other nodes pull from here.
+    served: HashSet<LinkKey>,
+    /// Links whose node this node's people were told is unreachable.
+    cascade_lost: HashSet<LinkKey>,
 }
 
 impl Machine {
@@ -509,6 +589,10 @@ impl Machine {
             next_heartbeat: now + cfg.heartbeat,
             stats: Stats::default(),
             logged: HashSet::new(),
+            cascade: crate::sfu::cascade::Cascade::new(),
+            cascade_epoch: (now, std::time::Instant::now()),
+            served: HashSet::new(),
+            cascade_lost: HashSet::new(),
             cfg,
         };
         for key in blocked_keys {
@@ -583,6 +667,7 @@ impl Machine {
             self.heartbeat();
         }
         self.expire_signals();
+        self.refresh_cascade();
         self.start_due_syncs();
         self.decay_strikes();
         let keys: Vec<NodeKey> = self.peers.keys().copied().collect();
@@ -611,6 +696,9 @@ impl Machine {
             }
             Input::Delivered { reply, ok } => self.on_delivered(reply, ok),
             Input::Redeemed { reply, result } => self.on_redeemed(reply, result),
+            Input::CascadeOffer { link, result } => self.on_cascade_offer(link, result),
+            Input::CascadeServed { reply, link, result } => self.on_cascade_served(reply, link, result),
+            Input::CascadeLink { link, up } => self.on_cascade_link(link, up),
         }
     }
 
@@ -629,6 +717,7 @@ impl Machine {
             Proto::Sync => self.on_sync_request(peer, id, &data),
             Proto::Signal => self.on_signal_request(peer, id, &data),
             Proto::Invite => self.on_invite_request(peer, id, &data),
+            Proto::Cascade => self.on_cascade_request(peer, id, &data),
         }
     }
 
@@ -639,6 +728,7 @@ impl Machine {
             Proto::Sync => rpc::encode(&rpc::SyncResponse { more: false, error: Some(e), records: Vec::new(), unchanged: false }),
             Proto::Signal => rpc::encode(&rpc::SignalResponse { error: Some(e) }),
             Proto::Invite => rpc::encode(&rpc::InviteResponse { error: Some(e), records: Vec::new() }),
+            Proto::Cascade => rpc::encode(&rpc::CascadeResponse { error: Some(e), envelope: None }),
         };
         self.outputs.push_back(Output::Respond { id, data });
     }
@@ -650,6 +740,8 @@ impl Machine {
             Pending::Sync { group, page } => self.on_sync_response(group, page, result),
             Pending::Signal { command, to } => self.on_signal_response(command, to, result),
             Pending::Invite { command, user, home } => self.on_invite_response(command, user, home, result),
+            Pending::Cascade { link } => self.on_cascade_response(link, result),
+            Pending::CascadeClose => {}
         }
     }
 

@@ -560,7 +560,7 @@ pub(crate) fn record_group(r: &Record) -> Option<GroupId> {
         Record::Membership(x) => Some(x.group),
         Record::Presence(x) => Some(x.group),
         Record::Consent(x) => Some(x.group),
-        Record::NodeCard(_) | Record::Signal(_) => None,
+        Record::NodeCard(_) | Record::Signal(_) | Record::Cascade(_) => None,
     }
 }
 

@@ -155,7 +155,7 @@ impl Machine {
         self.outputs.push_back(Output::Done { id: command, result: CommandResult::Signal(r) });
     }
 
-    fn random16(&mut self) -> [u8; 16] {
+    pub(super) fn random16(&mut self) -> [u8; 16] {
         let mut out = [0u8; 16];
         // The nonce only has to be unique per signer; seq (time-based, strictly rising)
         // plus the generator make it so.

@@ -29,6 +29,7 @@ pub(crate) struct Behaviour {
     pub(crate) signal: request_response::Behaviour<RawCodec>,
     pub(crate) invite: request_response::Behaviour<RawCodec>,
     pub(crate) push: request_response::Behaviour<RawCodec>,
+    pub(crate) cascade: request_response::Behaviour<RawCodec>,
 }
 
 impl Behaviour {
@@ -57,6 +58,7 @@ impl Behaviour {
             signal: rpc_behaviour(Proto::Signal),
             invite: rpc_behaviour(Proto::Invite),
             push: rpc_behaviour(Proto::Push),
+            cascade: rpc_behaviour(Proto::Cascade),
         }
     }
 
@@ -66,6 +68,7 @@ impl Behaviour {
             Proto::Signal => &mut self.signal,
             Proto::Invite => &mut self.invite,
             Proto::Push => &mut self.push,
+            Proto::Cascade => &mut self.cascade,
         }
     }
 

@@ -306,6 +306,7 @@ impl EventLoop {
             BehaviourEvent::Signal(event) => self.on_rpc(Proto::Signal, event),
             BehaviourEvent::Invite(event) => self.on_rpc(Proto::Invite, event),
             BehaviourEvent::Push(event) => self.on_rpc(Proto::Push, event),
+            BehaviourEvent::Cascade(event) => self.on_rpc(Proto::Cascade, event),
             _ => {}
         }
     }

@@ -1,5 +1,5 @@
 //! The libp2p transport of federation, with no application logic: a swarm (TCP+Noise+Yamux
-//! and QUIC; identify, ping, four request-response protocols, connection limits, and an
+//! and QUIC; identify, ping, five request-response protocols, connection limits, and an
 //! allow list in closed mode and a block list) driven by one task, behind a cheap [`Net`]
 //! handle. The node's federation logic sees only bytes: [`NetEvent`]s in, commands out.
 //!

@@ -83,6 +83,11 @@ pub struct SimNode {
     /// Requests this node sent, by protocol; responses it sent.
     pub sent: HashMap<&'static str, u64>,
     pub responses: u64,
+    /// The simulated SFU's links: pulled from other nodes (up), and served to them.
+    pub pulled: BTreeSet<crate::sfu::LinkKey>,
+    pub served: BTreeSet<crate::sfu::LinkKey>,
+    /// What the simulated core told its people about other nodes: (node, reachable).
+    pub reach: Vec<(NodeName, bool)>,
 }
 
 #[derive(Debug)]
@@ -224,6 +229,9 @@ impl Sim {
                 consents: Vec::new(),
                 sent: HashMap::new(),
                 responses: 0,
+                pulled: BTreeSet::new(),
+                served: BTreeSet::new(),
+                reach: Vec::new(),
             });
         }
         let by_key = nodes.iter().enumerate().map(|(i, n)| (n.key, i)).collect();
@@ -391,6 +399,29 @@ impl Sim {
             }
             Output::Done { id, result } => {
                 self.nodes[i].done.insert(id, result);
+            }
+            // A simulated SFU: offers and answers at once; a pulled link is up at once.
+            Output::CascadePull { link } => {
+                local.push(Input::CascadeOffer { link, result: Ok("v=0 offer".into()) });
+            }
+            Output::CascadePulled { link, answer } => {
+                assert_eq!(answer, "v=0 answer");
+                self.nodes[i].pulled.insert(link.clone());
+                local.push(Input::CascadeLink { link, up: true });
+            }
+            Output::CascadeUnpull { link } => {
+                self.nodes[i].pulled.remove(&link);
+            }
+            Output::CascadeServe { reply, link, offer } => {
+                assert_eq!(offer, "v=0 offer");
+                self.nodes[i].served.insert(link.clone());
+                local.push(Input::CascadeServed { reply, link, result: Ok("v=0 answer".into()) });
+            }
+            Output::CascadeUnserve { link } => {
+                self.nodes[i].served.remove(&link);
+            }
+            Output::CascadeReach { link, up } => {
+                self.nodes[i].reach.push((link.1, up));
             }
         }
     }
@@ -610,8 +641,13 @@ impl Sim {
     }
 
     pub fn create_room(&mut self, i: usize, g: GroupId, name: &str) -> RoomId {
+        self.create_room_as(i, g, name, false)
+    }
+
+    /// A room that is a stage (`stage`) or a conversation.
+    pub fn create_room_as(&mut self, i: usize, g: GroupId, name: &str, stage: bool) -> RoomId {
         let r = RoomId(self.rng.id16());
-        let rec = self.sign(i, |seq| Record::RoomInfo(RoomInfo { seq, name: name.into(), room: r, group: g, stage: false, deleted: false }));
+        let rec = self.sign(i, |seq| Record::RoomInfo(RoomInfo { seq, name: name.into(), room: r, group: g, stage, deleted: false }));
         self.nodes[i].groups.get_mut(&g).unwrap().rooms.insert(r, name.into());
         self.announce(i, g, vec![rec]);
         r

@@ -1,0 +1,239 @@
+//! A lecture across three federated nodes, each person connected only to their own node:
+//! a stage room homed on alpha, bob speaking from a Chromium on beta, Chromium listeners on
+//! alpha (dan) and gamma (cat). Their pages open no browser-to-browser connection: bob's
+//! audio reaches them through beta's audio server and their own node's (the cascade), still
+//! end-to-end encrypted, and they hear it (audioLevel > 0). Then gamma is killed mid-lecture:
+//! dan goes on hearing bob with no gap in packets over 1 s, and his page says "gamma
+//! unreachable". Before that it prints mouth-to-ear latency, Chromium to Chromium, from bob to
+//! eve (a listener on beta: one node) and to dan (across the cascade), in the same run.
+//! Run through tests/run.sh.
+
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { assertPrivateNetns, tempDir, writeBeepWav, startNode, nodeId, launchBrowser, waitFor, registerOn, sleep, sfuStats } from './helpers.mjs';
+
+const PASSWORD = 'correct horse battery';
+const byId = (page, id) => page.locator(`[data-testid="${id}"]`);
+
+/** A user of a node driven over HTTP like a page (cookies, CSRF header, the node's Origin). */
+class Http {
+  constructor(url) {
+    this.url = url;
+    this.origin = new URL(url).origin;
+    this.cookies = new Map();
+  }
+
+  async call(method, p, body) {
+    if (this.cookies.size === 0) await this.take(await fetch(new URL('/api/session', this.url)));
+    const headers = { Cookie: [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; '), Origin: this.origin, 'X-CSRF-Token': this.cookies.get('vc_csrf') || '' };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    const res = await fetch(new URL(p, this.url), { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    await this.take(res);
+    return { status: res.status, body: await res.json().catch(() => ({})) };
+  }
+
+  async take(res) {
+    for (const c of res.headers.getSetCookie()) {
+      const [kv] = c.split(';');
+      const i = kv.indexOf('=');
+      this.cookies.set(kv.slice(0, i), kv.slice(i + 1));
+    }
+  }
+}
+
+/**
+ * In the page: record onsets (epoch ms) of beeps into window.__onsets, from the microphone
+ * (`local`) or from every audio element of the call (the slots of the node's audio server).
+ */
+function installDetector(page, which) {
+  return page.evaluate((w) => {
+    const streams = w === 'local' ? [window.__voicechat.localStream()] : [...document.querySelectorAll('.speakers audio')].map((el) => el.srcObject).filter(Boolean);
+    const ctx = new AudioContext();
+    const onsets = (window.__onsets = []);
+    for (const stream of streams) {
+      const an = ctx.createAnalyser();
+      an.fftSize = 256;
+      ctx.createMediaStreamSource(stream).connect(an);
+      const buf = new Float32Array(an.fftSize);
+      let quietSince = performance.now();
+      let loud = false;
+      setInterval(() => {
+        an.getFloatTimeDomainData(buf);
+        let peak = 0;
+        for (const x of buf) peak = Math.max(peak, Math.abs(x));
+        const now = performance.now();
+        if (!loud && peak > 0.05 && now - quietSince > 150) {
+          loud = true;
+          onsets.push(performance.timeOrigin + now);
+        } else if (loud && peak < 0.01) {
+          loud = false;
+          quietSince = now;
+        } else if (!loud && peak >= 0.01) {
+          quietSince = now;
+        }
+      }, 1);
+    }
+    return streams.length;
+  }, which);
+}
+
+/** Each heard onset minus the last sent onset before it (within 400 ms), sorted. */
+function latencies(sent, heard) {
+  const out = [];
+  for (const h of heard) {
+    const before = sent.filter((t) => t <= h && h - t < 400);
+    if (before.length) out.push(h - before[before.length - 1]);
+  }
+  return out.sort((a, b) => a - b);
+}
+
+const median = (v) => (v.length ? v[Math.floor(v.length / 2)].toFixed(0) : 'n/a');
+
+/** The same calls from inside a logged-in page (its cookies). */
+function pageApi(page, method, p, body) {
+  return page.evaluate(
+    async ({ method, p, body }) => {
+      const csrf = (await (await fetch('/api/session')).json()).csrf || '';
+      const res = await fetch(p, { method, headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf }, body: body === undefined ? undefined : JSON.stringify(body) });
+      return { status: res.status, body: await res.json().catch(() => ({})) };
+    },
+    { method, p, body },
+  );
+}
+
+describe('a lecture across three nodes: the audio servers cascade', { timeout: 240_000 }, () => {
+  let alpha;
+  let beta;
+  let gamma;
+  let dir;
+  let B; // bob@beta, the speaker
+  let D; // dan@alpha, a listener
+  let C; // cat@gamma, a listener
+  let E; // eve@beta, a listener on the speaker's node
+
+  before(async () => {
+    assertPrivateNetns();
+    dir = tempDir('cascade');
+    const wav = writeBeepWav(path.join(dir, 'beeps.wav'), { seconds: 10, periodMs: 500, beepMs: 250 });
+    const betaDir = tempDir('node');
+    const gammaDir = tempDir('node');
+    const [betaId, gammaId] = await Promise.all([nodeId(betaDir), nodeId(gammaDir)]);
+    alpha = await startNode({ name: 'alpha', peers: [`/p2p/${betaId}`, `/p2p/${gammaId}`] });
+    beta = await startNode({ name: 'beta', dataDir: betaDir, peers: [alpha.p2p, `/p2p/${gammaId}`] });
+    gamma = await startNode({ name: 'gamma', dataDir: gammaDir, peers: [alpha.p2p, beta.p2p] });
+    [B, D, C, E] = await Promise.all([launchBrowser(wav), launchBrowser(wav), launchBrowser(wav), launchBrowser(wav)]);
+  });
+
+  after(async () => {
+    for (const [who, b] of [['B', B], ['D', D], ['C', C], ['E', E]]) {
+      const errors = b ? b.consoleLines.filter((l) => l.startsWith('[pageerror]')) : [];
+      if (errors.length) console.log(`page errors in ${who}:\n${errors.join('\n')}`);
+    }
+    for (const b of [B, D, C, E]) if (b) await b.close();
+    for (const n of [alpha, beta, gamma]) if (n) await n.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('bob on beta is heard on alpha and gamma through the audio servers only; gamma dies and alpha hears on', async () => {
+    await Promise.all([
+      registerOn(B.page, beta.url, 'bob', PASSWORD),
+      registerOn(D.page, alpha.url, 'dan', PASSWORD),
+      registerOn(C.page, gamma.url, 'cat', PASSWORD),
+      registerOn(E.page, beta.url, 'eve', PASSWORD),
+    ]);
+    const alice = new Http(alpha.url);
+    assert.equal((await alice.call('POST', '/api/register', { username: 'alice', password: PASSWORD })).status, 201);
+    const gid = (await alice.call('POST', '/api/groups', { name: 'Lectures' })).body.id;
+    const room = await alice.call('POST', `/api/groups/${gid}/rooms`, { name: 'Hall', stage: true });
+    assert.equal(room.status, 201, JSON.stringify(room.body));
+    const rid = room.body.id;
+    // Until the nodes have exchanged cards, adding their users is refused: try again.
+    for (const user of ['dan', 'bob@beta', 'cat@gamma', 'eve@beta']) {
+      await waitFor(async () => (await alice.call('POST', `/api/groups/${gid}/members`, { user })).status === 201, { timeout: 30_000, message: `adding ${user}` });
+    }
+    // bob moderates: he is on stage as he joins.
+    assert.equal((await alice.call('PATCH', `/api/groups/${gid}/members/bob@beta`, { role: 'admin' })).status, 200);
+    for (const page of [B.page, C.page, E.page]) {
+      await waitFor(async () => (await pageApi(page, 'POST', `/api/invitations/${gid}/accept`)).status === 200, { timeout: 30_000, message: 'accepting the invitation' });
+    }
+    const roomUrl = (node) => new URL(`/g/${gid}/r/${rid}`, node.url).href;
+    // bob's role crossed to beta before he joins (else beta seats him in the audience).
+    await waitFor(async () => {
+      const g = await pageApi(B.page, 'GET', `/api/groups/${gid}`);
+      return (g.body.members || []).some((m) => m.user === 'bob@beta' && m.role === 'admin');
+    }, { timeout: 30_000, message: "beta to know bob's role" });
+
+    for (const [page, node] of [[B.page, beta], [D.page, alpha], [C.page, gamma], [E.page, beta]]) {
+      await page.goto(roomUrl(node));
+      await byId(page, 'call-join').click();
+      await byId(page, 'call-leave').waitFor();
+    }
+    await waitFor(async () => (await byId(B.page, 'stage-role').getAttribute('data-place')) === 'speaker', { message: 'bob on stage' });
+
+    // dan and cat hear bob, through their own node's audio server only.
+    for (const [who, page] of [['dan@alpha', D.page], ['cat@gamma', C.page]]) {
+      await waitFor(async () => (await sfuStats(page)).audioLevel > 0, { timeout: 45_000, interval: 100, message: `${who} hearing bob@beta` });
+      const peers = await page.evaluate(() => [...window.__voicechat.peers().keys()]);
+      assert.deepEqual(peers, ['sfu'], `${who} has connections other than to its node: ${peers}`);
+    }
+    // The frames crossed both audio servers encrypted, and decrypt with bob's key.
+    for (const [who, page] of [['dan@alpha', D.page], ['cat@gamma', C.page]]) {
+      const e2ee = await waitFor(async () => {
+        const s = await page.evaluate(() => window.__voicechat.e2ee());
+        return s.on && s.stats && s.stats.decrypted > 0 ? s : null;
+      }, { message: `${who} decrypting bob's frames` });
+      assert.equal(e2ee.stats.plaintext || 0, 0, `${who} got plaintext frames: ${JSON.stringify(e2ee)}`);
+    }
+
+    // Mouth-to-ear, Chromium to Chromium: bob to eve on beta alone, bob to dan across the
+    // cascade (beta's audio server, then alpha's), the same beeps in the same run.
+    await waitFor(async () => (await sfuStats(E.page)).audioLevel > 0, { timeout: 45_000, interval: 100, message: 'eve@beta hearing bob@beta' });
+    await installDetector(B.page, 'local');
+    for (const page of [D.page, E.page]) assert.ok((await installDetector(page, 'heard')) > 0, 'no audio element to listen to');
+    await sleep(8000);
+    const sent = await B.page.evaluate(() => window.__onsets);
+    const oneNode = latencies(sent, await E.page.evaluate(() => window.__onsets));
+    const cascade = latencies(sent, await D.page.evaluate(() => window.__onsets));
+    console.log(`mouth-to-ear (ms, Chromium to Chromium, ${sent.length} beeps): one node (bob→eve, beta) p50 ${median(oneNode)} [${oneNode.map((x) => x.toFixed(0)).join(' ')}]; across the cascade (bob→dan, beta→alpha) p50 ${median(cascade)} [${cascade.map((x) => x.toFixed(0)).join(' ')}]`);
+    assert.ok(cascade.length > 0 && oneNode.length > 0, 'no beep was timed at a listener');
+
+    // Alpha pulls from both other nodes (gamma's listener's presence has reached it).
+    await waitFor(async () => {
+      const text = await (await fetch(new URL('/metrics', alpha.url))).text();
+      const m = text.match(/^voicechat_sfu_cascade_links\{dir="in"\} (\d+)/m);
+      return m && Number(m[1]) === 2;
+    }, { timeout: 30_000, message: 'alpha pulling from beta and gamma' });
+
+    // Gamma dies mid-lecture: dan's packets from bob keep coming, no gap over a second.
+    await D.page.evaluate(() => {
+      window.__notices = [];
+      const el = document.getElementById('notice');
+      new MutationObserver(() => window.__notices.push(el.textContent)).observe(el, { childList: true, subtree: true });
+    });
+    gamma.proc.kill('SIGKILL');
+    const samples = [];
+    const until = Date.now() + 4000;
+    while (Date.now() < until) {
+      samples.push([Date.now(), (await sfuStats(D.page)).packetsReceived]);
+      await sleep(100);
+    }
+    let last = samples[0];
+    let gap = 0;
+    for (const s of samples) {
+      if (s[1] > last[1]) {
+        gap = Math.max(gap, s[0] - last[0]);
+        last = s;
+      }
+    }
+    gap = Math.max(gap, samples[samples.length - 1][0] - last[0]);
+    console.log(`longest gap in dan's packets after gamma died: ${gap} ms`);
+    assert.ok(gap <= 1000, `dan heard nothing for ${gap} ms after gamma died`);
+    assert.ok((await sfuStats(D.page)).audioLevel > 0 || (await sfuStats(D.page)).totalAudioEnergy > 0, 'dan still hears bob');
+    // dan's page says gamma dropped out.
+    await waitFor(async () => (await D.page.evaluate(() => window.__voicechat.sfu().unreachable)).includes('gamma'), { timeout: 30_000, message: "dan's call to know gamma is unreachable" });
+    const notices = await D.page.evaluate(() => window.__notices);
+    assert.ok(notices.some((t) => /gamma unreachable/.test(t)), `dan was not told: ${JSON.stringify(notices)}`);
+  });
+});
