@@ -131,6 +131,7 @@ export {};
  * @property {{type: 'left', group: string, room: string}} left out of the call (left, removed, or the room went)
  * @property {{type: 'moved', group: string, room: string, to_session: string}} moved another tab of this account took the seat
  * @property {{type: 'call_mode', group: string, room: string, mode: CallMode}} call_mode the call moved to or from the audio server
+ * @property {{type: 'node_reach', group: string, room: string, node: string, up: boolean}} node_reach on a stage across nodes: this node can (`up`) or can no longer pull the audio of `node`'s people
  * @property {{type: 'signal', from: string, from_session: string, group: string, room: string, kind: 'offer' | 'answer' | 'candidate' | 'bye', data: SignalData}} signal WebRTC signaling from a peer
  * @property {{type: 'sfu_answer', group: string, room: string, sdp: string}} sfu_answer the audio server's answer
  * @property {{type: 'sfu_slots', group: string, room: string, slots: SfuSlot[]}} sfu_slots who each slot carries
