@@ -10,22 +10,20 @@
 //! The point: with listeners spread, what crosses between nodes is one copy of the speaker
 //! per other node, whatever the number of listeners there.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use futures_util::future::try_join_all;
 use serde_json::{Value, json};
 
 use super::Report;
+use super::lecture::connect;
 use crate::client::{Http, Ws};
 use crate::nodes::demo_user;
-use crate::rtc::{Crowd, Joining, MemberStats};
+use crate::rtc::{Crowd, MemberStats};
 use crate::stats::{Summary, metric_sum, r3};
 use crate::{Options, Testnet};
 
-/// Slots each participant listens on (the page's number).
-const SLOTS: usize = 3;
 /// Participants joining at once.
 const BATCH: usize = 25;
 /// Bytes on the wire per forwarded packet, estimated: the 80-byte payload, RTP header and
@@ -46,19 +44,6 @@ struct Seat {
     node: usize,
 }
 
-async fn connect(ws: &mut Ws, crowd: &Crowd) -> anyhow::Result<usize> {
-    let (joining, offer) = Joining::new(IpAddr::V4(Ipv4Addr::LOCALHOST), SLOTS)?;
-    ws.send(&json!({"type": "sfu_offer", "sdp": offer})).await?;
-    let e = ws
-        .wait_for("sfu_answer", Duration::from_secs(20), |m| {
-            m["type"] == "sfu_answer" || (m["type"] == "error" && m["in_reply_to"] == "sfu_offer")
-        })
-        .await?;
-    if e.msg["type"] == "error" {
-        bail!("the SFU refused an offer: {}", e.msg);
-    }
-    crowd.add(joining, e.msg["sdp"].as_str().context("sfu_answer without sdp")?.to_owned())
-}
 
 async fn sit(http: &Http, node: usize, crowd: &Crowd, group: &str, room: &str) -> anyhow::Result<Seat> {
     let mut ws = http.ws().await?;

@@ -63,7 +63,7 @@ async fn sit(http: &Http, crowd: &Crowd, group: &str, room: &str) -> anyhow::Res
 }
 
 /// Offers over `ws` (already in a call on the SFU) and hands the answer to the crowd.
-async fn connect(ws: &mut Ws, crowd: &Crowd) -> anyhow::Result<usize> {
+pub(crate) async fn connect(ws: &mut Ws, crowd: &Crowd) -> anyhow::Result<usize> {
     let (joining, offer) = Joining::new(IpAddr::V4(Ipv4Addr::LOCALHOST), SLOTS)?;
     ws.send(&json!({"type": "sfu_offer", "sdp": offer})).await?;
     let e = ws
