@@ -163,15 +163,7 @@ impl AppState {
     /// federation.
     pub async fn commit(&self, fx: Effects) {
         if let Some(sfu) = &self.sfu {
-            for (seat, may) in &fx.media {
-                sfu.set_may_speak(seat.clone(), *may);
-            }
-            // Whoever was taken out of a call loses their connection to its audio.
-            for n in &fx.notify {
-                if let crate::core::Notice::Left { user, session, .. } = n {
-                    sfu.disconnect((user.clone(), *session));
-                }
-            }
+            sfu.apply(&fx);
         }
         self.core.commit(fx).await;
     }

@@ -319,14 +319,7 @@ impl Driver {
                 // As the socket path commits: who may be heard goes to the SFU, whoever was
                 // taken out of the call loses their audio connection.
                 if let Some(sfu) = &self.sfu {
-                    for (seat, may) in &fx.media {
-                        sfu.set_may_speak(seat.clone(), *may);
-                    }
-                    for n in &fx.notify {
-                        if let crate::core::Notice::Left { user, session, .. } = n {
-                            sfu.disconnect((user.clone(), *session));
-                        }
-                    }
+                    sfu.apply(&fx);
                 }
                 let core = self.core.clone();
                 tokio::spawn(async move { core.commit(fx).await });

@@ -218,6 +218,19 @@ impl Sfu {
         self.command(Command::Disconnect { seat });
     }
 
+    /// What an operation's effects mean for the audio server: who may be heard now, and
+    /// whoever was taken out of a call loses their connection to its audio.
+    pub fn apply(&self, fx: &crate::core::Effects) {
+        for (seat, may) in &fx.media {
+            self.set_may_speak(seat.clone(), *may);
+        }
+        for n in &fx.notify {
+            if let crate::core::Notice::Left { user, session, .. } = n {
+                self.disconnect((user.clone(), *session));
+            }
+        }
+    }
+
     /// Whether `seat` may be heard (a stage: on stage or not).
     pub fn set_may_speak(&self, seat: SeatKey, may: bool) {
         self.command(Command::MaySpeak { seat, may });
