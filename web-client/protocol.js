@@ -13,7 +13,7 @@ export {};
 /** @typedef {'mesh' | 'sfu'} CallMode */
 
 /**
- * Someone's place on a stage (absent in a conversation, and for people of other nodes).
+ * Someone's place on a stage (absent in a conversation; for people of other nodes, as their node signed it).
  * @typedef {object} StageSeat
  * @property {boolean} speaker on stage: heard by everyone
  * @property {boolean} hand a listener's raised hand

@@ -37,6 +37,7 @@ fn bench(c: &mut Criterion) {
         session: SessionId([3; 16]),
         name: None,
         joined_at: None,
+        stage: None,
         expires_at: NOW + 60,
     });
     let payload = record.encode();

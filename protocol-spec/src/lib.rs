@@ -24,6 +24,6 @@ pub use error::ProtocolError;
 pub use keys::NodeKey;
 pub use records::{
     Answer, Cascade, CascadeType, Consent, GroupInfo, Kind, Membership, NodeCard, Presence,
-    PresenceState, Record, RoomInfo, Signal, SignalType, Subject,
+    PresenceState, Record, StagePlace, RoomInfo, Signal, SignalType, Subject,
 };
 pub use validate::{Authorities, Validator, Verified, verify};

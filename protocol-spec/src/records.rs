@@ -165,6 +165,21 @@ pub enum PresenceState {
     Left,
 }
 
+/// Where a session sits in a stage room (SPEC.md §6.5). Its home node keeps it; other
+/// nodes show it and route moderations to the group's home.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StagePlace {
+    /// On stage: heard by everyone.
+    Speaker,
+    /// In the audience.
+    Listener,
+    /// In the audience, hand raised.
+    Hand,
+    /// In the audience, asked by a moderator to speak; has not answered yet.
+    Invited,
+}
+
 /// One browser session of a user in a room. Signed by the user's home node; lives until
 /// `expires_at` unless refreshed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,6 +197,10 @@ pub struct Presence {
     pub group: GroupId,
     /// Microphone muted.
     pub muted: bool,
+    /// In a stage room: their place. Absent in a conversation, and in records of nodes
+    /// that predate stages across nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<StagePlace>,
     /// Joined or left.
     pub state: PresenceState,
     /// The browser session (one tab).

@@ -12,7 +12,7 @@ use crate::envelope::Envelope;
 use crate::error::ProtocolError;
 use crate::ids::{GroupId, NodeName, UserId};
 use crate::keys::NodeKey;
-use crate::records::{Record, Subject};
+use crate::records::{Record, SignalType, Subject};
 
 /// How far a peer's clock may be off ours, in seconds, when judging `expires_at`.
 pub const CLOCK_SKEW: u64 = 30;
@@ -106,7 +106,11 @@ pub fn check_authority(
             member(&r.group, &r.user)
         }
         Record::Signal(r) => {
-            if key_of(&r.from.node)? != signer {
+            // A moderation is decided by the group's home: the moderator's node sends it
+            // there, and the home hands it on to the target's node under its own key
+            // (SPEC.md §6.6). Every other signal comes from the sender's home node.
+            let by_home = || r.signal_type == SignalType::Moderate && home_key(&r.group).is_ok_and(|k| k == signer);
+            if key_of(&r.from.node)? != signer && !by_home() {
                 return Err(wrong("signer is not the sender's home node"));
             }
             member(&r.group, &r.from)?;

@@ -2,7 +2,9 @@
 //! a stage room homed on alpha, bob speaking from a Chromium on beta, Chromium listeners on
 //! alpha (dan) and gamma (cat). Their pages open no browser-to-browser connection: bob's
 //! audio reaches them through beta's audio server and their own node's (the cascade), still
-//! end-to-end encrypted, and they hear it (audioLevel > 0). Then gamma is killed mid-lecture:
+//! end-to-end encrypted, and they hear it (audioLevel > 0). cat, made a moderator, invites dan
+//! from her page: the invitation goes through alpha (the group's home), dan accepts, and bob,
+//! cat and eve hear him. Then gamma is killed mid-lecture:
 //! dan goes on hearing bob with no gap in packets over 1 s, and his page says "gamma
 //! unreachable". Before that it prints mouth-to-ear latency, Chromium to Chromium, from bob to
 //! eve (a listener on beta: one node) and to dan (across the cascade), in the same run.
@@ -90,6 +92,20 @@ function latencies(sent, heard) {
 }
 
 const median = (v) => (v.length ? v[Math.floor(v.length / 2)].toFixed(0) : 'n/a');
+
+/** How many streams from the page's audio server carry sound: their energy grows over 1.5 s. */
+async function soundingTracks(page) {
+  const energies = () => page.evaluate(async () => {
+    const out = {};
+    const pc = window.__voicechat.peers().get('sfu');
+    if (pc) (await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'audio') out[s.id] = s.totalAudioEnergy || 0; });
+    return out;
+  });
+  const a = await energies();
+  await sleep(1500);
+  const b = await energies();
+  return Object.keys(b).filter((id) => b[id] > (a[id] || 0)).length;
+}
 
 /** The same calls from inside a logged-in page (its cookies). */
 function pageApi(page, method, p, body) {
@@ -198,6 +214,27 @@ describe('a lecture across three nodes: the audio servers cascade', { timeout: 2
     const cascade = latencies(sent, await D.page.evaluate(() => window.__onsets));
     console.log(`mouth-to-ear (ms, Chromium to Chromium, ${sent.length} beeps): one node (bob→eve, beta) p50 ${median(oneNode)} [${oneNode.map((x) => x.toFixed(0)).join(' ')}]; across the cascade (bob→dan, beta→alpha) p50 ${median(cascade)} [${cascade.map((x) => x.toFixed(0)).join(' ')}]`);
     assert.ok(cascade.length > 0 && oneNode.length > 0, 'no beep was timed at a listener');
+
+    // cat, a listener on gamma, is made a moderator: her page offers to invite dan, a listener
+    // on alpha (his place crossed in his signed presence). The invitation goes through alpha,
+    // the group's home, which decides; dan says yes on his page, and everyone hears him: a
+    // second stream with audio at bob (beta), cat (gamma) and eve (beta).
+    const before = await Promise.all([C.page, E.page].map((page) => soundingTracks(page)));
+    assert.deepEqual(before, [1, 1], 'cat and eve hear bob alone before dan is invited');
+    assert.equal((await alice.call('PATCH', `/api/groups/${gid}/members/cat@gamma`, { role: 'admin' })).status, 200);
+    const invite = byId(C.page, 'moderate-invite-dan@alpha');
+    await invite.waitFor({ timeout: 30_000 });
+    await invite.click();
+    await byId(D.page, 'stage-invitation').waitFor({ timeout: 30_000 });
+    assert.match(await byId(D.page, 'stage-invitation-text').textContent(), /^cat · gamma invites you to speak/);
+    await byId(D.page, 'stage-accept').click();
+    await waitFor(async () => (await byId(D.page, 'stage-role').getAttribute('data-place')) === 'speaker', { message: 'dan on stage' });
+    // cat's page moves dan to the speakers (his node signed his new place).
+    await byId(C.page, 'moderate-audience-dan@alpha').waitFor({ timeout: 30_000 });
+    await waitFor(async () => (await sfuStats(B.page)).totalAudioEnergy > 0, { timeout: 30_000, interval: 200, message: 'bob@beta hearing dan@alpha' });
+    for (const [who, page] of [['cat@gamma', C.page], ['eve@beta', E.page]]) {
+      await waitFor(async () => (await soundingTracks(page)) >= 2, { timeout: 30_000, interval: 200, message: `${who} hearing dan@alpha as well as bob@beta` });
+    }
 
     // Alpha pulls from both other nodes (gamma's listener's presence has reached it).
     await waitFor(async () => {

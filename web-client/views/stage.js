@@ -12,8 +12,9 @@ import { moderationText } from '../stage.js';
 export const isModerator = (g) => !!g && (g.role === 'admin' || g.role === 'owner');
 
 /**
- * The room's list as `{speakers, audience}`. People of other nodes have no seat here (their
- * node keeps their place) and are listed with the speakers, where their audio is shown.
+ * The room's list as `{speakers, audience}`. People of other nodes come with the place their
+ * node signed in their presence; from a node that sends none they are listed with the
+ * speakers, where their audio is shown.
  * Raised hands come first in the audience.
  */
 export function splitStage(list) {

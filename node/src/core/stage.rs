@@ -67,10 +67,20 @@ impl Core {
         Ok(self.stage_changed(changed, &seat))
     }
 
-    /// A moderator acts on `target` in the call the moderator is in.
+    /// A moderator acts on `target` in the call the moderator is in. Only the group's home
+    /// decides who may speak: elsewhere a moderation goes there (a `moderate` signal,
+    /// SPEC.md §6.6), even for someone of this node.
     pub fn moderate(&self, actor: &UserId, actor_session: SessionId, target: &SeatKey, what: Moderation) -> Result<Effects, CoreError> {
         let room = self.moderator_room(actor, actor_session)?;
+        if !self.is_home(&room.0) {
+            return Err(CoreError::BadRequest("a moderation is decided by the group's home node".into()));
+        }
         self.moderate_in(room, actor, target, what)
+    }
+
+    /// Whether this node is the home of `group` (and so decides who speaks in its stages).
+    pub fn is_home(&self, group: &voicechat_protocol::ids::GroupId) -> bool {
+        self.store.group(group).ok().flatten().is_some_and(|g| &g.home == self.me())
     }
 
     /// The room of a moderator's call: they are in one, and an admin or owner of its group
@@ -84,13 +94,24 @@ impl Core {
         Ok(room)
     }
 
-    /// A moderator of another node acts on `target`, a session of this node (a `moderate`
-    /// signal, SPEC.md §6.6): applied as if they were here, after the same checks.
-    pub fn moderate_from_remote(&self, actor: &UserId, actor_session: SessionId, target: &SeatKey, what: Moderation) -> Result<Effects, CoreError> {
+    /// At the group's home: judges a moderation sent by another node (SPEC.md §6.6) by this
+    /// node's own records: the actor moderates the group and is in the call of `room`.
+    pub fn judge_moderation(&self, actor: &UserId, actor_session: SessionId, room: &RoomKey) -> Result<(), CoreError> {
+        if !self.is_home(&room.0) {
+            return Err(CoreError::Forbidden("only the group's home node judges a moderation".into()));
+        }
+        match self.moderator_room(actor, actor_session)? {
+            r if &r == room => Ok(()),
+            _ => Err(CoreError::not_found("call")),
+        }
+    }
+
+    /// Applies to `target`, a session of this node, a moderation the group's home decided
+    /// (judged there, or here when this is the home).
+    pub fn moderate_decided(&self, room: RoomKey, actor: &UserId, target: &SeatKey, what: Moderation) -> Result<Effects, CoreError> {
         if &target.0.node != self.me() {
             return Err(CoreError::Forbidden("a moderation for someone of another node".into()));
         }
-        let room = self.moderator_room(actor, actor_session)?;
         self.moderate_in(room, actor, target, what)
     }
 

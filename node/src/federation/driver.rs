@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use libp2p::Multiaddr;
 use tokio::sync::{mpsc, oneshot};
 use voicechat_protocol::records::SignalType;
+use voicechat_protocol::rpc::RpcError;
 
 use super::machine::{BatchId, Command, CommandId, CommandResult, Failure, InboundId, Input, Machine, Output};
 use super::net::{Net, NetError, NetEvent};
@@ -221,9 +222,7 @@ impl Driver {
                     SignalType::E2ee | SignalType::Moderate => None,
                 };
                 if signal.signal_type == SignalType::Moderate {
-                    let ok = self.moderate(&signal);
-                    self.local.push_back(Input::Delivered { reply, ok });
-                    return;
+                    return self.moderate(reply, signal);
                 }
                 let room = (signal.group, signal.room);
                 let msg = match kind {
@@ -232,7 +231,7 @@ impl Driver {
                 };
                 // A malformed e2ee body is dropped here, as the browser would drop it.
                 let ok = msg.is_some_and(|msg| self.core.deliver_signal(&signal.to, &signal.to_session, &msg));
-                self.local.push_back(Input::Delivered { reply, ok });
+                self.local.push_back(Input::Delivered { reply, error: (!ok).then_some(RpcError::NoSession) });
             }
             Output::Redeem { reply, code, user } => {
                 let (core, tx) = (self.core.clone(), self.internal.clone());
@@ -301,9 +300,11 @@ impl Driver {
         }
     }
 
-    /// A moderator of another node acts on one of our sessions: applied by the core after
-    /// its checks (the sender moderates the group by the home's records, and is in the call).
-    fn moderate(&self, signal: &voicechat_protocol::Signal) -> bool {
+    /// A `moderate` signal the machine let through (SPEC.md §6.6). At the group's home it
+    /// comes from a moderator's node: judged by our records, then applied to our session or
+    /// handed on, under our key, to the target's node (whose answer is ours). Elsewhere the
+    /// home signed it: the home decided, we apply it to our session.
+    fn moderate(&mut self, reply: InboundId, signal: voicechat_protocol::Signal) {
         use crate::core::stage::Moderation;
         let action = serde_json::from_str::<serde_json::Value>(&signal.data).ok();
         let what = match action.as_ref().and_then(|v| v["action"].as_str()) {
@@ -311,10 +312,20 @@ impl Driver {
             Some("to_audience") => Moderation::ToAudience,
             Some("mute") => Moderation::Mute,
             Some("remove") => Moderation::Remove,
-            _ => return false,
+            _ => return self.local.push_back(Input::Delivered { reply, error: Some(RpcError::Invalid) }),
         };
+        let room = (signal.group, signal.room);
         let target = (signal.to.clone(), signal.to_session);
-        match self.core.moderate_from_remote(&signal.from, signal.from_session, &target, what) {
+        if self.core.is_home(&room.0) {
+            if let Err(e) = self.core.judge_moderation(&signal.from, signal.from_session, &room) {
+                tracing::info!(error = %e, from = %signal.from, "refused a moderation from another node");
+                return self.local.push_back(Input::Delivered { reply, error: Some(RpcError::NotMember) });
+            }
+            if &target.0.node != self.core.me() {
+                return self.hand_on(reply, signal);
+            }
+        }
+        let error = match self.core.moderate_decided(room, &signal.from, &target, what) {
             Ok(fx) => {
                 // As the socket path commits: who may be heard goes to the SFU, whoever was
                 // taken out of the call loses their audio connection.
@@ -323,13 +334,41 @@ impl Driver {
                 }
                 let core = self.core.clone();
                 tokio::spawn(async move { core.commit(fx).await });
-                true
+                None
             }
             Err(e) => {
-                tracing::info!(error = %e, "refused a moderation from another node");
-                false
+                tracing::info!(error = %e, "could not apply a moderation");
+                Some(RpcError::NoSession)
             }
-        }
+        };
+        self.local.push_back(Input::Delivered { reply, error });
+    }
+
+    /// The home hands a moderation it approved on to the target's node, signed by itself;
+    /// the request that brought it is answered with that node's answer.
+    fn hand_on(&mut self, reply: InboundId, signal: voicechat_protocol::Signal) {
+        let s = super::OutSignal {
+            from: signal.from,
+            from_session: signal.from_session,
+            to: signal.to,
+            to_session: signal.to_session,
+            room: (signal.group, signal.room),
+            kind: SignalType::Moderate,
+            data: signal.data,
+        };
+        let (tx, rx) = oneshot::channel();
+        self.next_id += 1;
+        self.callers.insert(self.next_id, tx);
+        self.local.push_back(Input::Command { id: self.next_id, command: Command::Signal(s) });
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            let error = match rx.await {
+                Ok(CommandResult::Signal(Ok(()))) => None,
+                Ok(CommandResult::Signal(Err(super::RelayError::Refused(e)))) => Some(e),
+                _ => Some(RpcError::NoSession),
+            };
+            let _ = internal.send(Input::Delivered { reply, error }).await;
+        });
     }
 
     fn export_metrics(&self) {

@@ -85,6 +85,32 @@ pub struct StageSeat {
     pub invited: bool,
 }
 
+impl StageSeat {
+    /// The place as presence carries it (SPEC.md §6.5).
+    pub fn place(&self) -> voicechat_protocol::StagePlace {
+        use voicechat_protocol::StagePlace;
+        match *self {
+            StageSeat { speaker: true, .. } => StagePlace::Speaker,
+            StageSeat { invited: true, .. } => StagePlace::Invited,
+            StageSeat { hand: true, .. } => StagePlace::Hand,
+            _ => StagePlace::Listener,
+        }
+    }
+
+    /// The seat a presence's place describes.
+    pub fn from_place(place: voicechat_protocol::StagePlace) -> Self {
+        use voicechat_protocol::StagePlace;
+        let mut s = StageSeat::default();
+        match place {
+            StagePlace::Speaker => s.speaker = true,
+            StagePlace::Invited => s.invited = true,
+            StagePlace::Hand => s.hand = true,
+            StagePlace::Listener => {}
+        }
+        s
+    }
+}
+
 impl Participant {
     /// The seat this participant sits in.
     pub fn seat(&self) -> SeatKey {
@@ -165,9 +191,12 @@ impl Rooms {
         match self.seats.get(&seat).copied() {
             Some(old) if old == room => {
                 let Some(entry) = self.rooms.get_mut(&room).and_then(|r| r.get_mut(&seat)) else { return changed };
-                // Joining again keeps one's place on the stage, and in the list.
+                // Joining again keeps one's place on the stage, and in the list. The place
+                // of someone of another node is what their node says it is now.
                 let mut p = p;
-                p.stage = entry.stage.or(p.stage);
+                if seat.0.node == self.me {
+                    p.stage = entry.stage.or(p.stage);
+                }
                 p.joined_at = entry.joined_at;
                 if *entry == p {
                     return changed;

@@ -19,6 +19,7 @@ use serde_json::json;
 use voicechat_protocol::ids::{SessionId, UserId};
 
 use voicechat_protocol::records::SignalType;
+use voicechat_protocol::rpc::RpcError;
 
 use crate::core::{Core, CoreError};
 use crate::rooms::{CallMode, SeatKey};
@@ -391,7 +392,10 @@ async fn handle(state: &AppState, user: &UserId, session: SessionId, text: &str)
                 ModerateAction::Mute => Moderation::Mute,
                 ModerateAction::Remove => Moderation::Remove,
             };
-            if &target.node != state.core.me() {
+            // Who may speak is the group home's to decide: unless that is this node and the
+            // target is ours, the moderation goes there (SPEC.md §6.6).
+            let home_here = state.core.seat(user, session).is_some_and(|(g, _)| state.core.is_home(&g));
+            if &target.node != state.core.me() || !home_here {
                 return moderate_remote(state, user, session, (target, target_session), action).await;
             }
             core_op(state, state.core.moderate(user, session, &(target, target_session), what)).await
@@ -538,9 +542,10 @@ fn send_e2ee(state: &AppState, from: &crate::rooms::SeatKey, room: crate::rooms:
     }
 }
 
-/// A moderator acts on someone of another node: checked here (a moderator, in the call,
-/// the target in it too), then sent to the target's node as a signed `moderate` signal, which
-/// that node applies after its own checks; a refusal comes back to the socket as an `error`.
+/// A moderation this node does not decide: checked here (a moderator, in the call, the
+/// target in it too), then sent as a signed `moderate` signal to the group's home, which
+/// judges it and applies it or hands it on to the target's node (or, from the home, straight
+/// to the target's node); a refusal comes back to the socket as an `error`.
 async fn moderate_remote(
     state: &AppState,
     user: &UserId,
@@ -564,8 +569,31 @@ async fn moderate_remote(
     };
     let data = json!({ "action": action }).to_string();
     let s = OutSignal { from: user.clone(), from_session: session, to: target.0, to_session: target.1, room, kind: SignalType::Moderate, data };
-    relay(state, s);
+    let state = state.clone();
+    tokio::spawn(async move {
+        let (from, from_session) = (s.from.clone(), s.from_session);
+        let result = match state.fed() {
+            Some(fed) => fed.relay_signal(s).await,
+            None => Err(RelayError::Unreachable(room_home(&state, &room))),
+        };
+        let msg = match result {
+            Ok(()) => return,
+            Err(RelayError::Refused(RpcError::NotMember)) => {
+                refusal("forbidden", "the group's home node refused: only the group's admins moderate a call".into(), Some("moderate".into()))
+            }
+            Err(RelayError::Refused(RpcError::NoSession)) => {
+                refusal("not_found", "that person is no longer in the call".into(), Some("moderate".into()))
+            }
+            Err(e) => refusal("unavailable", format!("the moderation did not get through: {e}"), Some("moderate".into())),
+        };
+        state.core.hub().send_session(&from, &from_session, &msg);
+    });
     None
+}
+
+/// The home node of a room's group, as this node knows it.
+fn room_home(state: &AppState, room: &crate::rooms::RoomKey) -> voicechat_protocol::ids::NodeName {
+    state.core.store.group(&room.0).ok().flatten().map(|g| g.home).unwrap_or_else(|| state.core.me().clone())
 }
 
 fn relay(state: &AppState, s: OutSignal) {

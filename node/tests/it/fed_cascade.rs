@@ -3,7 +3,8 @@
 //! all three nodes (synthetic WebRTC clients). Every listener hears bob; each other node
 //! receives one copy of his stream whatever its number of listeners (the cascade metrics);
 //! a listener who tries to talk is heard nowhere; a moderator on gamma invites dan, a
-//! listener on alpha, who accepts and is heard on every node; when gamma dies, alpha's
+//! listener on alpha, who accepts and is heard on every node, then lou, a listener on beta
+//! (through alpha, the group's home, which decides); when gamma dies, alpha's
 //! listeners go on hearing bob without a gap over a second.
 
 use std::time::{Duration, Instant};
@@ -138,6 +139,26 @@ async fn a_speaker_on_beta_reaches_listeners_on_three_nodes_once_per_node() {
     cws.send(json!({"type": "moderate", "action": "to_audience", "user": "dan@alpha", "session": dan_session})).await;
     let e = cws.next_matching_within("a refusal", FED_WAIT, |m| m["type"] == "error").await;
     assert_eq!(e["code"], "forbidden", "{e}");
+
+    // cyd invites lou, a listener on beta: the moderation goes from gamma to alpha, the
+    // group's home, which judges it and hands it on to beta under its own key. Every node
+    // shows lou's place as beta signs it in his presence: invited, then on stage.
+    let lou_session = lws.session.clone();
+    let place_of_lou = |want: &'static str| {
+        move |m: &Value| {
+            m["type"] == "participant_changed" && m["participant"]["user"] == "lou@beta" && m["participant"]["stage"][want] == true
+        }
+    };
+    yws.send(json!({"type": "moderate", "action": "invite", "user": "lou@beta", "session": lou_session})).await;
+    let asked = lws.next_matching_within("lou's invitation", FED_WAIT, |m| m["type"] == "moderated").await;
+    assert_eq!((&asked["action"], &asked["by"]), (&json!("invite"), &json!("cyd@gamma")), "{asked}");
+    ews.next_matching_within("lou invited, on alpha", FED_WAIT, place_of_lou("invited")).await;
+    cws.next_matching_within("lou invited, on gamma", FED_WAIT, place_of_lou("invited")).await;
+    lws.send(json!({"type": "stage_answer", "accept": true})).await;
+    ews.next_matching_within("lou on stage, on alpha", FED_WAIT, place_of_lou("speaker")).await;
+    for (who, l) in &listeners {
+        until(&format!("{who} hearing lou@beta"), || l.heard_from(LOU) >= 25).await;
+    }
 
     // Alpha pulls from both other nodes (the presence of gamma's people has reached it).
     let deadline = Instant::now() + FED_WAIT;

@@ -307,7 +307,7 @@ async fn a_node_cannot_touch_a_session_of_another_nodes_user() {
     let a_session: SessionId = a.parse().unwrap();
     let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 30;
     let pres = |user: &str, state| {
-        evil.seal(Record::Presence(Presence { seq: micros(), room: r, user: user.parse().unwrap(), group: g, muted: true, state, session: a_session, name: None, joined_at: None, expires_at: exp }))
+        evil.seal(Record::Presence(Presence { seq: micros(), room: r, user: user.parse().unwrap(), group: g, muted: true, stage: None, state, session: a_session, name: None, joined_at: None, expires_at: exp }))
     };
     let before = fed_records(&metrics_text(&alpha).await, &[("kind", "presence"), ("verdict", "rejected")]);
     // alice's session, said to have left (and muted), signed by beta: not beta's user.

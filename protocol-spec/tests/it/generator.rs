@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use voicechat_protocol::ids::{GroupId, Nonce, Role, RoomId, SessionId, UserId};
 use voicechat_protocol::{
     Answer, Cascade, CascadeType, Consent, Envelope, GroupInfo, MAX_ENVELOPE, Membership, NodeCard,
-    NodeKey, Presence, PresenceState, Record, RoomInfo, Signal, SignalType, cbor, signing_input,
+    NodeKey, Presence, PresenceState, Record, StagePlace, RoomInfo, Signal, SignalType, cbor, signing_input,
 };
 
 /// The clock of every vector.
@@ -57,6 +57,7 @@ fn presence(seq: u64, who: &str, expires_at: u64) -> Record {
         session: S1,
         name: None,
         joined_at: None,
+        stage: None,
         expires_at,
     })
 }
@@ -71,6 +72,30 @@ fn named_presence(name: &str) -> Record {
         }),
         other => other,
     }
+}
+
+/// Bob in the audience of a stage room, hand raised.
+fn stage_presence() -> Record {
+    match presence(9, "bob@beta", NOW + 60) {
+        Record::Presence(p) => Record::Presence(Presence { stage: Some(StagePlace::Hand), ..p }),
+        other => other,
+    }
+}
+
+/// Bob (a moderator on beta) invites alice onto the stage.
+fn moderate_signal() -> Record {
+    Record::Signal(Signal {
+        to: user("alice@alpha"),
+        data: r#"{"action":"invite"}"#.into(),
+        from: user("bob@beta"),
+        room: ROOM,
+        signal_type: SignalType::Moderate,
+        group: GROUP,
+        nonce: Nonce([0x4d; 16]),
+        expires_at: NOW + 60,
+        to_session: S1,
+        from_session: S2,
+    })
 }
 
 fn signal() -> Record {
@@ -407,6 +432,13 @@ pub fn vectors() -> Vec<(String, Value)> {
             named_presence("José Zoë"),
         ),
         Vector::honest(
+            "presence_stage_valid",
+            "bob@beta in the audience of a stage room with his hand raised: the optional \
+             `stage` key in its canonical place (before `state`)",
+            BETA,
+            stage_presence(),
+        ),
+        Vector::honest(
             "presence_within_skew_valid",
             "expired 30 s ago: still inside the clock-skew allowance",
             ALPHA,
@@ -418,6 +450,21 @@ pub fn vectors() -> Vec<(String, Value)> {
             BETA,
             signal(),
         ),
+        Vector::honest(
+            "signal_moderate_by_home_valid",
+            "a stage moderator's action of bob@beta on alice@alpha, handed on by alpha, the \
+             group's home, under its own key (§6.6): valid",
+            ALPHA,
+            moderate_signal(),
+        ),
+        Vector::honest(
+            "wrong_authority_signal_by_home",
+            "an offer from bob@beta signed by alpha, the group's home: only a `moderate` signal \
+             may come from the home instead of the sender's node: §7 step 8: wrong_authority",
+            ALPHA,
+            signal(),
+        )
+        .verdict("wrong_authority"),
         Vector::honest(
             "cascade_valid",
             "beta's SFU offers to pull alpha's speakers in the group's room, signed by beta",

@@ -7,7 +7,7 @@ use voicechat_protocol::ids::{
 };
 use voicechat_protocol::{
     Answer, Cascade, CascadeType, Consent, Envelope, GroupInfo, Kind, Membership, NodeCard,
-    NodeKey, Presence, PresenceState, Record, RoomInfo, Signal, SignalType, Validator, cbor, rpc,
+    NodeKey, Presence, PresenceState, Record, RoomInfo, StagePlace, Signal, SignalType, Validator, cbor, rpc,
 };
 
 use super::generator;
@@ -106,10 +106,16 @@ fn record() -> impl Strategy<Value = Record> {
             id16(),
             1..u64::MAX,
             proptest::option::of("[^\\p{Cc}]{1,40}"),
-            proptest::option::of(any::<u64>())
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(proptest::sample::select(vec![
+                StagePlace::Speaker,
+                StagePlace::Listener,
+                StagePlace::Hand,
+                StagePlace::Invited
+            ]))
         )
             .prop_map(
-                |(seq, r, user, g, muted, joined, s, expires_at, name, joined_at)| Record::Presence(Presence {
+                |(seq, r, user, g, muted, joined, s, expires_at, name, joined_at, stage)| Record::Presence(Presence {
                     seq,
                     room: RoomId(r),
                     user,
@@ -123,6 +129,7 @@ fn record() -> impl Strategy<Value = Record> {
                     session: SessionId(s),
                     name,
                     joined_at,
+                    stage,
                     expires_at
                 })
             ),

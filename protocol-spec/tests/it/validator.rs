@@ -45,6 +45,7 @@ fn presence(seq: u64, session: u8, expires_at: u64) -> Vec<u8> {
         session: SessionId([session; 16]),
         name: None,
         joined_at: None,
+        stage: None,
         expires_at,
     });
     Envelope::seal(&record, &SigningKey::from_bytes(&ALPHA)).encode()

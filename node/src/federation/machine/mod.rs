@@ -203,12 +203,13 @@ pub enum Input {
     },
     /// The core stored an [`Output::Apply`] batch.
     Applied(BatchId),
-    /// The result of an [`Output::Deliver`]: whether the socket took the signal.
+    /// The result of an [`Output::Deliver`]: whether the socket took the signal (a
+    /// moderation: whether it was applied or handed on).
     Delivered {
         /// The signal request it answers.
         reply: InboundId,
-        /// False: the socket is gone.
-        ok: bool,
+        /// Why not (`NoSession`: the socket is gone).
+        error: Option<RpcError>,
     },
     /// The result of an [`Output::Redeem`]: the group joined, and the records the core
     /// signed for it (applied before the answer is built).
@@ -694,7 +695,7 @@ impl Machine {
                     self.outputs.push_back(Output::Done { id, result });
                 }
             }
-            Input::Delivered { reply, ok } => self.on_delivered(reply, ok),
+            Input::Delivered { reply, error } => self.on_delivered(reply, error),
             Input::Redeemed { reply, result } => self.on_redeemed(reply, result),
             Input::CascadeOffer { link, result } => self.on_cascade_offer(link, result),
             Input::CascadeServed { reply, link, result } => self.on_cascade_served(reply, link, result),

@@ -43,6 +43,7 @@ impl Machine {
                 user: p.user.clone(),
                 group: room.0,
                 muted: p.muted,
+                stage: p.stage.map(|s| s.place()),
                 state,
                 session: p.session,
                 joined_at: Some(p.joined_at),
@@ -57,7 +58,7 @@ impl Machine {
         if let Some(g) = self.groups.get_mut(&room.0) {
             let key = (p.user.clone(), p.session);
             if joined {
-                g.presence.insert(key, Pres { room: room.1, muted: p.muted, expires_at, envelope: bytes.clone() });
+                g.presence.insert(key, Pres { room: room.1, muted: p.muted, stage: p.stage.map(|s| s.place()), expires_at, envelope: bytes.clone() });
             } else {
                 g.presence.remove(&key);
             }
@@ -89,13 +90,14 @@ impl Machine {
                     user: p.user.clone(),
                     group,
                     muted: p.muted,
+                    stage: p.stage.map(|s| s.place()),
                     state: PresenceState::Joined,
                     session: p.session,
                     joined_at: Some(p.joined_at),
                     expires_at,
                 })
             });
-            g.presence.insert((p.user, p.session), Pres { room: room.1, muted: p.muted, expires_at, envelope: bytes });
+            g.presence.insert((p.user, p.session), Pres { room: room.1, muted: p.muted, stage: p.stage.map(|s| s.place()), expires_at, envelope: bytes });
         }
     }
 

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use voicechat_protocol::ids::{GroupId, NodeName, RoomId, SessionId, UserId};
 use voicechat_protocol::keys::NodeKey;
-use voicechat_protocol::records::{PresenceState, Record};
+use voicechat_protocol::records::{PresenceState, Record, StagePlace};
 use voicechat_protocol::rpc::{self, Digest};
 use voicechat_protocol::validate::{self, Authorities};
 use voicechat_protocol::{Envelope, ProtocolError};
@@ -34,6 +34,7 @@ pub(crate) struct Held {
 pub(crate) struct Pres {
     pub(crate) room: RoomId,
     pub(crate) muted: bool,
+    pub(crate) stage: Option<StagePlace>,
     pub(crate) expires_at: u64,
     pub(crate) envelope: Vec<u8>,
 }
@@ -427,7 +428,7 @@ impl Machine {
             return Err(Dropped::NotWanted("presence in a room this node does not know"));
         }
         let key = (p.user.clone(), p.session);
-        let before = g.presence.get(&key).map(|x| (x.room, x.muted));
+        let before = g.presence.get(&key).map(|x| (x.room, x.muted, x.stage));
         if before.is_none()
             && p.state == PresenceState::Joined
             && g.presence.keys().filter(|(u, _)| u == &p.user).count() >= self.cfg.limits.sessions_per_user
@@ -436,15 +437,16 @@ impl Machine {
         }
         // A node that predates `joined_at`: the moment this node first saw the session.
         let joined_at = p.joined_at.unwrap_or(self.now);
-        let participant = Participant { user: p.user.clone(), session: p.session, muted: p.muted, stage: None, name: p.name.clone(), joined_at };
+        let stage = p.stage.map(crate::rooms::StageSeat::from_place);
+        let participant = Participant { user: p.user.clone(), session: p.session, muted: p.muted, stage, name: p.name.clone(), joined_at };
         let change = match p.state {
             PresenceState::Joined => {
-                g.presence.insert(key, Pres { room: p.room, muted: p.muted, expires_at: p.expires_at, envelope: bytes });
-                (before != Some((p.room, p.muted))).then_some(Change::Presence { room: (p.group, p.room), participant, joined: true })
+                g.presence.insert(key, Pres { room: p.room, muted: p.muted, stage: p.stage, expires_at: p.expires_at, envelope: bytes });
+                (before != Some((p.room, p.muted, p.stage))).then_some(Change::Presence { room: (p.group, p.room), participant, joined: true })
             }
             PresenceState::Left => {
                 g.presence.remove(&key);
-                before.map(|(room, _)| Change::Presence { room: (p.group, room), participant, joined: false })
+                before.map(|(room, _, _)| Change::Presence { room: (p.group, room), participant, joined: false })
             }
         };
         self.validator.accept(&verified, now_s);

@@ -7,7 +7,7 @@
 use serde_bytes::ByteBuf;
 use voicechat_protocol::ids::{GroupId, NodeName, Nonce, UserId};
 use voicechat_protocol::keys::NodeKey;
-use voicechat_protocol::records::{Record, Signal};
+use voicechat_protocol::records::{Record, Signal, SignalType};
 use voicechat_protocol::rpc::{self, InviteRequest, InviteResponse, RpcError, SignalRequest, SignalResponse};
 use voicechat_protocol::validate::Verified;
 
@@ -55,7 +55,22 @@ impl Machine {
             self.count("signal", Some(peer), Err(&super::Dropped::Policy("a signal relayed by a third node")));
             return self.refuse(id, Proto::Signal, RpcError::Invalid);
         }
-        if sig.to.node != self.cfg.me {
+        if sig.signal_type == SignalType::Moderate {
+            // Moderations go through the group's home (SPEC.md §6.6): the home takes them
+            // from the moderator's node, for anyone in the call; any other node takes them
+            // only from the home, for its own users.
+            let home = self.groups.get(&sig.group).map(|g| g.home.clone());
+            if home.as_ref() != Some(&self.cfg.me) {
+                if home.and_then(|h| self.trust.key_of(&h)) != Some(peer) {
+                    let d = super::Dropped::Policy("a moderation that did not come through the group's home");
+                    self.count("signal", Some(peer), Err(&d));
+                    return self.refuse(id, Proto::Signal, RpcError::Invalid);
+                }
+                if sig.to.node != self.cfg.me {
+                    return self.refuse(id, Proto::Signal, RpcError::NotHome);
+                }
+            }
+        } else if sig.to.node != self.cfg.me {
             return self.refuse(id, Proto::Signal, RpcError::NotHome);
         }
         let waiting = self.signals.iter().filter(|q| q.peer == peer).count();
@@ -69,16 +84,20 @@ impl Machine {
         }
     }
 
-    /// Both sessions are in the room: ours from the core, theirs from their presence.
+    /// Both sessions are in the room: ours from the core, theirs from their presence (at a
+    /// group's home, a moderation's target may be of a third node: by its presence too).
     fn ready(&self, sig: &Signal) -> bool {
         let room = (sig.group, sig.room);
-        let ours = self.seats.get(&(sig.to.clone(), sig.to_session)).is_some_and(|(r, _)| r == &room);
-        let theirs = self
-            .groups
-            .get(&sig.group)
-            .and_then(|g| g.presence.get(&(sig.from.clone(), sig.from_session)))
-            .is_some_and(|p| p.room == sig.room && p.expires_at >= self.now_secs());
-        ours && theirs
+        let in_call = |user: &UserId, session| {
+            if user.node == self.cfg.me {
+                return self.seats.get(&(user.clone(), session)).is_some_and(|(r, _)| r == &room);
+            }
+            self.groups
+                .get(&sig.group)
+                .and_then(|g| g.presence.get(&(user.clone(), session)))
+                .is_some_and(|p| p.room == sig.room && p.expires_at >= self.now_secs())
+        };
+        in_call(&sig.to, sig.to_session) && in_call(&sig.from, sig.from_session)
     }
 
     fn deliver(&mut self, reply: InboundId, verified: Verified) {
@@ -115,15 +134,20 @@ impl Machine {
         }
     }
 
-    pub(super) fn on_delivered(&mut self, reply: InboundId, ok: bool) {
-        let error = (!ok).then_some(RpcError::NoSession);
+    pub(super) fn on_delivered(&mut self, reply: InboundId, error: Option<RpcError>) {
         self.outputs.push_back(Output::Respond { id: reply, data: rpc::encode(&SignalResponse { error }) });
     }
 
     pub(super) fn send_signal(&mut self, command: CommandId, s: OutSignal) {
         let OutSignal { from, from_session, to, to_session, room, kind, data } = s;
-        let unreachable = CommandResult::Signal(Err(RelayError::Unreachable(to.node.clone())));
-        let Some(key) = self.trust.key_of(&to.node).filter(|k| self.peers.get(k).is_some_and(|p| p.connected)) else {
+        // A moderation goes to the group's home first, unless this is the home.
+        let home = self.groups.get(&room.0).map(|g| g.home.clone()).filter(|h| h != &self.cfg.me);
+        let dest = match (kind, home) {
+            (SignalType::Moderate, Some(home)) => home,
+            _ => to.node.clone(),
+        };
+        let unreachable = CommandResult::Signal(Err(RelayError::Unreachable(dest.clone())));
+        let Some(key) = self.trust.key_of(&dest).filter(|k| self.peers.get(k).is_some_and(|p| p.connected)) else {
             return self.outputs.push_back(Output::Done { id: command, result: unreachable });
         };
         let nonce = Nonce::from_bytes(self.random16());
@@ -143,7 +167,7 @@ impl Machine {
             })
         });
         let req = rpc::encode(&SignalRequest { envelope: ByteBuf::from(envelope) });
-        self.request(key, Proto::Signal, req, Pending::Signal { command, to: to.node });
+        self.request(key, Proto::Signal, req, Pending::Signal { command, to: dest });
     }
 
     pub(super) fn on_signal_response(&mut self, command: CommandId, to: NodeName, result: Result<Vec<u8>, Failure>) {

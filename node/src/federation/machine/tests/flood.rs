@@ -38,6 +38,7 @@ fn a_flood_of_ten_thousand_records_is_slowed_down_not_stalling_others() {
                     session: s,
                     name: None,
                     joined_at: None,
+                    stage: None,
                     expires_at: base / 1000 + 30,
                 })
             })

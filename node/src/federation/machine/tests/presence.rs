@@ -8,6 +8,7 @@ use voicechat_protocol::records::{Presence, PresenceState, Record, Signal, Signa
 use voicechat_protocol::rpc::{self, PushRequest, RpcError, SignalRequest, SignalResponse};
 
 use super::sim::{Setup, Sim};
+use crate::federation::machine::{Command, CommandResult, OutSignal};
 use crate::federation::machine::Proto;
 
 fn setup3() -> (Sim, voicechat_protocol::ids::GroupId, (voicechat_protocol::ids::GroupId, voicechat_protocol::ids::RoomId)) {
@@ -149,6 +150,7 @@ fn a_node_cannot_move_or_remove_a_session_of_another_nodes_user() {
             session: s,
             name: None,
             joined_at: None,
+            stage: None,
             expires_at: sim.now / 1000 + 30,
         })
     });
@@ -165,6 +167,7 @@ fn a_node_cannot_move_or_remove_a_session_of_another_nodes_user() {
             session: s,
             name: None,
             joined_at: None,
+            stage: None,
             expires_at: sim.now / 1000 + 30,
         })
     });
@@ -189,4 +192,80 @@ fn a_user_of_another_node_has_a_bounded_number_of_seats() {
     let seats = sim.participants(0, &room).keys().filter(|(u, _)| u == &singer).count();
     assert_eq!(seats, 16, "node 0 keeps at most 16 of the user's sessions");
     let _ = g;
+}
+
+/// A `moderate` signal of `singer` on node `from` for `alice` on node `to`, signed by
+/// node `signer`.
+fn moderation(sim: &Sim, signer: usize, from: usize, to: usize, room: (voicechat_protocol::ids::GroupId, voicechat_protocol::ids::RoomId), from_s: SessionId, to_s: SessionId) -> Vec<u8> {
+    let (from_user, to_user) = (sim.user(from, "singer"), sim.user(to, "alice"));
+    let env = sim.nodes[signer].signer.seal_at(sim.now * 1000, |_| {
+        Record::Signal(Signal {
+            to: to_user,
+            data: r#"{"action":"invite"}"#.into(),
+            from: from_user,
+            room: room.1,
+            signal_type: SignalType::Moderate,
+            group: room.0,
+            nonce: Nonce::from_bytes([signer as u8, from as u8, 0x4d, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, (sim.now % 251) as u8]),
+            expires_at: sim.now / 1000 + 60,
+            to_session: to_s,
+            from_session: from_s,
+        })
+    });
+    rpc::encode(&SignalRequest { envelope: ByteBuf::from(env) })
+}
+
+#[test]
+fn moderations_go_through_the_groups_home() {
+    let (mut sim, g, _) = setup3();
+    // Node 0 is the group's home; a stage moderator sings on node 2, the target on node 1.
+    let alice1 = sim.user(1, "alice");
+    sim.add_member(0, g, &alice1);
+    let r = sim.create_room_as(0, g, "Hall", true);
+    let room = (g, r);
+    sim.run_for(3_000);
+    let (moderator, target) = (SessionId([0x2d; 16]), SessionId([0x1a; 16]));
+    let singer2 = sim.user(2, "singer");
+    sim.join(2, &singer2, moderator, room, false);
+    sim.join(1, &alice1, target, room, false);
+    sim.run_for(1_000);
+    let answer = |sim: &Sim, t| rpc::decode::<SignalResponse>(&sim.answers[&t], rpc::MAX_SIGNAL_RESPONSE).unwrap().error;
+
+    // Straight from the moderator's node to the target's: refused, whoever signed it.
+    let t = sim.ask(2, 1, Proto::Signal, moderation(&sim, 2, 2, 1, room, moderator, target));
+    sim.run_for(1_000);
+    assert_eq!(answer(&sim, t), Some(RpcError::Invalid), "a moderation around the home");
+    // Handed on by the home, under its key: the target's node takes it.
+    let t = sim.ask(0, 1, Proto::Signal, moderation(&sim, 0, 2, 1, room, moderator, target));
+    sim.run_for(1_000);
+    assert_eq!(answer(&sim, t), None, "from the home");
+    // A third node cannot pass itself off as the home (its own signature, sent by itself).
+    let t = sim.ask(2, 1, Proto::Signal, moderation(&sim, 2, 2, 1, room, moderator, target));
+    sim.run_for(1_000);
+    assert_eq!(answer(&sim, t), Some(RpcError::Invalid));
+    // At the home, a moderation for a session of another node is handed to the core to
+    // judge once both sessions are in the call (by their presence).
+    let t = sim.ask(2, 0, Proto::Signal, moderation(&sim, 2, 2, 1, room, moderator, target));
+    sim.run_for(1_000);
+    assert_eq!(answer(&sim, t), None, "judged by the home's core");
+    let t = sim.ask(2, 0, Proto::Signal, moderation(&sim, 2, 2, 1, room, moderator, SessionId([0x77; 16])));
+    sim.run_for(4_000);
+    assert_eq!(answer(&sim, t), Some(RpcError::NoSession), "no such target in the call");
+
+    // The moderator's node sends a moderation to the home, not to the target's node.
+    let before = (sim.nodes[0].machine.stats().records.clone(), sim.nodes[1].machine.stats().records.clone());
+    let id = sim.command(2, Command::Signal(OutSignal {
+        from: singer2.clone(),
+        from_session: moderator,
+        to: alice1.clone(),
+        to_session: target,
+        room,
+        kind: SignalType::Moderate,
+        data: r#"{"action":"mute"}"#.into(),
+    }));
+    sim.run_for(1_000);
+    let signals = |s: &std::collections::HashMap<(String, &'static str), u64>| s.iter().filter(|((k, _), _)| k == "signal").map(|(_, n)| n).sum::<u64>();
+    assert!(signals(&sim.nodes[0].machine.stats().records) > signals(&before.0), "the home judged it");
+    assert_eq!(signals(&sim.nodes[1].machine.stats().records), signals(&before.1), "the target's node was not asked");
+    assert!(matches!(sim.nodes[2].done.get(&id), Some(CommandResult::Signal(Ok(())))), "{:?}", sim.nodes[2].done.get(&id));
 }

@@ -392,7 +392,7 @@ impl Sim {
             Output::Deliver { reply, signal } => {
                 let room = (signal.group, signal.room);
                 let ok = self.nodes[i].seats.get(&room).is_some_and(|s| s.contains_key(&(signal.to.clone(), signal.to_session)));
-                local.push(Input::Delivered { reply, ok });
+                local.push(Input::Delivered { reply, error: (!ok).then_some(voicechat_protocol::rpc::RpcError::NoSession) });
             }
             Output::Redeem { reply, .. } => {
                 local.push(Input::Redeemed { reply, result: Err(voicechat_protocol::rpc::RpcError::BadInvite) });
