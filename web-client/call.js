@@ -62,6 +62,7 @@ export class Call {
     this.myNode = null; // its node part
     this.mode = 'mesh'; // mesh | sfu: how people of this node reach each other in this call
     this.droppedNodes = new Set(); // nodes of this stage whose audio servers dropped out
+    this.cascadedNodes = new Set(); // nodes whose people reach us through the audio servers (the cascade)
     this.formerSessions = new Set(); // this tab's earlier sessions (may linger on the node a while)
     this.resyncUntil = 0; // see RESYNC_GRACE_MS
     this.resyncTimer = null;
@@ -118,6 +119,16 @@ export class Call {
         this.droppedNodes.add(m.node);
         this.notify(`${m.node} unreachable: its people can't be heard for now.`);
       }
+      this.changed('peers');
+    });
+    // A conversation on the audio server: the nodes whose people it now carries both ways
+    // (each node's audio server pulls the other's). Their direct connections close; a node
+    // that drops out of the cascade is connected to directly again.
+    socket.on('cascade', (m) => {
+      if (this.status !== 'joined' || !this.inRoom(m.group, m.room)) return;
+      this.cascadedNodes = new Set(m.nodes);
+      this.syncMesh();
+      this.sfuLeg.settle();
       this.changed('peers');
     });
     socket.on('call_mode', (m) => {
@@ -415,10 +426,13 @@ export class Call {
   /**
    * Whether `user`'s audio reaches us through this node's audio server rather than the mesh:
    * people of this node when the call is on it and, on a stage, people of other nodes too
-   * (each node's audio server pulls the others' speakers: the cascade).
+   * (each node's audio server pulls the others' speakers: the cascade); in a conversation,
+   * people of the nodes the node says it cascades with both ways.
    */
   viaNode(user) {
-    return this.sameNode(user) || (this.mode === 'sfu' && this.stage.active);
+    if (this.sameNode(user)) return true;
+    if (this.mode !== 'sfu') return false;
+    return this.stage.active || (typeof user === 'string' && this.cascadedNodes.has(user.slice(user.lastIndexOf('@') + 1)));
   }
 
   /** Whether `user` (a full id, `name@node`) is of this node. */
@@ -506,6 +520,7 @@ export class Call {
     rememberCall({ group: msg.group, room: msg.room });
     if (msg.session) this.mySession = msg.session;
     this.mode = msg.mode === 'sfu' ? 'sfu' : 'mesh';
+    this.cascadedNodes = new Set(msg.cascade || []);
     if (this.mode === 'sfu') this.sfuLeg.start();
     else this.sfuLeg.stop();
     if (this.mesh) {
@@ -540,6 +555,7 @@ export class Call {
     this.keys.stop();
     this.mode = 'mesh';
     this.droppedNodes.clear();
+    this.cascadedNodes.clear();
     if (this.mesh) this.mesh.closeAll();
     this.mesh = null;
     this.voice.stop();

@@ -127,7 +127,8 @@ export {};
  * @property {{type: 'hello', user: string, session: string, resume: string, resumed: boolean}} hello the first message of every socket: its session, the token to resume it on a new socket, and whether the node still held it
  * @property {{type: 'pong'}} pong
  * @property {{type: 'error', code: string, message: string, in_reply_to: string | null}} error a message refused or failed
- * @property {{type: 'joined', group: string, room: string, session: string, mode: CallMode}} joined in the call
+ * @property {{type: 'joined', group: string, room: string, session: string, mode: CallMode, cascade?: string[]}} joined in the call (`cascade`: as in `cascade`)
+ * @property {{type: 'cascade', group: string, room: string, nodes: string[]}} cascade the nodes whose people this call reaches through the nodes' audio servers, both ways: no direct connection to them
  * @property {{type: 'left', group: string, room: string}} left out of the call (left, removed, or the room went)
  * @property {{type: 'moved', group: string, room: string, to_session: string}} moved another tab of this account took the seat
  * @property {{type: 'call_mode', group: string, room: string, mode: CallMode}} call_mode the call moved to or from the audio server

@@ -14,36 +14,10 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { assertPrivateNetns, tempDir, writeBeepWav, startNode, nodeId, launchBrowser, waitFor, registerOn, sleep, sfuStats } from './helpers.mjs';
+import { assertPrivateNetns, tempDir, writeBeepWav, startNode, nodeId, launchBrowser, waitFor, registerOn, sleep, sfuStats, Http, pageApi, soundingTracks } from './helpers.mjs';
 
 const PASSWORD = 'correct horse battery';
 const byId = (page, id) => page.locator(`[data-testid="${id}"]`);
-
-/** A user of a node driven over HTTP like a page (cookies, CSRF header, the node's Origin). */
-class Http {
-  constructor(url) {
-    this.url = url;
-    this.origin = new URL(url).origin;
-    this.cookies = new Map();
-  }
-
-  async call(method, p, body) {
-    if (this.cookies.size === 0) await this.take(await fetch(new URL('/api/session', this.url)));
-    const headers = { Cookie: [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; '), Origin: this.origin, 'X-CSRF-Token': this.cookies.get('vc_csrf') || '' };
-    if (body !== undefined) headers['Content-Type'] = 'application/json';
-    const res = await fetch(new URL(p, this.url), { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-    await this.take(res);
-    return { status: res.status, body: await res.json().catch(() => ({})) };
-  }
-
-  async take(res) {
-    for (const c of res.headers.getSetCookie()) {
-      const [kv] = c.split(';');
-      const i = kv.indexOf('=');
-      this.cookies.set(kv.slice(0, i), kv.slice(i + 1));
-    }
-  }
-}
 
 /**
  * In the page: record onsets (epoch ms) of beeps into window.__onsets, from the microphone
@@ -92,32 +66,6 @@ function latencies(sent, heard) {
 }
 
 const median = (v) => (v.length ? v[Math.floor(v.length / 2)].toFixed(0) : 'n/a');
-
-/** How many streams from the page's audio server carry sound: their energy grows over 1.5 s. */
-async function soundingTracks(page) {
-  const energies = () => page.evaluate(async () => {
-    const out = {};
-    const pc = window.__voicechat.peers().get('sfu');
-    if (pc) (await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'audio') out[s.id] = s.totalAudioEnergy || 0; });
-    return out;
-  });
-  const a = await energies();
-  await sleep(1500);
-  const b = await energies();
-  return Object.keys(b).filter((id) => b[id] > (a[id] || 0)).length;
-}
-
-/** The same calls from inside a logged-in page (its cookies). */
-function pageApi(page, method, p, body) {
-  return page.evaluate(
-    async ({ method, p, body }) => {
-      const csrf = (await (await fetch('/api/session')).json()).csrf || '';
-      const res = await fetch(p, { method, headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf }, body: body === undefined ? undefined : JSON.stringify(body) });
-      return { status: res.status, body: await res.json().catch(() => ({})) };
-    },
-    { method, p, body },
-  );
-}
 
 describe('a lecture across three nodes: the audio servers cascade', { timeout: 240_000 }, () => {
   let alpha;

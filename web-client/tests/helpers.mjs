@@ -174,14 +174,14 @@ export async function startNode({
 /**
  * Two nodes that pin each other (federation is closed by default): `second`'s key is made
  * first so `first` starts with `--peer /p2p/<second's id>`; `second` then starts with
- * `--peer <first's full multiaddr>` and dials it.
+ * `--peer <first's full multiaddr>` and dials it. `args`: more flags for both.
  */
-export async function startPeeredPair(first = 'alpha', second = 'beta') {
+export async function startPeeredPair(first = 'alpha', second = 'beta', { args = [] } = {}) {
   const secondDir = tempDir('node');
   const secondId = await nodeId(secondDir);
-  const a = await startNode({ name: first, peers: [`/p2p/${secondId}`] });
+  const a = await startNode({ name: first, peers: [`/p2p/${secondId}`], args });
   try {
-    const b = await startNode({ name: second, dataDir: secondDir, peers: [a.p2p] });
+    const b = await startNode({ name: second, dataDir: secondDir, peers: [a.p2p], args });
     if (b.id && b.id !== secondId) throw new Error(`${second} runs as ${b.id}, not the ${secondId} its data dir printed`);
     return [a, b];
   } catch (err) {
@@ -495,4 +495,56 @@ export function nodeAndBrowsers(name, { wav = {}, node = {}, browsers = [{}, {}]
     if (t.dir) fs.rmSync(t.dir, { recursive: true, force: true });
   });
   return t;
+}
+
+/** A user of a node driven over HTTP like a page (cookies, CSRF header, the node's Origin). */
+export class Http {
+  constructor(url) {
+    this.url = url;
+    this.origin = new URL(url).origin;
+    this.cookies = new Map();
+  }
+
+  async call(method, p, body) {
+    if (this.cookies.size === 0) await this.take(await fetch(new URL('/api/session', this.url)));
+    const headers = { Cookie: [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; '), Origin: this.origin, 'X-CSRF-Token': this.cookies.get('vc_csrf') || '' };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    const res = await fetch(new URL(p, this.url), { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    await this.take(res);
+    return { status: res.status, body: await res.json().catch(() => ({})) };
+  }
+
+  async take(res) {
+    for (const c of res.headers.getSetCookie()) {
+      const [kv] = c.split(';');
+      const i = kv.indexOf('=');
+      this.cookies.set(kv.slice(0, i), kv.slice(i + 1));
+    }
+  }
+}
+
+/** How many streams from the page's audio server carry sound: their energy grows over 1.5 s. */
+export async function soundingTracks(page) {
+  const energies = () => page.evaluate(async () => {
+    const out = {};
+    const pc = window.__voicechat.peers().get('sfu');
+    if (pc) (await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'audio') out[s.id] = s.totalAudioEnergy || 0; });
+    return out;
+  });
+  const a = await energies();
+  await sleep(1500);
+  const b = await energies();
+  return Object.keys(b).filter((id) => b[id] > (a[id] || 0)).length;
+}
+
+/** The same calls from inside a logged-in page (its cookies). */
+export function pageApi(page, method, p, body) {
+  return page.evaluate(
+    async ({ method, p, body }) => {
+      const csrf = (await (await fetch('/api/session')).json()).csrf || '';
+      const res = await fetch(p, { method, headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf }, body: body === undefined ? undefined : JSON.stringify(body) });
+      return { status: res.status, body: await res.json().catch(() => ({})) };
+    },
+    { method, p, body },
+  );
 }

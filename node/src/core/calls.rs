@@ -3,7 +3,7 @@
 //! sessions is announced for federation to sign and send.
 
 use serde_json::json;
-use voicechat_protocol::ids::{GroupId, RoomId, SessionId, UserId};
+use voicechat_protocol::ids::{GroupId, NodeName, RoomId, SessionId, UserId};
 
 use super::{Announce, Core, CoreError, Effects, Notice};
 use crate::hub::{Outbound, encode};
@@ -34,9 +34,7 @@ impl Core {
         if changed.is_empty() {
             return Ok(fx); // in this call already, as it was (a resumed session joins again)
         }
-        for (r, mode) in modes {
-            fx.notice(Notice::CallMode(r, mode));
-        }
+        fx.call_modes(modes);
         if let [old, _] = changed[..] {
             fx.announce.push(Announce::Presence { room: old, participant: p.clone(), joined: false });
         }
@@ -82,12 +80,35 @@ impl Core {
         self.rooms().find(seat).map(|(_, p)| super::stage::may_speak(&p))
     }
 
+    /// The nodes whose people the call in `room` reaches through the SFUs' cascade, both
+    /// ways (this node pulls theirs and they pull ours): pages stop connecting to those
+    /// people directly.
+    pub fn cascaded(&self, room: &RoomKey) -> Vec<NodeName> {
+        self.cascaded.lock().expect("cascade lock").get(room).cloned().unwrap_or_default()
+    }
+
+    /// Federation says which nodes the call in `room` now reaches through the cascade: the
+    /// call's people here are told (`cascade`).
+    pub fn set_cascaded(&self, room: RoomKey, nodes: Vec<NodeName>) {
+        {
+            let mut all = self.cascaded.lock().expect("cascade lock");
+            if nodes.is_empty() {
+                all.remove(&room);
+            } else {
+                all.insert(room, nodes.clone());
+            }
+        }
+        let msg = encode(&json!({"type": "cascade", "group": room.0, "room": room.1, "nodes": nodes}));
+        self.tell_call(&room, &msg);
+    }
+
     /// How this node's participants of `room` reach each other now.
     pub fn call_mode(&self, room: &RoomKey) -> CallMode {
         self.rooms().mode(room)
     }
 
-    /// Calls move to the SFU at `threshold` participants of this node (`None`: no SFU).
+    /// Calls move to the SFU at `threshold` participants of every node, one of this node
+    /// among them (`None`: no SFU).
     pub fn set_sfu_threshold(&self, threshold: Option<usize>) {
         self.rooms().set_sfu_threshold(threshold);
     }

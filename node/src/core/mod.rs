@@ -84,6 +84,9 @@ pub enum Announce {
         /// False: it left.
         joined: bool,
     },
+    /// A conversation's call moved to this node's SFU: federation cascades it with the
+    /// other nodes' SFUs (as it does every stage).
+    OnSfu(RoomKey),
 }
 
 /// What an operation changed, for others: to be passed to [`Core::commit`].
@@ -99,6 +102,17 @@ pub struct Effects {
 }
 
 impl Effects {
+    /// Calls whose mode changed: their people here are told, and a call now on the SFU
+    /// is announced to federation.
+    pub fn call_modes(&mut self, modes: Vec<(RoomKey, crate::rooms::CallMode)>) {
+        for (room, mode) in modes {
+            if mode == crate::rooms::CallMode::Sfu {
+                self.announce.push(Announce::OnSfu(room));
+            }
+            self.notice(Notice::CallMode(room, mode));
+        }
+    }
+
     /// Appends another operation's effects.
     pub fn merge(&mut self, other: Effects) {
         self.notify.extend(other.notify);
@@ -167,6 +181,8 @@ pub struct Core {
     announce: Option<mpsc::Sender<Announce>>,
     /// Display names of other nodes' users, from their signed presence.
     remote_names: Mutex<HashMap<UserId, String>>,
+    /// Per call, the nodes whose people it reaches through the SFUs' cascade both ways.
+    cascaded: Mutex<HashMap<RoomKey, Vec<NodeName>>>,
 }
 
 impl Core {
@@ -174,7 +190,7 @@ impl Core {
     /// nowhere on a node without federation.
     pub fn new(store: Store, me: NodeName, signer: Signer, announce: Option<mpsc::Sender<Announce>>) -> Self {
         let rooms = Mutex::new(Rooms::new(me.clone(), DEFAULT_LIST_MAX));
-        Self { store, me, signer, rooms, hub: Hub::default(), announce, remote_names: Mutex::default() }
+        Self { store, me, signer, rooms, hub: Hub::default(), announce, remote_names: Mutex::default(), cascaded: Mutex::default() }
     }
 
     /// Rooms of more than `n` sessions show only their count to sockets outside their call.

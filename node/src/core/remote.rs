@@ -271,6 +271,8 @@ impl Core {
                     rooms.leave(&participant.seat());
                 }
             }
+            // People of other nodes count towards moving a call to the SFU.
+            fx.call_modes(rooms.take_mode_changes());
             fx.notice(Notice::Presence);
         }
         for (group, m) in home_removals {
@@ -283,7 +285,7 @@ impl Core {
         });
         fx.announce.retain(|a| match a {
             Announce::Records { group, .. } => !matches!(groups.get(group), Some(None)),
-            Announce::Presence { .. } => true,
+            Announce::Presence { .. } | Announce::OnSfu(_) => true,
         });
         Ok(fx)
     }

@@ -33,7 +33,7 @@ fn records(fx: &Effects) -> Vec<Record> {
         .iter()
         .flat_map(|a| match a {
             Announce::Records { records, .. } => records.clone(),
-            Announce::Presence { .. } => vec![],
+            Announce::Presence { .. } | Announce::OnSfu(_) => vec![],
         })
         .map(|b| Envelope::decode(&b).unwrap().open().unwrap())
         .collect()

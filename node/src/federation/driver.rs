@@ -293,6 +293,7 @@ impl Driver {
                     sfu.unserve(link.0, link.1);
                 }
             }
+            Output::CascadeNodes { room, nodes } => self.core.set_cascaded(room, nodes),
             Output::CascadeReach { link: (room, node), up } => {
                 let msg = crate::hub::encode(&serde_json::json!({"type": "node_reach", "group": room.0, "room": room.1, "node": node, "up": up}));
                 self.core.tell_call(&room, &msg);

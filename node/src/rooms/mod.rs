@@ -250,8 +250,11 @@ impl Rooms {
         let Some(r) = self.rooms.get(&room) else { return };
         let local = r.keys().filter(|(u, _)| &u.node == me).count();
         // A stage is on the SFU from its first person: only the SFU can keep listeners quiet.
+        // A conversation counts everyone in it, of every node: each node's people reach the
+        // others through their own node's SFU once the nodes cascade (the same count on every
+        // node, so they move together).
         let stage = r.values().any(|p| p.stage.is_some());
-        if local >= threshold || (stage && local > 0) {
+        if local > 0 && (r.len() >= threshold || stage) {
             self.on_sfu.insert(room);
             self.mode_changed.push(room);
         }

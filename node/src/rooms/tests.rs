@@ -484,19 +484,25 @@ fn kind_name(e: &Event) -> &'static str {
 }
 
 #[test]
-fn a_call_moves_to_the_sfu_at_the_threshold_of_local_people_and_stays_until_empty() {
+fn a_call_moves_to_the_sfu_at_the_threshold_of_people_of_all_nodes_and_stays_until_empty() {
     let mut rooms = rooms(DEFAULT_LIST_MAX);
     rooms.set_sfu_threshold(Some(3));
     let remote = |n: &str, s: u8| Participant { user: format!("{n}@beta").parse().unwrap(), session: SessionId([s; 16]), muted: false, stage: None, name: None, joined_at: 0 };
+    // People of other nodes alone: nobody here to move.
+    for (n, s) in [("rita", 3), ("ron", 4), ("rex", 6)] {
+        rooms.join(remote(n, s), R2);
+    }
+    assert_eq!(rooms.mode(&R2), CallMode::Mesh, "nobody of this node in the call");
     rooms.join(p("alice", 1), R1);
-    rooms.join(p("bob", 2), R1);
     rooms.join(remote("rita", 3), R1);
-    rooms.join(remote("ron", 4), R1);
-    assert_eq!(rooms.mode(&R1), CallMode::Mesh, "people of other nodes do not count");
+    assert_eq!(rooms.mode(&R1), CallMode::Mesh);
     assert!(rooms.take_mode_changes().is_empty());
-    rooms.join(p("carol", 5), R1);
-    assert_eq!(rooms.mode(&R1), CallMode::Sfu);
+    rooms.join(remote("ron", 4), R1);
+    assert_eq!(rooms.mode(&R1), CallMode::Sfu, "people of other nodes count");
     assert_eq!(rooms.take_mode_changes(), vec![(R1, CallMode::Sfu)]);
+    rooms.join(p("bob", 2), R1);
+    rooms.join(p("carol", 5), R1);
+    assert!(rooms.take_mode_changes().is_empty(), "once");
     rooms.leave(&seat("carol", 5));
     rooms.leave(&seat("bob", 2));
     assert_eq!(rooms.mode(&R1), CallMode::Sfu, "no flapping back to mesh");

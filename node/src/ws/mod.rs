@@ -314,7 +314,8 @@ async fn handle(state: &AppState, user: &UserId, session: SessionId, text: &str)
                 state.commit(fx).await;
                 take_over_seats(state, user, session).await;
                 let mode = state.core.call_mode(&(group, room));
-                Ok(Some(encode(&json!({"type": "joined", "group": group, "room": room, "session": session, "mode": mode}))))
+                let cascade = state.core.cascaded(&(group, room));
+                Ok(Some(encode(&json!({"type": "joined", "group": group, "room": room, "session": session, "mode": mode, "cascade": cascade}))))
             }
             (_, Err(CoreError::Store(e))) => Err(WsError::from(e)),
             (_, Err(_)) => Err(WsError("not_found", "no such room".to_owned())),

@@ -3,7 +3,7 @@
 //! this node's seats, and the `/voicechat/cascade/1` requests that set links up. The SFU
 //! work itself (offers, answers, media) is asked of the driver through outputs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde_bytes::ByteBuf;
@@ -33,12 +33,19 @@ impl Machine {
     }
 
     /// Brings the plan's counts and reachability up to date with presence and seats.
+    /// Whether the call in `room` cascades: a stage, or a conversation on the SFU here.
+    fn cascades(&self, room: &RoomKey) -> bool {
+        self.sfu_rooms.contains(room) || self.is_stage(room)
+    }
+
     fn cascade_counts(&mut self) {
         let me = self.cfg.me.clone();
         let now_s = self.now_secs();
         let mut local: HashMap<RoomKey, usize> = HashMap::new();
+        let mut occupied: HashSet<RoomKey> = HashSet::new();
         for (room, _) in self.seats.values() {
-            if self.is_stage(room) {
+            occupied.insert(*room);
+            if self.cascades(room) {
                 *local.entry(*room).or_default() += 1;
             }
         }
@@ -46,11 +53,16 @@ impl Machine {
         for (g, group) in &self.groups {
             for ((user, _), p) in &group.presence {
                 let room = (*g, p.room);
-                if user.node != me && p.expires_at >= now_s && self.is_stage(&room) {
-                    *remote.entry(room).or_default().entry(user.node.clone()).or_default() += 1;
+                if user.node != me && p.expires_at >= now_s {
+                    occupied.insert(room);
+                    if self.cascades(&room) {
+                        *remote.entry(room).or_default().entry(user.node.clone()).or_default() += 1;
+                    }
                 }
             }
         }
+        // A call that empties starts over as a mesh (as the core's rooms do).
+        self.sfu_rooms.retain(|r| occupied.contains(r));
         let nodes: Vec<NodeName> = remote.values().flat_map(|m| m.keys().cloned()).collect();
         for n in nodes {
             let up = self.trust.key_of(&n).is_some_and(|k| self.peers.get(&k).is_some_and(|p| p.connected));
@@ -96,6 +108,31 @@ impl Machine {
             self.served.remove(&link);
             self.outputs.push_back(Output::CascadeUnserve { link });
         }
+        self.tell_cascaded();
+    }
+
+    /// Tells each call here which nodes it reaches through the cascade both ways (we pull
+    /// theirs, they pull ours), when that changed.
+    fn tell_cascaded(&mut self) {
+        let mut rooms: BTreeSet<RoomKey> = self.cascade_told.keys().copied().collect();
+        rooms.extend(self.cascade.wanted().into_iter().map(|l| l.room));
+        for room in rooms {
+            let nodes: Vec<NodeName> = self
+                .cascade
+                .nodes_in(&room)
+                .into_iter()
+                .filter(|n| self.served.contains(&(room, n.clone())) && self.cascade.is_up(&crate::sfu::cascade::Link { room, node: n.clone() }))
+                .collect();
+            let told = self.cascade_told.get(&room).cloned().unwrap_or_default();
+            if nodes != told {
+                if nodes.is_empty() {
+                    self.cascade_told.remove(&room);
+                } else {
+                    self.cascade_told.insert(room, nodes.clone());
+                }
+                self.outputs.push_back(Output::CascadeNodes { room, nodes });
+            }
+        }
     }
 
     /// The SFU made an offer for a pull (or could not).
@@ -122,6 +159,7 @@ impl Machine {
             self.cascade_failed(&link);
             self.lost(link);
         }
+        self.tell_cascaded();
     }
 
     /// This node's people in the room are told once that the node cannot be heard.

@@ -415,6 +415,14 @@ pub enum Output {
         /// The link.
         link: LinkKey,
     },
+    /// Tell this node's people in the room which nodes' people it reaches through the
+    /// cascade both ways (their pages stop connecting to those people directly).
+    CascadeNodes {
+        /// The room.
+        room: crate::rooms::RoomKey,
+        /// The nodes.
+        nodes: Vec<NodeName>,
+    },
     /// Tell this node's people in the room that a node of the room can no longer be heard
     /// (`up`: false; it died or is cut off) or is back.
     CascadeReach {
@@ -550,6 +558,11 @@ pub struct Machine {
     served: HashSet<LinkKey>,
     /// Links whose node this node's people were told is unreachable.
     cascade_lost: HashSet<LinkKey>,
+    /// Conversations whose call here moved to the SFU (cascaded like stages) until they
+    /// empty.
+    sfu_rooms: HashSet<crate::rooms::RoomKey>,
+    /// Per call, the nodes this node's people were last told it reaches through the cascade.
+    cascade_told: HashMap<crate::rooms::RoomKey, Vec<NodeName>>,
 }
 
 impl Machine {
@@ -594,6 +607,8 @@ impl Machine {
             cascade_epoch: (now, std::time::Instant::now()),
             served: HashSet::new(),
             cascade_lost: HashSet::new(),
+            sfu_rooms: HashSet::new(),
+            cascade_told: HashMap::new(),
             cfg,
         };
         for key in blocked_keys {

@@ -543,6 +543,10 @@ impl Machine {
         match a {
             Announce::Records { group, records } => self.on_local_records(group, records),
             Announce::Presence { room, participant, joined } => self.on_local_presence(room, participant, joined),
+            Announce::OnSfu(room) => {
+                self.sfu_rooms.insert(room);
+                self.refresh_cascade();
+            }
         }
     }
 }

@@ -13,7 +13,8 @@ use voicechat_protocol::records::{Cascade, CascadeType, Record};
 use voicechat_protocol::rpc::{self, CascadeRequest, CascadeResponse, RpcError};
 
 use super::sim::{Setup, Sim};
-use crate::federation::machine::Proto;
+use crate::core::Announce;
+use crate::federation::machine::{Input, Proto};
 use crate::rooms::RoomKey;
 use crate::sfu::LinkKey;
 
@@ -61,6 +62,11 @@ fn each_node_pulls_each_other_node_once_and_a_cut_off_node_drops_out_until_the_h
         assert_eq!(sim.nodes[i].pulled, links(&sim, room, &others), "{} pulls", sim.nodes[i].name);
         assert_eq!(sim.nodes[i].served, links(&sim, room, &others), "{} serves", sim.nodes[i].name);
     }
+    // Each node's people are told they reach both others through the cascade.
+    for i in 0..3 {
+        let others: Vec<_> = (0..3).filter(|j| *j != i).map(|j| sim.nodes[j].name.clone()).collect();
+        assert_eq!(sim.nodes[i].cascaded.get(&room), Some(&others), "{} tells its people", sim.nodes[i].name);
+    }
     // More people change nothing: one link per (room, node), no new requests.
     let asked = sim.proto_requests(Proto::Cascade);
     assert_eq!(asked, 6, "one offer per ordered pair of nodes");
@@ -75,6 +81,8 @@ fn each_node_pulls_each_other_node_once_and_a_cut_off_node_drops_out_until_the_h
     assert_eq!(sim.nodes[0].served, links(&sim, room, &[1]));
     assert_eq!(sim.nodes[1].pulled, links(&sim, room, &[0]));
     assert!(sim.nodes[2].pulled.is_empty(), "{:?}", sim.nodes[2].pulled);
+    assert_eq!(sim.nodes[0].cascaded.get(&room), Some(&vec![sim.nodes[1].name.clone()]), "node 2 no longer through the cascade");
+    assert_eq!(sim.nodes[2].cascaded.get(&room), Some(&vec![]), "node 2's people reach nobody through it");
     // Their people are told once: node 2 cannot be heard (and node 2's, the other two).
     let n2 = sim.nodes[2].name.clone();
     assert_eq!(sim.nodes[0].reach, vec![(n2.clone(), false)]);
@@ -178,4 +186,39 @@ fn bad_cascade_requests_are_refused_with_clear_errors() {
     let t = sim.ask(1, 0, Proto::Cascade, close);
     assert_eq!(answer(&mut sim, t), CascadeResponse::default());
     assert!(!sim.nodes[0].served.contains(&(room, sim.nodes[1].name.clone())));
+}
+
+#[test]
+fn a_conversation_cascades_once_its_call_is_on_the_sfu_of_both_nodes() {
+    let (mut sim, stage) = setup();
+    let r = sim.create_room_as(0, stage.0, "Chat", false);
+    let room = (stage.0, r);
+    sim.run_for(2_000);
+    let alice = sim.user(0, "alice");
+    let ann1 = sim.user(1, "ann");
+    sim.join(0, &alice, SessionId([1; 16]), room, false);
+    sim.join(1, &ann1, SessionId([2; 16]), room, false);
+    sim.run_for(3_000);
+    // A mesh call: no links.
+    assert!(sim.nodes[0].pulled.is_empty() && sim.nodes[1].pulled.is_empty());
+    // Node 1's call moves to its SFU: it asks, and node 0 (still a mesh) refuses.
+    sim.input(1, Input::Local(Announce::OnSfu(room)));
+    sim.run_for(3_000);
+    assert!(sim.nodes[1].pulled.is_empty() && sim.nodes[0].served.is_empty(), "node 0 serves no mesh call");
+    assert!(sim.nodes[1].cascaded.get(&room).is_none_or(Vec::is_empty));
+    // Node 0's too: both pull, and both tell their people.
+    sim.input(0, Input::Local(Announce::OnSfu(room)));
+    sim.run_for(35_000);
+    assert_eq!(sim.nodes[0].pulled, links(&sim, room, &[1]));
+    assert_eq!(sim.nodes[1].pulled, links(&sim, room, &[0]));
+    assert_eq!(sim.nodes[0].cascaded.get(&room), Some(&vec![sim.nodes[1].name.clone()]));
+    assert_eq!(sim.nodes[1].cascaded.get(&room), Some(&vec![sim.nodes[0].name.clone()]));
+    // The call empties: it is a mesh again next time, with no links.
+    sim.leave(0, &alice, SessionId([1; 16]), room);
+    sim.leave(1, &ann1, SessionId([2; 16]), room);
+    sim.run_for(3_000);
+    sim.join(0, &alice, SessionId([1; 16]), room, false);
+    sim.join(1, &ann1, SessionId([2; 16]), room, false);
+    sim.run_for(3_000);
+    assert!(sim.nodes[0].pulled.is_empty() && sim.nodes[1].pulled.is_empty(), "{:?}", sim.nodes[0].pulled);
 }

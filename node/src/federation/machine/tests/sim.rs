@@ -88,6 +88,8 @@ pub struct SimNode {
     pub served: BTreeSet<crate::sfu::LinkKey>,
     /// What the simulated core told its people about other nodes: (node, reachable).
     pub reach: Vec<(NodeName, bool)>,
+    /// Per call, the nodes the core was last told it reaches through the cascade both ways.
+    pub cascaded: BTreeMap<(GroupId, RoomId), Vec<NodeName>>,
 }
 
 #[derive(Debug)]
@@ -232,6 +234,7 @@ impl Sim {
                 pulled: BTreeSet::new(),
                 served: BTreeSet::new(),
                 reach: Vec::new(),
+                cascaded: BTreeMap::new(),
             });
         }
         let by_key = nodes.iter().enumerate().map(|(i, n)| (n.key, i)).collect();
@@ -422,6 +425,9 @@ impl Sim {
             }
             Output::CascadeReach { link, up } => {
                 self.nodes[i].reach.push((link.1, up));
+            }
+            Output::CascadeNodes { room, nodes } => {
+                self.nodes[i].cascaded.insert(room, nodes);
             }
         }
     }
