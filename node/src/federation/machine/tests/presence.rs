@@ -81,17 +81,28 @@ fn an_idle_federation_sends_and_applies_nothing() {
 }
 
 fn signal_from(sim: &Sim, from: usize, to: usize, room: (voicechat_protocol::ids::GroupId, voicechat_protocol::ids::RoomId), from_s: SessionId, to_s: SessionId) -> Vec<u8> {
-    let from_user = sim.user(from, "singer");
-    let to_user = sim.user(to, "alice");
-    let env = sim.nodes[from].signer.seal_at(sim.now * 1000, |_| {
+    signed_signal(sim, from, (from, to), room, (from_s, to_s), (SignalType::Offer, "v=0"))
+}
+
+/// A signal of `singer` on node `from` to `alice` on node `to`, signed by node `signer`.
+fn signed_signal(
+    sim: &Sim,
+    signer: usize,
+    (from, to): (usize, usize),
+    room: (voicechat_protocol::ids::GroupId, voicechat_protocol::ids::RoomId),
+    (from_s, to_s): (SessionId, SessionId),
+    (kind, data): (SignalType, &str),
+) -> Vec<u8> {
+    let (from_user, to_user) = (sim.user(from, "singer"), sim.user(to, "alice"));
+    let env = sim.nodes[signer].signer.seal_at(sim.now * 1000, |_| {
         Record::Signal(Signal {
             to: to_user,
-            data: "v=0".into(),
+            data: data.into(),
             from: from_user,
             room: room.1,
-            signal_type: SignalType::Offer,
+            signal_type: kind,
             group: room.0,
-            nonce: Nonce::from_bytes([from_s.0[0], to_s.0[0], 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, (sim.now % 251) as u8]),
+            nonce: Nonce::from_bytes([from_s.0[0], to_s.0[0], signer as u8, kind as u8, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, (sim.now % 251) as u8]),
             expires_at: sim.now / 1000 + 60,
             to_session: to_s,
             from_session: from_s,
@@ -194,25 +205,10 @@ fn a_user_of_another_node_has_a_bounded_number_of_seats() {
     let _ = g;
 }
 
-/// A `moderate` signal of `singer` on node `from` for `alice` on node `to`, signed by
-/// node `signer`.
+/// A stage invitation of `singer` on node `from` for `alice` on node `to`, signed by node
+/// `signer`.
 fn moderation(sim: &Sim, signer: usize, from: usize, to: usize, room: (voicechat_protocol::ids::GroupId, voicechat_protocol::ids::RoomId), from_s: SessionId, to_s: SessionId) -> Vec<u8> {
-    let (from_user, to_user) = (sim.user(from, "singer"), sim.user(to, "alice"));
-    let env = sim.nodes[signer].signer.seal_at(sim.now * 1000, |_| {
-        Record::Signal(Signal {
-            to: to_user,
-            data: r#"{"action":"invite"}"#.into(),
-            from: from_user,
-            room: room.1,
-            signal_type: SignalType::Moderate,
-            group: room.0,
-            nonce: Nonce::from_bytes([signer as u8, from as u8, 0x4d, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, (sim.now % 251) as u8]),
-            expires_at: sim.now / 1000 + 60,
-            to_session: to_s,
-            from_session: from_s,
-        })
-    });
-    rpc::encode(&SignalRequest { envelope: ByteBuf::from(env) })
+    signed_signal(sim, signer, (from, to), room, (from_s, to_s), (SignalType::Moderate, r#"{"action":"invite"}"#))
 }
 
 #[test]
