@@ -158,6 +158,17 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         cut_secs: u64,
     },
+    /// A stage across 3 nodes (room on alpha, speaker on beta, listeners everywhere);
+    /// gamma is isolated from the others (federation and cascade media) and healed: who
+    /// keeps hearing, who is told what, and how soon gamma hears again.
+    StagePartition {
+        /// Listeners on each node.
+        #[arg(long, default_value_t = 3)]
+        listeners: usize,
+        /// Seconds gamma stays cut off, at least (longer until every page was told).
+        #[arg(long, default_value_t = 6)]
+        cut_secs: u64,
+    },
 }
 
 fn default_bin() -> PathBuf {
@@ -300,6 +311,10 @@ async fn scenario(which: Scenario, args: NetArgs) -> anyhow::Result<Report> {
         Scenario::Partition { changes, cut_secs } => {
             let p = scenarios::partition::Params { changes, cut_for: Duration::from_secs(cut_secs), ..Default::default() };
             scenarios::partition::run(&opts, &p).await
+        }
+        Scenario::StagePartition { listeners, cut_secs } => {
+            let p = scenarios::stage_partition::Params { listeners, cut_for: Duration::from_secs(cut_secs), ..Default::default() };
+            scenarios::stage_partition::run(&opts, &p).await
         }
     }
 }
