@@ -154,7 +154,8 @@ enum Scenario {
     Partition {
         #[arg(long, default_value_t = 5)]
         changes: usize,
-        /// Seconds the node stays cut off (libp2p notices a dead link after ~20 s).
+        /// Seconds the node stays cut off (a federation connection whose pings fail is closed
+        /// after about 35–60 s).
         #[arg(long, default_value_t = 10)]
         cut_secs: u64,
     },
