@@ -154,8 +154,20 @@ enum Scenario {
     Partition {
         #[arg(long, default_value_t = 5)]
         changes: usize,
-        /// Seconds the node stays cut off (libp2p notices a dead link after ~20 s).
+        /// Seconds the node stays cut off (a federation connection whose pings fail is closed
+        /// after about 35–60 s).
         #[arg(long, default_value_t = 10)]
+        cut_secs: u64,
+    },
+    /// A stage across 3 nodes (room on alpha, speaker on beta, listeners everywhere);
+    /// gamma is isolated from the others (federation and cascade media) and healed: who
+    /// keeps hearing, who is told what, and how soon gamma hears again.
+    StagePartition {
+        /// Listeners on each node.
+        #[arg(long, default_value_t = 3)]
+        listeners: usize,
+        /// Seconds gamma stays cut off, at least (longer until every page was told).
+        #[arg(long, default_value_t = 6)]
         cut_secs: u64,
     },
 }
@@ -300,6 +312,10 @@ async fn scenario(which: Scenario, args: NetArgs) -> anyhow::Result<Report> {
         Scenario::Partition { changes, cut_secs } => {
             let p = scenarios::partition::Params { changes, cut_for: Duration::from_secs(cut_secs), ..Default::default() };
             scenarios::partition::run(&opts, &p).await
+        }
+        Scenario::StagePartition { listeners, cut_secs } => {
+            let p = scenarios::stage_partition::Params { listeners, cut_for: Duration::from_secs(cut_secs), ..Default::default() };
+            scenarios::stage_partition::run(&opts, &p).await
         }
     }
 }

@@ -2,6 +2,9 @@
 //! holding two bridges, one for browser traffic (10.78.0.0/24, the testnet's clients live
 //! in the hub) and one for federation (10.77.0.0/24). Cutting a node sets its federation
 //! veth down in the hub, so it keeps serving its own users while no libp2p byte passes.
+//! The nodes' audio servers listen on the browser network, so the cascade links between
+//! them run there too: isolating a node also has the hub's browser bridge stop forwarding
+//! between it and the other nodes (ebtables), while the hub itself still reaches it.
 //! Every address lives inside these namespaces only; the host's own network is untouched.
 
 use std::process::Command;
@@ -26,10 +29,19 @@ pub fn available() -> bool {
         && Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success())
 }
 
+/// Whether [`Netns::isolate`] can be used too: `ebtables` (Debian's iptables package has it).
+pub fn can_isolate() -> bool {
+    available() && Command::new("ebtables").arg("-V").output().is_ok_and(|o| o.status.success())
+}
+
 fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip").args(args).output().context("run ip")?;
+    run("ip", args)
+}
+
+fn run(tool: &str, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(tool).args(args).output().with_context(|| format!("run {tool}"))?;
     if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!("{tool} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
 }
@@ -91,6 +103,37 @@ impl Netns {
     /// Undoes [`Netns::cut`].
     pub fn heal(&self, i: usize) -> anyhow::Result<()> {
         ip(&["-n", &self.hub(), "link", "set", &format!("p{i}"), "up"])
+    }
+
+    /// Cuts node `i` off every other node: the federation network as [`Netns::cut`] does,
+    /// and on the browser network, where the audio servers listen and so where their
+    /// cascade links run, the hub's bridge stops forwarding frames to and from it. Frames
+    /// between the node and the hub itself are not forwarded but delivered (ebtables'
+    /// INPUT and OUTPUT chains), so the testnet's clients keep their sockets and audio.
+    pub fn isolate(&self, i: usize) -> anyhow::Result<()> {
+        self.cut(i)?;
+        for dir in ["-i", "-o"] {
+            self.ebtables(&["-A", "FORWARD", dir, &format!("h{i}"), "-j", "DROP"])?;
+        }
+        Ok(())
+    }
+
+    /// Undoes [`Netns::isolate`].
+    pub fn rejoin(&self, i: usize) -> anyhow::Result<()> {
+        for dir in ["-i", "-o"] {
+            self.ebtables(&["-D", "FORWARD", dir, &format!("h{i}"), "-j", "DROP"])?;
+        }
+        self.heal(i)
+    }
+
+    fn ebtables(&self, args: &[&str]) -> anyhow::Result<()> {
+        let hub = self.hub();
+        run("ip", &[&["netns", "exec", hub.as_str(), "ebtables"], args].concat())
+    }
+
+    /// The hub's address on the browser network: where the testnet's clients send from.
+    pub fn hub_ip(&self) -> std::net::IpAddr {
+        std::net::Ipv4Addr::new(10, 78, 0, 254).into() // HTTP_NET.254, as `create` gives it
     }
 
     /// Runs `f` on a new thread whose network namespace is the hub (so every socket the

@@ -97,6 +97,14 @@ pub struct MemberStats {
     /// Its ICE state last reported, and the error that ended it if any: why it never connected.
     pub ice: String,
     pub error: Option<String>,
+    /// The longest time without a packet from a synthetic speaker since the figures were
+    /// zeroed (or it was added), up to the snapshot: how long its audio stopped; and when
+    /// that silence ended (`None`: it still lasts).
+    pub longest_silence: Duration,
+    pub silence_ended: Option<Instant>,
+    /// The longest pause between two of its own packets (a speaker): 20 ms, unless this
+    /// thread fell behind, which its listeners hear as silence too.
+    pub longest_send_gap: Duration,
 }
 
 impl MemberStats {
@@ -123,6 +131,10 @@ struct Member {
     talking: bool,
     seq: u64,
     added: Instant,
+    /// When it last heard a synthetic speaker (or its figures were zeroed).
+    heard_at: Instant,
+    /// When it last sent.
+    sent_at: Option<Instant>,
     timeout: Instant,
     streams: HashMap<u32, Stream>,
     stats: MemberStats,
@@ -207,6 +219,7 @@ fn run(mut poll: Poll, rx: Receiver<Cmd>) {
                 Cmd::Talk(who, on) => {
                     if let Some(m) = members.get_mut(who) {
                         m.talking = on;
+                        m.sent_at = None;
                     }
                 }
                 Cmd::Snapshot(reply) => {
@@ -221,6 +234,7 @@ fn run(mut poll: Poll, rx: Receiver<Cmd>) {
                             ..Default::default()
                         };
                         m.streams.clear();
+                        m.heard_at = Instant::now();
                     }
                 }
                 Cmd::Stop => return,
@@ -279,6 +293,8 @@ fn add(poll: &mut Poll, members: &mut Vec<Member>, j: Joining, answer: &str) -> 
         talking: false,
         seq: 1,
         added: now,
+        heard_at: now,
+        sent_at: None,
         timeout: now,
         streams: HashMap::new(),
         stats: MemberStats::default(),
@@ -299,6 +315,10 @@ fn speak(m: &mut Member, me: u32, now: Instant) {
         tx.write_rtp(write);
         m.seq += 1;
         m.stats.sent += 1;
+        if let Some(prev) = m.sent_at {
+            m.stats.longest_send_gap = m.stats.longest_send_gap.max(now.duration_since(prev));
+        }
+        m.sent_at = Some(now);
     }
     drain(m);
 }
@@ -332,6 +352,12 @@ fn drain(m: &mut Member) {
                     let sent = u64::from_be_bytes(p.payload[..8].try_into().unwrap_or_default());
                     let from = u32::from_be_bytes(p.payload[8..12].try_into().unwrap_or_default());
                     *m.stats.from.entry(from).or_default() += 1;
+                    let silence = now.duration_since(m.heard_at);
+                    if silence > m.stats.longest_silence {
+                        m.stats.longest_silence = silence;
+                        m.stats.silence_ended = Some(now);
+                    }
+                    m.heard_at = now;
                     if m.stats.delays.len() < MAX_DELAYS {
                         m.stats.delays.push(now.duration_since(epoch()).saturating_sub(Duration::from_nanos(sent)));
                     }
@@ -355,6 +381,10 @@ fn snapshot(m: &Member) -> MemberStats {
     s.expected = m.streams.values().map(|st| st.last - st.first + 1).sum();
     s.jitter_ms = m.streams.values().map(|st| st.jitter / 48.0).fold(0.0, f64::max);
     s.streams = m.streams.len();
+    if m.heard_at.elapsed() > s.longest_silence {
+        s.longest_silence = m.heard_at.elapsed();
+        s.silence_ended = None;
+    }
     s
 }
 

@@ -64,7 +64,13 @@ async fn sit(http: &Http, crowd: &Crowd, group: &str, room: &str) -> anyhow::Res
 
 /// Offers over `ws` (already in a call on the SFU) and hands the answer to the crowd.
 pub(crate) async fn connect(ws: &mut Ws, crowd: &Crowd) -> anyhow::Result<usize> {
-    let (joining, offer) = Joining::new(IpAddr::V4(Ipv4Addr::LOCALHOST), SLOTS)?;
+    connect_from(ws, crowd, IpAddr::V4(Ipv4Addr::LOCALHOST)).await
+}
+
+/// [`connect`] with the participant's UDP socket on `bind` (the hub's address when the
+/// nodes run in network namespaces).
+pub(crate) async fn connect_from(ws: &mut Ws, crowd: &Crowd, bind: IpAddr) -> anyhow::Result<usize> {
+    let (joining, offer) = Joining::new(bind, SLOTS)?;
     ws.send(&json!({"type": "sfu_offer", "sdp": offer})).await?;
     let e = ws
         .wait_for("sfu_answer", Duration::from_secs(20), |m| {

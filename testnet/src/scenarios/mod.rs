@@ -8,6 +8,7 @@ pub mod lecture;
 pub mod load;
 pub mod partition;
 pub mod relay;
+pub mod stage_partition;
 pub mod turn;
 
 use serde_json::Value;

@@ -307,6 +307,14 @@ impl EventLoop {
             BehaviourEvent::Invite(event) => self.on_rpc(Proto::Invite, event),
             BehaviourEvent::Push(event) => self.on_rpc(Proto::Push, event),
             BehaviourEvent::Cascade(event) => self.on_rpc(Proto::Cascade, event),
+            // libp2p keeps a connection whose pings fail (since ping 0.44): over a partition
+            // it would stay up, stuck in TCP's retransmission backoff (up to 2 min after the
+            // heal), and the peer would never count as gone. Closing it lets the machine
+            // see the peer go, and the redial makes a fresh connection soon after the heal.
+            BehaviourEvent::Ping(libp2p::ping::Event { peer, connection, result: Err(error) }) => {
+                debug!(%peer, %error, "ping failed; connection closed");
+                self.swarm.close_connection(connection);
+            }
             _ => {}
         }
     }
