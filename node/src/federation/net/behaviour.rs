@@ -11,6 +11,13 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{PeerId, identify, ping};
 
 use super::codec::RawCodec;
+
+/// How often each federation connection is pinged, and how long an answer may take. A
+/// connection whose pings fail is closed (`event_loop`), so a cut-off node counts as gone
+/// within about 15 s (libp2p's defaults, 15 s and 20 s, took 35-60 s), and the redial after
+/// the heal makes a fresh one.
+const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 use super::{ConnLimits, NetConfig, Proto, REQUEST_TIMEOUT};
 
 /// The identify `protocol_version` string (the identify protocol id stays `/ipfs/id/1.0.0`).
@@ -53,7 +60,7 @@ impl Behaviour {
             blocked,
             allowed: Toggle::from(allowed),
             identify,
-            ping: ping::Behaviour::default(),
+            ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_EVERY).with_timeout(PING_TIMEOUT)),
             sync: rpc_behaviour(Proto::Sync),
             signal: rpc_behaviour(Proto::Signal),
             invite: rpc_behaviour(Proto::Invite),
