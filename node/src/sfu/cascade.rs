@@ -194,6 +194,11 @@ impl Cascade {
     /// after a pause, if still wanted then.
     pub fn failed(&mut self, link: &Link, now: Instant) {
         if let Some((state, failures)) = self.links.get_mut(link) {
+            // One try fails once: the news of the connection that ended after the plan gave
+            // up on it (or a refusal after a timeout) is not a second failure.
+            if matches!(state, State::Waiting(..)) {
+                return;
+            }
             *failures += 1;
             let pause = RETRY_FIRST.saturating_mul(1 << (*failures - 1).min(5)).min(RETRY_MAX);
             *state = State::Waiting(now + pause, *failures);
@@ -293,6 +298,26 @@ mod tests {
         c.set_local(ROOM, 0);
         assert_eq!(c.poll(t0), vec![Action::Close(link(ROOM, "beta"))]);
         assert!(c.wanted().is_empty());
+    }
+
+    #[test]
+    fn a_try_that_fails_counts_once_and_the_pause_doubles_per_try() {
+        let t0 = Instant::now();
+        let mut c = Cascade::new();
+        c.set_local(ROOM, 1);
+        c.set_remote(ROOM, node("beta"), 1);
+        let beta = link(ROOM, "beta");
+        assert_eq!(c.poll(t0), vec![Action::Open(beta.clone())]);
+        // The plan gives up on the try; then the connection's own end is reported too.
+        let t1 = t0 + OPEN_TIMEOUT;
+        assert_eq!(c.poll(t1), vec![Action::Close(beta.clone())]);
+        c.failed(&beta, t1);
+        assert_eq!(c.poll_timeout(), Some(t1 + RETRY_FIRST), "one failure: the first pause");
+        assert_eq!(c.poll(t1 + RETRY_FIRST), vec![Action::Open(beta.clone())]);
+        let t2 = t1 + RETRY_FIRST;
+        c.failed(&beta, t2);
+        c.failed(&beta, t2);
+        assert_eq!(c.poll_timeout(), Some(t2 + 2 * RETRY_FIRST), "the second try: twice the pause");
     }
 
     #[test]
