@@ -202,6 +202,14 @@ impl Ws {
         Ok(())
     }
 
+    /// Says goodbye (a close frame): the node ends the session at once. A socket merely
+    /// dropped is kept resumable for a while (`--resume-grace`) and still counts against
+    /// the user's sockets.
+    pub async fn close(mut self) -> anyhow::Result<()> {
+        self.sink.send(Message::Close(None)).await?;
+        Ok(())
+    }
+
     /// The next message (applied to [`Ws::lists`]); `Err` on timeout or when the socket closed.
     pub async fn recv(&mut self, t: Duration) -> anyhow::Result<Event> {
         let e = match tokio::time::timeout(t, self.rx.recv()).await {

@@ -39,7 +39,7 @@ pub struct Params {
 }
 
 struct Seat {
-    _ws: Ws,
+    ws: Ws,
     member: usize,
     node: usize,
 }
@@ -49,7 +49,7 @@ async fn sit(http: &Http, node: usize, crowd: &Crowd, group: &str, room: &str) -
     let mut ws = http.ws().await?;
     ws.join(group, room).await?;
     let member = connect(&mut ws, crowd).await?;
-    Ok(Seat { _ws: ws, member, node })
+    Ok(Seat { ws, member, node })
 }
 
 /// What one layout measured.
@@ -211,7 +211,8 @@ pub async fn run(opts: &Options, p: &Params) -> anyhow::Result<Report> {
             ));
         }
         layouts.push(layout);
-        drop(seats); // the listeners leave this room
+        // The listeners leave this room (with a goodbye: their sockets do not linger).
+        try_join_all(seats.into_iter().map(|s| s.ws.close())).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
