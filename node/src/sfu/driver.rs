@@ -1207,24 +1207,28 @@ mod cascade_tests {
         assert_eq!(alpha.stats().await.unwrap().from_nodes, before);
     }
 
-    /// A node that answers a pull as beta would, sends no audio, and writes `say` on the slot
-    /// table channel once it opens, one message every 150 ms (slower than a link hands
-    /// tables over, so each is judged).
-    async fn fake_server(offer: &str, say: Vec<Vec<u8>>) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    /// A node that answers a pull as beta would. Once the slot table channel opens it writes
+    /// `say` on it, one message every `every` (at least a link's 100 ms, so each is judged),
+    /// and from `audio_from` after the opening on, if given, sends tagged audio on its first
+    /// slot every 20 ms.
+    async fn fake_server(offer: &str, say: Vec<Vec<u8>>, every: Duration, audio_from: Option<Duration>) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.set_nonblocking(true).unwrap();
         let local = sock.local_addr().unwrap();
         let mut rtc = Rtc::builder().set_ice_lite(true).set_rtp_mode(true).clear_codecs().enable_opus(true, false).build(Instant::now());
         rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
         let answer = rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(offer).unwrap()).unwrap().to_sdp_string();
+        let first_slot = Mid::from(audio_lines(&answer).into_iter().find(|(_, sends, _)| *sends).unwrap().0.as_str());
+        let pt = rtc.codec_config().find(|c| c.spec().codec == Codec::Opus).map(|c| c.pt()).unwrap();
         let said = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = said.clone();
         let sock = UdpSocket::from_std(sock).unwrap();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
-            let mut tick = tokio::time::interval(Duration::from_millis(150));
-            let mut channel = None;
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            let (mut channel, mut opened, mut next_say) = (None, Instant::now(), Instant::now());
             let mut say = say.into_iter();
+            let mut seq = 1u64;
             loop {
                 let mut timeout = Instant::now() + Duration::from_millis(100);
                 while let Ok(o) = rtc.poll_output() {
@@ -1236,7 +1240,9 @@ mod cascade_tests {
                         Output::Transmit(t) => {
                             let _ = sock.try_send_to(&t.contents, t.destination);
                         }
-                        Output::Event(Event::ChannelOpen(cid, _)) => channel = Some(cid),
+                        Output::Event(Event::ChannelOpen(cid, _)) => {
+                            (channel, opened, next_say) = (Some(cid), Instant::now(), Instant::now());
+                        }
                         Output::Event(_) => {}
                     }
                 }
@@ -1250,11 +1256,26 @@ mod cascade_tests {
                         let _ = rtc.handle_input(Input::Timeout(Instant::now()));
                     }
                     _ = tick.tick() => {
-                        if let Some(mut ch) = channel.and_then(|c| rtc.channel(c))
+                        if channel.is_none() {
+                            continue;
+                        }
+                        if Instant::now() >= next_say
+                            && let Some(mut ch) = channel.and_then(|c| rtc.channel(c))
                             && let Some(msg) = say.next()
                         {
                             assert!(ch.write(false, &msg).unwrap());
                             count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            next_say = Instant::now() + every;
+                        }
+                        if audio_from.is_some_and(|d| opened.elapsed() >= d) {
+                            let mut payload = vec![0xEE; 40];
+                            payload[..8].copy_from_slice(&seq.to_be_bytes());
+                            let ext = ExtensionValues { audio_level: Some(-30), voice_activity: Some(true), ..Default::default() };
+                            let w = RtpWrite::new(pt, SeqNo::from(seq), (seq as u32) * 960, Instant::now(), payload).ext_vals(ext);
+                            if let Some(tx) = rtc.direct_api().stream_tx_by_mid(first_slot, None) {
+                                tx.write_rtp(w);
+                                seq += 1;
+                            }
                         }
                     }
                 }
@@ -1278,7 +1299,7 @@ mod cascade_tests {
         ];
         let offer = alpha.pull(ROOM, beta.clone()).await.unwrap();
         assert!(offer.contains("m=application"), "the pull offers a data channel: {offer}");
-        let (answer, said) = fake_server(&offer, say).await;
+        let (answer, said) = fake_server(&offer, say, Duration::from_millis(150), None).await;
         alpha.pulled(ROOM, beta.clone(), answer).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(15);
         let stats = loop {
@@ -1297,5 +1318,46 @@ mod cascade_tests {
         alpha.unpull(ROOM, beta);
         alpha.stats().await.unwrap();
         assert!(alpha.speakers().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_listener_is_told_the_name_whether_the_table_comes_before_or_after_the_audio() {
+        let alpha_events: Arc<Mutex<Vec<SfuEvent>>> = Arc::default();
+        let ev = alpha_events.clone();
+        let alpha = sfu(Arc::new(move |e| ev.lock().unwrap().push(e))).await;
+        let listener = client(&alpha, seat("lin@alpha", 9), false, 0, 3).await;
+        let beta: NodeName = "beta".parse().unwrap();
+        let (bob, cyd) = (seat("bob@beta", 2), seat("cyd@beta", 3));
+        // Beta names bob on slot 0 before any audio; audio starts 300 ms later; at 600 ms
+        // beta says cyd has the slot now (after the audio that is already flowing); at 1200
+        // ms that nobody has it.
+        let say = vec![names::encode(&[Some(bob.clone())]), names::encode(&[Some(cyd.clone())]), names::encode(&[])];
+        let offer = alpha.pull(ROOM, beta.clone()).await.unwrap();
+        let (answer, _) = fake_server(&offer, say, Duration::from_millis(600), Some(Duration::from_millis(300))).await;
+        alpha.pulled(ROOM, beta.clone(), answer).await.unwrap();
+        // What the listener's page is told, in order, for the slot carrying the link's audio.
+        let shown = || -> Vec<Option<SeatKey>> {
+            let mut out: Vec<Option<SeatKey>> = Vec::new();
+            for e in alpha_events.lock().unwrap().iter() {
+                if let SfuEvent::Slots { slots, .. } = e {
+                    let now = slots.iter().flatten().next().cloned();
+                    if out.last() != Some(&now) {
+                        out.push(now);
+                    }
+                }
+            }
+            out
+        };
+        until("the listener to be told bob, then cyd, then nobody", || {
+            let s = shown();
+            s.ends_with(&[None]) && s.contains(&Some(cyd.clone()))
+        })
+        .await;
+        let s = shown();
+        let bob_at = s.iter().position(|x| x.as_ref() == Some(&bob)).expect("bob was named");
+        let cyd_at = s.iter().position(|x| x.as_ref() == Some(&cyd)).unwrap();
+        assert!(bob_at < cyd_at, "{s:?}");
+        assert!(listener.got.lock().unwrap().len() >= 10, "the audio went on throughout");
+        assert!(alpha.speakers().is_empty(), "nobody is carried by the last table");
     }
 }
