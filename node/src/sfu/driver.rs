@@ -1299,6 +1299,10 @@ mod cascade_tests {
         ];
         let offer = alpha.pull(ROOM, beta.clone()).await.unwrap();
         assert!(offer.contains("m=application"), "the pull offers a data channel: {offer}");
+        // At the most slots a node forwards, the offer fits `cascade.sdp` (SPEC.md §6.8).
+        let settings = SfuSettings { listen: "127.0.0.1:0".parse().unwrap(), announce: None, speakers: 8, max_peers: 1 };
+        let widest = Sfu::start(settings, Arc::new(|_| {})).await.unwrap().pull(ROOM, beta.clone()).await.unwrap();
+        assert!(widest.len() <= 8192, "an offer of 8 slots is {} bytes", widest.len());
         let (answer, said) = fake_server(&offer, say, Duration::from_millis(150), None).await;
         alpha.pulled(ROOM, beta.clone(), answer).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(15);

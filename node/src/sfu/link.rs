@@ -18,7 +18,7 @@ use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::config::DtlsCert;
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::RtpPacket;
+use str0m::rtp::{Extension, RtpPacket};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -75,7 +75,17 @@ pub(crate) fn offer(bind: IpAddr, slots: usize, cert: DtlsCert) -> Result<(Pendi
     let sock = std::net::UdpSocket::bind(SocketAddr::new(bind, 0)).map_err(io)?;
     sock.set_nonblocking(true).map_err(io)?;
     let local = sock.local_addr().map_err(io)?;
-    let mut cfg = Rtc::builder().set_rtp_mode(true).clear_codecs().enable_opus(true, false).set_dtls_cert(cert);
+    // Only the header extensions a link uses (the speakers' levels, and the m-line each
+    // stream belongs to): each m-line repeats them, and a link of 8 slots plus its data
+    // channel must keep its offer under the 8192 bytes of `cascade.sdp`.
+    let mut cfg = Rtc::builder()
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .clear_extension_map()
+        .set_extension(1, Extension::AudioLevel)
+        .set_extension(4, Extension::RtpMid)
+        .set_dtls_cert(cert);
     // A node that died or was cut off drops out within about 5 s (str0m's defaults, made
     // for browsers, take about 20 s): consent checks every second, 5 tries.
     cfg.set_max_stun_rto(LINK_MAX_RTO);
