@@ -2,7 +2,8 @@
 //! a stage room homed on alpha, bob speaking from a Chromium on beta, Chromium listeners on
 //! alpha (dan) and gamma (cat). Their pages open no browser-to-browser connection: bob's
 //! audio reaches them through beta's audio server and their own node's (the cascade), still
-//! end-to-end encrypted, and they hear it (audioLevel > 0). cat, made a moderator, invites dan
+//! end-to-end encrypted, and they hear it (audioLevel > 0); their pages name bob on the slot
+//! his audio comes on and show him speaking on stage. cat, made a moderator, invites dan
 //! from her page: the invitation goes through alpha (the group's home), dan accepts, and bob,
 //! cat and eve hear him. Then gamma is killed mid-lecture:
 //! dan goes on hearing bob with no gap in packets over 1 s, and his page says "gamma
@@ -149,6 +150,16 @@ describe('a lecture across three nodes: the audio servers cascade', { timeout: 2
         return s.on && s.stats && s.stats.decrypted > 0 ? s : null;
       }, { message: `${who} decrypting bob's frames` });
       assert.equal(e2ee.stats.plaintext || 0, 0, `${who} got plaintext frames: ${JSON.stringify(e2ee)}`);
+    }
+
+    // Their pages say who they hear: beta names the slots of its links, so the slot carrying
+    // bob's audio says bob@beta, and bob's place on stage shows him speaking (the level of
+    // the slot named after him), under his name.
+    for (const [who, page] of [['dan@alpha', D.page], ['cat@gamma', C.page]]) {
+      await waitFor(async () => (await page.evaluate(() => window.__voicechat.sfu().slots)).includes('bob@beta'), { timeout: 30_000, message: `${who}'s page naming bob@beta on a slot` });
+      const bob = byId(page, 'stage-speakers').locator('[data-testid="participant-bob@beta"]');
+      await waitFor(async () => (await bob.getAttribute('data-speaking')) === 'true', { timeout: 30_000, interval: 50, message: `${who}'s page showing bob speaking` });
+      assert.match(await bob.locator('[data-testid="participant-name-bob@beta"]').innerText(), /\bbob\b/, `${who}'s page shows bob's name`);
     }
 
     // Mouth-to-ear, Chromium to Chromium: bob to eve on beta alone, bob to dan across the

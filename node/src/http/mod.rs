@@ -89,7 +89,7 @@ pub fn app(state: AppState) -> Router {
         .route("/auth/oidc/{id}/callback", get(oidc::callback))
         .route("/healthz", get(|| async { "ok" }))
         .route("/.well-known/voicechat/node", get(node_card))
-        .route("/metrics", get(|| async { crate::metrics::handle().render() }))
+        .route("/metrics", get(metrics_text))
         .fallback(static_file)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(crate::metrics::track_http))
@@ -107,6 +107,21 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(SetResponseHeaderLayer::if_not_present(header::STRICT_TRANSPORT_SECURITY, hsts))
         .with_state(state)
+}
+
+/// `GET /metrics`: the recorder's series, then the audio server's per-speaker ones (which
+/// come and go with the speakers carried, so they are kept apart from the recorder, which
+/// never forgets a series).
+async fn metrics_text(State(state): State<AppState>) -> String {
+    let mut text = crate::metrics::handle().render();
+    if let Some(sfu) = &state.sfu {
+        let speakers = sfu.speaker_metrics();
+        if !speakers.is_empty() && !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&speakers);
+    }
+    text
 }
 
 /// Which room the servers are for.

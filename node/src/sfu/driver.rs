@@ -6,6 +6,9 @@
 //! str0m checks the STUN credentials before the address is bound. The forwarder decides
 //! where each audio packet goes; timers live in a heap, so only due connections are polled.
 //! The rest of the node talks to it through a cheap `Sfu` handle over a bounded channel.
+//!
+//! On cascade links it also says who slots carry (`names`): as the serving end, on the data
+//! channel the pulling node opened, and as the pulling end, to its own pages' `sfu_slots`.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -15,6 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::change::SdpOffer;
+use str0m::channel::ChannelId;
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::ice::StunMessage;
@@ -29,6 +33,7 @@ use voicechat_protocol::ids::NodeName;
 
 use super::forward::{AudioIn, Forward, Forwarder, PeerId, SourceId};
 use super::link::{self, LinkNews};
+use super::names::{self, Names, Table};
 use crate::rooms::{RoomKey, SeatKey};
 
 /// Largest datagram read (a full Ethernet frame; audio is far smaller).
@@ -122,6 +127,10 @@ pub struct SfuStats {
     pub from_nodes: u64,
     /// Packets written to other nodes (part of `forwarded`).
     pub to_nodes: u64,
+    /// Slot tables received on links and taken (see `names`).
+    pub tables: u64,
+    /// Slot tables received on links and dropped as malformed or forged.
+    pub tables_refused: u64,
 }
 
 /// Settings of the SFU.
@@ -143,6 +152,7 @@ pub struct SfuSettings {
 pub struct Sfu {
     tx: mpsc::Sender<Command>,
     addr: SocketAddr,
+    figures: names::Figures,
 }
 
 impl Sfu {
@@ -161,9 +171,21 @@ impl Sfu {
             .ok_or_else(|| std::io::Error::other("no DTLS certificate could be made"))?;
         let (tx, rx) = mpsc::channel(256);
         let (news_tx, news_rx) = mpsc::channel(256);
-        let driver = Driver::new(socket, addr, cert, settings, events, news_tx);
+        let figures = names::Figures::default();
+        let driver = Driver::new(socket, addr, cert, settings, events, news_tx, Names::new(figures.clone()));
         tokio::spawn(driver.run(rx, news_rx));
-        Ok(Self { tx, addr })
+        Ok(Self { tx, addr, figures })
+    }
+
+    /// The speakers of other nodes carried here now, with their copies (link slots carrying
+    /// them) and packets received.
+    pub fn speakers(&self) -> std::collections::BTreeMap<voicechat_protocol::ids::UserId, names::Speaker> {
+        self.figures.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The per-speaker series of `/metrics` (Prometheus text; empty when nobody is carried).
+    pub fn speaker_metrics(&self) -> String {
+        names::render(&self.figures)
     }
 
     /// The address browsers send audio to.
@@ -272,6 +294,11 @@ struct Peer {
     pt: Option<Pt>,
     /// The deadline str0m asked for last.
     timeout: Instant,
+    /// Another node pulling: the data channel it opened for slot tables, once open.
+    channel: Option<ChannelId>,
+    /// Another node pulling: who its slots carry, and whether that went on the channel.
+    table: Table,
+    table_sent: bool,
 }
 
 struct Driver {
@@ -294,8 +321,14 @@ struct Driver {
     timers: BinaryHeap<Reverse<(Instant, PeerId)>>,
     next_id: u64,
     stats: SfuStats,
-    /// Audio packets received while polling, forwarded after.
-    inbox: Vec<(PeerId, RtpPacket)>,
+    /// Audio packets received while polling, forwarded after: from whom, which of their
+    /// tracks (a browser's SSRC, a link's slot), the packet.
+    inbox: Vec<(PeerId, u32, RtpPacket)>,
+    /// Who the slots of the links pulled from other nodes carry.
+    names: Names,
+    /// Subscribers to tell their slots again although the forwarder changed nothing (a
+    /// link's table changed).
+    retell: Vec<PeerId>,
     out: Vec<Forward>,
     tap: super::tap::Tap,
 }
@@ -308,6 +341,7 @@ impl Driver {
         settings: SfuSettings,
         events: Arc<dyn Fn(SfuEvent) + Send + Sync>,
         news_tx: mpsc::Sender<LinkNews>,
+        names: Names,
     ) -> Self {
         Self {
             socket,
@@ -328,6 +362,8 @@ impl Driver {
             next_id: 1,
             stats: SfuStats::default(),
             inbox: Vec::new(),
+            names,
+            retell: Vec::new(),
             out: Vec::new(),
             tap: super::tap::Tap::from_env(),
         }
@@ -441,6 +477,7 @@ impl Driver {
         let Some((link, task, _)) = self.links.remove(&id) else { return };
         task.abort();
         self.fwd.remove_peer(id);
+        self.names.remove(id);
         self.tell_slots();
         metrics::gauge!("voicechat_sfu_cascade_links", "dir" => "in").set(self.links.len() as f64);
         if tell {
@@ -466,10 +503,40 @@ impl Driver {
                 let n = pkts.len() as u64;
                 self.stats.from_nodes += n;
                 metrics::counter!("voicechat_sfu_cascade_packets_total", "dir" => "in").increment(n);
-                self.inbox.extend(pkts.into_iter().map(|p| (id, p)));
+                let unnamed = self.names.heard(id, pkts.iter().map(|(slot, _)| *slot));
+                metrics::counter!("voicechat_sfu_cascade_unnamed_packets_total").increment(unnamed);
+                self.inbox.extend(pkts.into_iter().map(|(slot, p)| (id, slot as u32, p)));
                 self.forward_inbox();
             }
+            LinkNews::Table(id, bytes) => self.link_table(id, &bytes),
         }
+    }
+
+    /// A link's serving node says who its slots carry: checked, then the pages whose slots
+    /// carry any of that link's are told again.
+    fn link_table(&mut self, id: PeerId, bytes: &[u8]) {
+        let Some(((room, node), _, _)) = self.links.get(&id) else { return };
+        let (room, node) = (*room, node.clone());
+        let table = match names::decode(bytes, &node, self.settings.speakers) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::debug!(%node, error = %e, "dropped a slot table");
+                self.stats.tables_refused += 1;
+                metrics::counter!("voicechat_sfu_cascade_tables_total", "result" => e.reason()).increment(1);
+                return;
+            }
+        };
+        self.stats.tables += 1;
+        metrics::counter!("voicechat_sfu_cascade_tables_total", "result" => "taken").increment(1);
+        if !self.names.set(id, table) {
+            return;
+        }
+        for (pid, p) in &self.peers {
+            if p.room == room && matches!(p.owner, Owner::Seat(_)) && self.fwd.slots_of(*pid).iter().flatten().any(|s| s.peer == id) {
+                self.retell.push(*pid);
+            }
+        }
+        self.tell_slots();
     }
 
     fn serve(&mut self, link: LinkKey, offer: &str) -> Result<String, SfuError> {
@@ -514,7 +581,19 @@ impl Driver {
         let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| SfuError::BadOffer(e.to_string()))?;
         let id = PeerId(self.next_id);
         self.next_id += 1;
-        let mut peer = Peer { rtc, owner: owner.clone(), room, ufrag: creds.ufrag.clone(), addrs: Vec::new(), slots: Vec::new(), pt: None, timeout: now };
+        let mut peer = Peer {
+            rtc,
+            owner: owner.clone(),
+            room,
+            ufrag: creds.ufrag.clone(),
+            addrs: Vec::new(),
+            slots: Vec::new(),
+            pt: None,
+            timeout: now,
+            channel: None,
+            table: Vec::new(),
+            table_sent: true,
+        };
         // str0m reports m-lines as events only once DTLS is up: read them from the answer.
         let answer = answer.to_sdp_string();
         let mut publishes = false;
@@ -618,7 +697,8 @@ impl Driver {
         self.drain(id);
     }
 
-    /// Polls `id` until it waits: sends what it transmits, keeps its audio for forwarding.
+    /// Polls `id` until it waits: sends what it transmits, keeps its audio for forwarding,
+    /// and writes a pulling node's slot table when it changed (or its channel just opened).
     fn drain(&mut self, id: PeerId) {
         let Some(peer) = self.peers.get_mut(&id) else { return };
         let mut dead = false;
@@ -629,16 +709,26 @@ impl Driver {
                         peer.timeout = t;
                         self.timers.push(Reverse((t, id)));
                     }
+                    if write_table(peer) {
+                        continue; // poll again: it has something to transmit
+                    }
                     break;
                 }
                 Ok(Output::Transmit(t)) => {
                     let _ = self.socket.try_send_to(&t.contents, t.destination);
                 }
                 Ok(Output::Event(e)) => match e {
-                    Event::RtpPacket(p) => self.inbox.push((id, p)),
+                    Event::RtpPacket(p) => self.inbox.push((id, *p.header.ssrc, p)),
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                         peer.rtc.disconnect();
                     }
+                    // The one channel a pulling node opens for tables; a browser's channels
+                    // and any other are left unused.
+                    Event::ChannelOpen(cid, label) if matches!(peer.owner, Owner::Node(_)) && label == names::LABEL && peer.channel.is_none() => {
+                        peer.channel = Some(cid);
+                        peer.table_sent = false;
+                    }
+                    Event::ChannelClose(cid) if peer.channel == Some(cid) => peer.channel = None,
                     _ => {}
                 },
                 Err(e) => {
@@ -657,9 +747,9 @@ impl Driver {
         let now = Instant::now();
         let inbox = std::mem::take(&mut self.inbox);
         let before = self.stats;
-        for (from, pkt) in &inbox {
+        for (from, track, pkt) in &inbox {
             self.stats.received += 1;
-            let source = SourceId { peer: *from, track: *pkt.header.ssrc };
+            let source = SourceId { peer: *from, track: *track };
             let level = pkt.header.ext_vals.audio_level.map(|l| l.unsigned_abs().min(127));
             let audio = AudioIn { source, seq: *pkt.seq_no, rtp_time: pkt.header.timestamp, level };
             let mut out = std::mem::take(&mut self.out);
@@ -720,30 +810,72 @@ impl Driver {
         self.tell_slots();
     }
 
-    /// Tells each subscriber whose slots changed what they carry now.
+    /// Tells each subscriber whose slots changed what they carry now: a page with
+    /// `sfu_slots`, a node pulling from here with a table on its link's channel.
     fn tell_slots(&mut self) {
         let changes = self.fwd.take_changes();
-        if changes.is_empty() {
+        if changes.is_empty() && self.retell.is_empty() {
             return;
         }
-        let mut told: Vec<PeerId> = changes.iter().map(|c| c.peer).collect();
+        let mut told: Vec<PeerId> = changes.iter().map(|c| c.peer).chain(self.retell.drain(..)).collect();
         told.sort();
         told.dedup();
         for id in told {
             let Some(p) = self.peers.get(&id) else { continue };
-            let Owner::Seat(seat) = &p.owner else { continue };
-            // People of other nodes are heard, but their names do not travel with the
-            // audio yet: their slots show nobody.
-            let slots = self
+            let (room, page) = (p.room, match &p.owner {
+                Owner::Seat(seat) => Some(seat.clone()),
+                Owner::Node(_) => None,
+            });
+            // A browser of this node, or a slot of a link: its serving node's table says.
+            let slots: Table = self
                 .fwd
                 .slots_of(id)
                 .into_iter()
-                .map(|s| match s.and_then(|s| self.peers.get(&s.peer)).map(|p| &p.owner) {
-                    Some(Owner::Seat(seat)) => Some(seat.clone()),
-                    _ => None,
+                .map(|s| {
+                    let s = s?;
+                    match self.peers.get(&s.peer).map(|p| &p.owner) {
+                        Some(Owner::Seat(seat)) => Some(seat.clone()),
+                        Some(Owner::Node(_)) => None,
+                        None => self.names.seat(s.peer, s.track as usize).cloned(),
+                    }
                 })
                 .collect();
-            (self.events)(SfuEvent::Slots { seat: seat.clone(), room: p.room, slots });
+            if let Some(seat) = page {
+                (self.events)(SfuEvent::Slots { seat, room, slots });
+            } else if let Some(p) = self.peers.get_mut(&id)
+                && p.table != slots
+            {
+                p.table = slots;
+                p.table_sent = false;
+                self.drain(id);
+            }
+        }
+    }
+}
+
+/// Writes `peer`'s slot table on its channel if it is open and the table is not sent yet:
+/// whether it was written. A full send buffer leaves it for the next poll; a broken channel
+/// gives up until the table changes again.
+fn write_table(peer: &mut Peer) -> bool {
+    if peer.table_sent {
+        return false;
+    }
+    let Some(cid) = peer.channel else { return false };
+    let bytes = names::encode(&peer.table);
+    match peer.rtc.channel(cid).map(|mut c| c.write(false, &bytes)) {
+        Some(Ok(true)) => {
+            peer.table_sent = true;
+            true
+        }
+        Some(Ok(false)) => false,
+        Some(Err(e)) => {
+            tracing::debug!(owner = ?peer.owner, error = %e, "a slot table could not be written");
+            peer.table_sent = true;
+            false
+        }
+        None => {
+            peer.channel = None;
+            false
         }
     }
 }
@@ -1022,6 +1154,28 @@ mod cascade_tests {
         quiet.talk.store(false, std::sync::atomic::Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(300)).await;
 
+        // Beta told alpha who its slot carries, and alpha told its listeners' pages: sam of
+        // beta, on the slot his audio comes on. One copy of him reached alpha.
+        let sam = seat("sam@beta", 1);
+        until("every listener's page to name sam@beta", || {
+            let events = alpha_events.lock().unwrap();
+            (0..3u8).all(|i| {
+                let me = seat(&format!("listener{i}@alpha"), 10 + i);
+                let last = events.iter().rev().find_map(|e| match e {
+                    SfuEvent::Slots { seat, slots, .. } if *seat == me => Some(slots.clone()),
+                    _ => None,
+                });
+                last.is_some_and(|slots| slots.iter().flatten().eq([&sam]))
+            })
+        })
+        .await;
+        let speakers = alpha.speakers();
+        assert_eq!(speakers.keys().map(|u| u.to_string()).collect::<Vec<_>>(), ["sam@beta"]);
+        assert_eq!(speakers[&sam.0].copies, 1);
+        assert!(speakers[&sam.0].packets >= 40, "{speakers:?}");
+        assert!(alpha.speaker_metrics().contains("voicechat_sfu_cascade_copies{speaker=\"sam@beta\"} 1\n"));
+        assert_eq!((alpha.stats().await.unwrap().tables_refused, beta.speakers().len()), (0, 0));
+
         let sent = speaker.sent.load(std::sync::atomic::Ordering::Relaxed);
         let (a, b) = (alpha.stats().await.unwrap(), beta.stats().await.unwrap());
         // One copy crossed: beta wrote each of its speaker's packets to alpha once (the
@@ -1045,9 +1199,169 @@ mod cascade_tests {
         beta.unserve(ROOM, alpha_name);
         let (a, b) = (alpha.stats().await.unwrap(), beta.stats().await.unwrap());
         assert_eq!((a.links_in, b.links_out), (0, 0));
+        assert!(alpha.speakers().is_empty(), "sam is carried no more");
+        assert_eq!(alpha.speaker_metrics(), "", "and his series are gone");
         let before = a.from_nodes;
         speaker.talk.store(true, std::sync::atomic::Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(alpha.stats().await.unwrap().from_nodes, before);
+    }
+
+    /// A node that answers a pull as beta would. Once the slot table channel opens it writes
+    /// `say` on it, one message every `every` (at least a link's 100 ms, so each is judged),
+    /// and from `audio_from` after the opening on, if given, sends tagged audio on its first
+    /// slot every 20 ms.
+    async fn fake_server(offer: &str, say: Vec<Vec<u8>>, every: Duration, audio_from: Option<Duration>) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let local = sock.local_addr().unwrap();
+        let mut rtc = Rtc::builder().set_ice_lite(true).set_rtp_mode(true).clear_codecs().enable_opus(true, false).build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+        let answer = rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(offer).unwrap()).unwrap().to_sdp_string();
+        let first_slot = Mid::from(audio_lines(&answer).into_iter().find(|(_, sends, _)| *sends).unwrap().0.as_str());
+        let pt = rtc.codec_config().find(|c| c.spec().codec == Codec::Opus).map(|c| c.pt()).unwrap();
+        let said = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = said.clone();
+        let sock = UdpSocket::from_std(sock).unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            let (mut channel, mut opened, mut next_say) = (None, Instant::now(), Instant::now());
+            let mut say = say.into_iter();
+            let mut seq = 1u64;
+            loop {
+                let mut timeout = Instant::now() + Duration::from_millis(100);
+                while let Ok(o) = rtc.poll_output() {
+                    match o {
+                        Output::Timeout(t) => {
+                            timeout = t;
+                            break;
+                        }
+                        Output::Transmit(t) => {
+                            let _ = sock.try_send_to(&t.contents, t.destination);
+                        }
+                        Output::Event(Event::ChannelOpen(cid, _)) => {
+                            (channel, opened, next_say) = (Some(cid), Instant::now(), Instant::now());
+                        }
+                        Output::Event(_) => {}
+                    }
+                }
+                tokio::select! {
+                    r = sock.recv_from(&mut buf) => {
+                        let Ok((n, source)) = r else { return };
+                        let contents = (&buf[..n]).try_into().unwrap();
+                        let _ = rtc.handle_input(Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: local, contents }));
+                    }
+                    () = tokio::time::sleep_until(timeout.max(Instant::now()).into()) => {
+                        let _ = rtc.handle_input(Input::Timeout(Instant::now()));
+                    }
+                    _ = tick.tick() => {
+                        if channel.is_none() {
+                            continue;
+                        }
+                        if Instant::now() >= next_say
+                            && let Some(mut ch) = channel.and_then(|c| rtc.channel(c))
+                            && let Some(msg) = say.next()
+                        {
+                            assert!(ch.write(false, &msg).unwrap());
+                            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            next_say = Instant::now() + every;
+                        }
+                        if audio_from.is_some_and(|d| opened.elapsed() >= d) {
+                            let mut payload = vec![0xEE; 40];
+                            payload[..8].copy_from_slice(&seq.to_be_bytes());
+                            let ext = ExtensionValues { audio_level: Some(-30), voice_activity: Some(true), ..Default::default() };
+                            let w = RtpWrite::new(pt, SeqNo::from(seq), (seq as u32) * 960, Instant::now(), payload).ext_vals(ext);
+                            if let Some(tx) = rtc.direct_api().stream_tx_by_mid(first_slot, None) {
+                                tx.write_rtp(w);
+                                seq += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        (answer, said)
+    }
+
+    #[tokio::test]
+    async fn a_slot_table_that_is_forged_or_malformed_is_dropped_and_a_good_one_is_taken() {
+        let alpha = sfu(Arc::new(|_| {})).await;
+        let beta: NodeName = "beta".parse().unwrap();
+        let bob = seat("bob@beta", 2);
+        let say = vec![
+            b"\x00\xffnot json".to_vec(),
+            names::encode(&[Some(bob.clone()), Some(seat("mallory@alpha", 3))]),
+            names::encode(&[None, None, None, Some(bob.clone())]),
+            format!(r#"{{"v":1,"slots":[],"pad":"{}"}}"#, "x".repeat(names::MAX_TABLE_BYTES)).into_bytes(),
+            br#"{"v":2,"slots":[]}"#.to_vec(),
+            names::encode(&[None, Some(bob.clone())]),
+        ];
+        let offer = alpha.pull(ROOM, beta.clone()).await.unwrap();
+        assert!(offer.contains("m=application"), "the pull offers a data channel: {offer}");
+        // At the most slots a node forwards, the offer fits `cascade.sdp` (SPEC.md §6.8).
+        let settings = SfuSettings { listen: "127.0.0.1:0".parse().unwrap(), announce: None, speakers: 8, max_peers: 1 };
+        let widest = Sfu::start(settings, Arc::new(|_| {})).await.unwrap().pull(ROOM, beta.clone()).await.unwrap();
+        assert!(widest.len() <= 8192, "an offer of 8 slots is {} bytes", widest.len());
+        let (answer, said) = fake_server(&offer, say, Duration::from_millis(150), None).await;
+        alpha.pulled(ROOM, beta.clone(), answer).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let stats = loop {
+            let s = alpha.stats().await.unwrap();
+            if s.tables + s.tables_refused >= 6 || Instant::now() > deadline {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(said.load(std::sync::atomic::Ordering::Relaxed), 6);
+        assert_eq!((stats.tables_refused, stats.tables), (5, 1), "{stats:?}");
+        let speakers = alpha.speakers();
+        assert_eq!(speakers.len(), 1, "{speakers:?}");
+        assert_eq!(speakers[&bob.0].copies, 1);
+        // The link ends: nobody is carried.
+        alpha.unpull(ROOM, beta);
+        alpha.stats().await.unwrap();
+        assert!(alpha.speakers().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_listener_is_told_the_name_whether_the_table_comes_before_or_after_the_audio() {
+        let alpha_events: Arc<Mutex<Vec<SfuEvent>>> = Arc::default();
+        let ev = alpha_events.clone();
+        let alpha = sfu(Arc::new(move |e| ev.lock().unwrap().push(e))).await;
+        let listener = client(&alpha, seat("lin@alpha", 9), false, 0, 3).await;
+        let beta: NodeName = "beta".parse().unwrap();
+        let (bob, cyd) = (seat("bob@beta", 2), seat("cyd@beta", 3));
+        // Beta names bob on slot 0 before any audio; audio starts 300 ms later; at 600 ms
+        // beta says cyd has the slot now (after the audio that is already flowing); at 1200
+        // ms that nobody has it.
+        let say = vec![names::encode(&[Some(bob.clone())]), names::encode(&[Some(cyd.clone())]), names::encode(&[])];
+        let offer = alpha.pull(ROOM, beta.clone()).await.unwrap();
+        let (answer, _) = fake_server(&offer, say, Duration::from_millis(600), Some(Duration::from_millis(300))).await;
+        alpha.pulled(ROOM, beta.clone(), answer).await.unwrap();
+        // What the listener's page is told, in order, for the slot carrying the link's audio.
+        let shown = || -> Vec<Option<SeatKey>> {
+            let mut out: Vec<Option<SeatKey>> = Vec::new();
+            for e in alpha_events.lock().unwrap().iter() {
+                if let SfuEvent::Slots { slots, .. } = e {
+                    let now = slots.iter().flatten().next().cloned();
+                    if out.last() != Some(&now) {
+                        out.push(now);
+                    }
+                }
+            }
+            out
+        };
+        until("the listener to be told bob, then cyd, then nobody", || {
+            let s = shown();
+            s.ends_with(&[None]) && s.contains(&Some(cyd.clone()))
+        })
+        .await;
+        let s = shown();
+        let bob_at = s.iter().position(|x| x.as_ref() == Some(&bob)).expect("bob was named");
+        let cyd_at = s.iter().position(|x| x.as_ref() == Some(&cyd)).unwrap();
+        assert!(bob_at < cyd_at, "{s:?}");
+        assert!(listener.got.lock().unwrap().len() >= 10, "the audio went on throughout");
+        assert!(alpha.speakers().is_empty(), "nobody is carried by the last table");
     }
 }

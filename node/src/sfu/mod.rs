@@ -6,12 +6,14 @@
 //!   which slot), sans-IO, tested in simulated time;
 //! - `select`: the loudest-few selection with hysteresis;
 //! - `slot`: one downstream track's numbering across changes of speaker;
+//! - `names`: who the slots of a cascade link carry (the table on its data channel);
 //! - `tap`: in debug builds, a copy of what is forwarded, for tests.
 
 pub mod cascade;
 pub mod driver;
 pub mod forward;
 mod link;
+pub mod names;
 pub mod select;
 pub mod slot;
 pub mod tap;

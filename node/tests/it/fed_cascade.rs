@@ -1,7 +1,8 @@
 //! A lecture across three nodes, each person connected only to their own node's audio
 //! server: the stage room is homed on alpha, the speaker bob is on beta, listeners are on
 //! all three nodes (synthetic WebRTC clients). Every listener hears bob; each other node
-//! receives one copy of his stream whatever its number of listeners (the cascade metrics);
+//! receives one copy of his stream whatever its number of listeners (the cascade metrics,
+//! per speaker too), and its listeners' pages name bob on the slot his audio comes on;
 //! a listener who tries to talk is heard nowhere; a moderator on gamma invites dan, a
 //! listener on alpha, who accepts and is heard on every node, then lou, a listener on beta
 //! (through alpha, the group's home, which decides); when gamma dies, alpha's
@@ -116,6 +117,25 @@ async fn a_speaker_on_beta_reaches_listeners_on_three_nodes_once_per_node() {
         assert!((got - sent).abs() <= sent * 0.15, "{node} received {got} packets from other nodes while bob sent {sent}");
     }
     assert!(((b1 - b0) - 2.0 * sent).abs() <= sent * 0.3, "beta sent {} packets to other nodes while bob sent {sent}", b1 - b0);
+
+    // Exactly one copy of bob's stream on each other node, and the listeners there are told
+    // it is bob (beta names its link slots), on the slot that carries his audio.
+    let copies = "voicechat_sfu_cascade_copies{speaker=\"bob@beta\"}";
+    for node in [&alpha, &gamma] {
+        assert_eq!(metric_line(node, copies).await, 1.0, "copies of bob's stream on {}", node.name);
+        let packets = metric_line(node, "voicechat_sfu_cascade_speaker_packets_total{speaker=\"bob@beta\"}").await;
+        assert!(packets >= sent * 0.85, "{} counted {packets} packets of bob while he sent {sent}", node.name);
+    }
+    assert_eq!(metric_line(&beta, copies).await, 0.0, "beta pulls no copy of its own speaker");
+    let bob_session = bws.session.clone();
+    for ((who, l), ws) in listeners.iter().zip([&mut *dws, &mut *ews, &mut *cws, &mut *yws]) {
+        let names_bob = |m: &Value| m["type"] == "sfu_slots" && m["slots"].as_array().is_some_and(|s| s.iter().any(|s| s["user"] == "bob@beta"));
+        let told = ws.next_matching_within("sfu_slots naming bob@beta", FED_WAIT, names_bob).await;
+        let slots = told["slots"].as_array().unwrap();
+        let named = slots.iter().position(|s| s["user"] == "bob@beta").unwrap();
+        assert_eq!(slots[named]["session"], json!(bob_session), "{who}: {told}");
+        assert_eq!(Some(named), l.slot_of(BOB), "{who} is told bob is on slot {named}: {told}");
+    }
 
     // The listeners who tried to talk were never forwarded anywhere.
     for (who, l) in &listeners {

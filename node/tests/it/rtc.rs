@@ -1,7 +1,9 @@
 //! A synthetic browser for the node's audio server (str0m, the node's own WebRTC crate, on a
 //! UDP socket of its own): it publishes tagged Opus-sized packets every 20 ms when told to
-//! talk, and records when each packet it receives arrived and from whom (the tag).
+//! talk, and records when each packet it receives arrived, from whom (the tag), and on which
+//! of its slots.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,9 +20,13 @@ use tokio::net::UdpSocket;
 /// What a client heard: (arrival, the sender's tag, the sender's sequence number).
 pub type Heard = Arc<Mutex<Vec<(Instant, u8, u64)>>>;
 
+/// The slot (index of its receiving m-line) each tag was last heard on.
+type Slots = Arc<Mutex<HashMap<u8, usize>>>;
+
 /// A running synthetic participant.
 pub struct RtcClient {
     pub heard: Heard,
+    slots: Slots,
     talk: Arc<AtomicBool>,
     pub sent: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
@@ -32,6 +38,8 @@ pub struct Offering {
     pending: SdpPendingOffer,
     sock: std::net::UdpSocket,
     publish: Option<Mid>,
+    /// The receiving m-lines, in slot order.
+    recv: Vec<Mid>,
     tag: u8,
 }
 
@@ -45,22 +53,22 @@ impl Offering {
         rtc.add_local_candidate(Candidate::host(sock.local_addr().unwrap(), "udp").unwrap());
         let mut api = rtc.sdp_api();
         let publish = (tag != 0).then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
-        for _ in 0..slots {
-            api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-        }
+        let recv = (0..slots).map(|_| api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None)).collect();
         let (offer, pending) = api.apply().unwrap();
-        (Offering { rtc, pending, sock, publish, tag }, offer.to_sdp_string())
+        (Offering { rtc, pending, sock, publish, recv, tag }, offer.to_sdp_string())
     }
 
     /// Completes the connection with the node's answer and runs it.
     pub fn start(mut self, answer: &str) -> RtcClient {
         self.rtc.sdp_api().accept_answer(self.pending, SdpAnswer::from_sdp_string(answer).unwrap()).unwrap();
         let heard: Heard = Arc::default();
+        let slots: Slots = Arc::default();
         let talk = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let (h, t, s) = (heard.clone(), talk.clone(), sent.clone());
-        let task = tokio::spawn(run(self.rtc, UdpSocket::from_std(self.sock).unwrap(), self.publish, self.tag, h, t, s));
-        RtcClient { heard, talk, sent, task }
+        let sock = UdpSocket::from_std(self.sock).unwrap();
+        let task = tokio::spawn(run(self.rtc, sock, self.publish, self.recv, self.tag, h, slots.clone(), t, s));
+        RtcClient { heard, slots, talk, sent, task }
     }
 }
 
@@ -72,6 +80,11 @@ impl RtcClient {
     /// Packets heard from `tag` so far.
     pub fn heard_from(&self, tag: u8) -> usize {
         self.heard.lock().unwrap().iter().filter(|(_, t, _)| *t == tag).count()
+    }
+
+    /// The slot `tag` was last heard on.
+    pub fn slot_of(&self, tag: u8) -> Option<usize> {
+        self.slots.lock().unwrap().get(&tag).copied()
     }
 
     /// The longest silence between two packets of `tag` heard after `since`.
@@ -88,7 +101,8 @@ impl Drop for RtcClient {
     }
 }
 
-async fn run(mut rtc: Rtc, sock: UdpSocket, publish: Option<Mid>, tag: u8, heard: Heard, talk: Arc<AtomicBool>, sent: Arc<AtomicU64>) {
+#[allow(clippy::too_many_arguments)]
+async fn run(mut rtc: Rtc, sock: UdpSocket, publish: Option<Mid>, recv: Vec<Mid>, tag: u8, heard: Heard, slots: Slots, talk: Arc<AtomicBool>, sent: Arc<AtomicU64>) {
     let local: SocketAddr = sock.local_addr().unwrap();
     let pt = rtc.codec_config().find(|c| c.spec().codec == Codec::Opus).map(|c| c.pt());
     let mut buf = vec![0u8; 2048];
@@ -108,6 +122,10 @@ async fn run(mut rtc: Rtc, sock: UdpSocket, publish: Option<Mid>, tag: u8, heard
                 Output::Event(Event::RtpPacket(p)) if p.payload.len() >= 9 => {
                     let n = u64::from_be_bytes(p.payload[..8].try_into().unwrap());
                     heard.lock().unwrap().push((Instant::now(), p.payload[8], n));
+                    let mid = rtc.direct_api().stream_rx(&p.header.ssrc).map(|s| s.mid());
+                    if let Some(slot) = mid.and_then(|m| recv.iter().position(|r| *r == m)) {
+                        slots.lock().unwrap().insert(p.payload[8], slot);
+                    }
                 }
                 Output::Event(_) => {}
             }
