@@ -5,7 +5,9 @@
 //! end-to-end encrypted, and they hear it (audioLevel > 0); their pages name bob on the slot
 //! his audio comes on and show him speaking on stage. cat, made a moderator, invites dan
 //! from her page: the invitation goes through alpha (the group's home), dan accepts, and bob,
-//! cat and eve hear him. Then gamma is killed mid-lecture:
+//! cat and eve hear him. Synthetic listeners on all three nodes (`testnet crowd`) hear bob
+//! too, while alpha and gamma each receive exactly one copy of his stream (their metrics).
+//! Then gamma is killed mid-lecture:
 //! dan goes on hearing bob with no gap in packets over 1 s, and his page says "gamma
 //! unreachable". Before that it prints mouth-to-ear latency, Chromium to Chromium, from bob to
 //! eve (a listener on beta: one node) and to dan (across the cascade), in the same run.
@@ -15,9 +17,11 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { assertPrivateNetns, tempDir, writeBeepWav, startNode, nodeId, launchBrowser, waitFor, registerOn, sleep, sfuStats, Http, pageApi, soundingTracks } from './helpers.mjs';
+import { assertPrivateNetns, tempDir, writeBeepWav, startNode, nodeId, launchBrowser, waitFor, registerOn, sleep, sfuStats, Http, pageApi, soundingTracks, testnetBin, crowd } from './helpers.mjs';
 
 const PASSWORD = 'correct horse battery';
+/** Synthetic listeners on each node (`testnet crowd`). */
+const CROWD = 8;
 const byId = (page, id) => page.locator(`[data-testid="${id}"]`);
 
 /**
@@ -77,6 +81,7 @@ describe('a lecture across three nodes: the audio servers cascade', { timeout: 2
   let D; // dan@alpha, a listener
   let C; // cat@gamma, a listener
   let E; // eve@beta, a listener on the speaker's node
+  let bin; // testnet, for the synthetic listeners
 
   before(async () => {
     assertPrivateNetns();
@@ -85,9 +90,13 @@ describe('a lecture across three nodes: the audio servers cascade', { timeout: 2
     const betaDir = tempDir('node');
     const gammaDir = tempDir('node');
     const [betaId, gammaId] = await Promise.all([nodeId(betaDir), nodeId(gammaDir)]);
-    alpha = await startNode({ name: 'alpha', peers: [`/p2p/${betaId}`, `/p2p/${gammaId}`] });
-    beta = await startNode({ name: 'beta', dataDir: betaDir, peers: [alpha.p2p, `/p2p/${gammaId}`] });
-    gamma = await startNode({ name: 'gamma', dataDir: gammaDir, peers: [alpha.p2p, beta.p2p] });
+    // Each node's crowd is CROWD sessions of one member, all in the call: above the per-user
+    // defaults (8 sockets, 1 call seat).
+    const args = ['--sockets-per-user', String(CROWD + 8), '--call-seats-per-user', String(CROWD + 8)];
+    alpha = await startNode({ name: 'alpha', peers: [`/p2p/${betaId}`, `/p2p/${gammaId}`], args });
+    beta = await startNode({ name: 'beta', dataDir: betaDir, peers: [alpha.p2p, `/p2p/${gammaId}`], args });
+    gamma = await startNode({ name: 'gamma', dataDir: gammaDir, peers: [alpha.p2p, beta.p2p], args });
+    bin = testnetBin();
     [B, D, C, E] = await Promise.all([launchBrowser(wav), launchBrowser(wav), launchBrowser(wav), launchBrowser(wav)]);
   });
 
@@ -115,13 +124,21 @@ describe('a lecture across three nodes: the audio servers cascade', { timeout: 2
     assert.equal(room.status, 201, JSON.stringify(room.body));
     const rid = room.body.id;
     // Until the nodes have exchanged cards, adding their users is refused: try again.
-    for (const user of ['dan', 'bob@beta', 'cat@gamma', 'eve@beta']) {
+    // One member per node whose sessions are the synthetic crowd there.
+    const crowdOf = { alpha: new Http(alpha.url), beta: new Http(beta.url), gamma: new Http(gamma.url) };
+    for (const [node, h] of Object.entries(crowdOf)) {
+      assert.equal((await h.call('POST', '/api/register', { username: `crowd${node[0]}`, password: PASSWORD })).status, 201);
+    }
+    for (const user of ['dan', 'bob@beta', 'cat@gamma', 'eve@beta', 'crowda', 'crowdb@beta', 'crowdg@gamma']) {
       await waitFor(async () => (await alice.call('POST', `/api/groups/${gid}/members`, { user })).status === 201, { timeout: 30_000, message: `adding ${user}` });
     }
     // bob moderates: he is on stage as he joins.
     assert.equal((await alice.call('PATCH', `/api/groups/${gid}/members/bob@beta`, { role: 'admin' })).status, 200);
     for (const page of [B.page, C.page, E.page]) {
       await waitFor(async () => (await pageApi(page, 'POST', `/api/invitations/${gid}/accept`)).status === 200, { timeout: 30_000, message: 'accepting the invitation' });
+    }
+    for (const h of [crowdOf.beta, crowdOf.gamma]) {
+      await waitFor(async () => (await h.call('POST', `/api/invitations/${gid}/accept`)).status === 200, { timeout: 30_000, message: 'a crowd accepting the invitation' });
     }
     const roomUrl = (node) => new URL(`/g/${gid}/r/${rid}`, node.url).href;
     // bob's role crossed to beta before he joins (else beta seats him in the audience).
@@ -173,6 +190,27 @@ describe('a lecture across three nodes: the audio servers cascade', { timeout: 2
     const cascade = latencies(sent, await D.page.evaluate(() => window.__onsets));
     console.log(`mouth-to-ear (ms, Chromium to Chromium, ${sent.length} beeps): one node (bob→eve, beta) p50 ${median(oneNode)} [${oneNode.map((x) => x.toFixed(0)).join(' ')}]; across the cascade (bob→dan, beta→alpha) p50 ${median(cascade)} [${cascade.map((x) => x.toFixed(0)).join(' ')}]`);
     assert.ok(cascade.length > 0 && oneNode.length > 0, 'no beep was timed at a listener');
+
+    // Synthetic listeners on all three nodes, CROWD each, hear bob too; meanwhile alpha and
+    // gamma each receive exactly one copy of his stream (their per-speaker copy metric), and
+    // beta, his own node, pulls none.
+    const copies = async (node) => {
+      const text = await (await fetch(new URL('/metrics', node.url))).text();
+      return Object.fromEntries([...text.matchAll(/^voicechat_sfu_cascade_copies\{speaker="([^"]+)"\} (\d+)$/gm)].map((m) => [m[1], Number(m[2])]));
+    };
+    const crowdArgs = (node, user) => ['--url', node.url.replace(/\/$/, ''), '--user', user, '--password', PASSWORD, '--group', gid, '--room', rid, '--listeners', String(CROWD), '--secs', '6'];
+    const crowds = Promise.all([[alpha, 'crowda'], [beta, 'crowdb'], [gamma, 'crowdg']].map(([node, user]) => crowd(bin, crowdArgs(node, user), 90_000)));
+    await sleep(4000);
+    const seen = { alpha: await copies(alpha), beta: await copies(beta), gamma: await copies(gamma) };
+    const heard = await crowds;
+    for (const [i, node] of ['alpha', 'beta', 'gamma'].entries()) {
+      const c = heard[i];
+      assert.equal(c.connected, CROWD, `${node}'s synthetic listeners connected: ${JSON.stringify(c.each.filter((e) => !e.connected))}`);
+      const deaf = c.each.filter((e) => e.received < 100);
+      assert.deepEqual(deaf, [], `${node}'s synthetic listeners that heard under 100 packets of bob in 6 s`);
+    }
+    assert.deepEqual(seen, { alpha: { 'bob@beta': 1 }, beta: {}, gamma: { 'bob@beta': 1 } }, 'incoming copies of each speaker, per node');
+    console.log(`synthetic listeners (${CROWD} per node) received ${heard.map((c) => c.received).join(' / ')} packets on alpha / beta / gamma; copies of bob@beta: alpha ${seen.alpha['bob@beta']}, gamma ${seen.gamma['bob@beta']}`);
 
     // cat, a listener on gamma, is made a moderator: her page offers to invite dan, a listener
     // on alpha (his place crossed in his signed presence). The invitation goes through alpha,

@@ -548,3 +548,28 @@ export function pageApi(page, method, p, body) {
     { method, p, body },
   );
 }
+
+/** The testnet binary, next to the node's in the cargo target dir. */
+export function testnetBin() {
+  const node = process.env.VOICECHAT_BIN || path.join(REPO, 'target', 'debug', 'voicechat');
+  const bin = path.join(path.dirname(node), 'testnet');
+  if (!fs.existsSync(bin)) {
+    throw new Error(`this test needs the synthetic listeners of 'testnet crowd', and ${bin} is missing: build it with 'cargo build -p voicechat-testnet' (the same profile as the node)`);
+  }
+  return bin;
+}
+
+/** Runs `testnet crowd`; resolves to its JSON figures. */
+export function crowd(bin, args, timeout) {
+  return new Promise((resolve, reject) => {
+    execFile(bin, ['crowd', ...args], { timeout, maxBuffer: 64 << 20, env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' } }, (err, stdout, stderr) => {
+      const line = String(stdout).trim().split('\n').pop() || '';
+      try {
+        if (err) throw err;
+        resolve(JSON.parse(line));
+      } catch (e) {
+        reject(new Error(`testnet crowd failed: ${e.message}\nstdout: ${String(stdout).slice(-2000)}\nstderr: ${String(stderr).slice(-4000)}`));
+      }
+    });
+  });
+}

@@ -9,41 +9,15 @@
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { REPO, assertPrivateNetns, tempDir, writeBeepWav, startNode, launchBrowser, launchSharedBrowser, waitFor, registerOn, registerOverHttp, sfuSlots } from './helpers.mjs';
+import { assertPrivateNetns, testnetBin, crowd, tempDir, writeBeepWav, startNode, launchBrowser, launchSharedBrowser, waitFor, registerOn, registerOverHttp, sfuSlots } from './helpers.mjs';
 
 const PASSWORD = 'correct horse battery';
 const LISTENERS = 100;
 const SECS = 15;
 const SPEAKERS = ['ada@alpha', 'bea@alpha'];
 const byId = (page, id) => page.locator(`[data-testid="${id}"]`);
-
-/** The testnet binary, next to the node's in the cargo target dir. */
-function testnetBin() {
-  const node = process.env.VOICECHAT_BIN || path.join(REPO, 'target', 'debug', 'voicechat');
-  const bin = path.join(path.dirname(node), 'testnet');
-  if (!fs.existsSync(bin)) {
-    throw new Error(`the lecture test needs the synthetic listeners of 'testnet crowd', and ${bin} is missing: build it with 'cargo build -p voicechat-testnet' (the same profile as the node)`);
-  }
-  return bin;
-}
-
-/** Runs `testnet crowd`; resolves to its JSON figures. */
-function crowd(bin, args, timeout) {
-  return new Promise((resolve, reject) => {
-    execFile(bin, ['crowd', ...args], { timeout, maxBuffer: 64 << 20, env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' } }, (err, stdout, stderr) => {
-      const line = String(stdout).trim().split('\n').pop() || '';
-      try {
-        if (err) throw err;
-        resolve(JSON.parse(line));
-      } catch (e) {
-        reject(new Error(`testnet crowd failed: ${e.message}\nstdout: ${String(stdout).slice(-2000)}\nstderr: ${String(stderr).slice(-4000)}`));
-      }
-    });
-  });
-}
 
 describe('a lecture: 2 Chromium speakers, 100 synthetic and 2 Chromium listeners', { timeout: 300_000 }, () => {
   let node;
