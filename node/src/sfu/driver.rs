@@ -1051,15 +1051,41 @@ mod cascade_tests {
         rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap();
         let c = Client { got: Arc::default(), talk: Arc::default(), sent: Arc::default() };
         let (got, talk, sent) = (c.got.clone(), c.talk.clone(), c.sent.clone());
+        let pt = rtc.codec_config().find(|c| c.spec().codec == Codec::Opus).map(|c| c.pt());
+        let on_event = move |_: &mut u64, _: &mut Rtc, e: Event| {
+            if let Event::RtpPacket(p) = e {
+                got.lock().unwrap().push(p.payload.to_vec());
+            }
+        };
+        let on_tick = move |seq: &mut u64, rtc: &mut Rtc| {
+            if let (true, Some(mid), Some(pt)) = (talk.load(std::sync::atomic::Ordering::Relaxed), publish, pt)
+                && write_frame(rtc, mid, pt, *seq, tag)
+            {
+                *seq += 1;
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        };
+        run_peer(rtc, sock, 1u64, on_event, on_tick);
+        c
+    }
+
+    /// Runs a synthetic peer on its socket until the socket fails: sends what `rtc` sends,
+    /// hands its events to `on_event` and calls `on_tick` every 20 ms (a frame of audio),
+    /// both with `state`.
+    fn run_peer<S: Send + 'static>(
+        mut rtc: Rtc,
+        sock: std::net::UdpSocket,
+        mut state: S,
+        mut on_event: impl FnMut(&mut S, &mut Rtc, Event) + Send + 'static,
+        mut on_tick: impl FnMut(&mut S, &mut Rtc) + Send + 'static,
+    ) {
         let sock = UdpSocket::from_std(sock).unwrap();
         let local = sock.local_addr().unwrap();
-        let pt = rtc.codec_config().find(|c| c.spec().codec == Codec::Opus).map(|c| c.pt());
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
             let mut tick = tokio::time::interval(Duration::from_millis(20));
-            let mut seq = 1u64;
             loop {
-                let mut timeout = Instant::now();
+                let mut timeout = Instant::now() + Duration::from_millis(100);
                 while let Ok(o) = rtc.poll_output() {
                     match o {
                         Output::Timeout(t) => {
@@ -1069,8 +1095,7 @@ mod cascade_tests {
                         Output::Transmit(t) => {
                             let _ = sock.try_send_to(&t.contents, t.destination);
                         }
-                        Output::Event(Event::RtpPacket(p)) => got.lock().unwrap().push(p.payload.to_vec()),
-                        Output::Event(_) => {}
+                        Output::Event(e) => on_event(&mut state, &mut rtc, e),
                     }
                 }
                 tokio::select! {
@@ -1082,23 +1107,26 @@ mod cascade_tests {
                     () = tokio::time::sleep_until(timeout.max(Instant::now()).into()) => {
                         let _ = rtc.handle_input(Input::Timeout(Instant::now()));
                     }
-                    _ = tick.tick() => {
-                        if let (true, Some(mid), Some(pt)) = (talk.load(std::sync::atomic::Ordering::Relaxed), publish, pt) {
-                            let mut payload = vec![tag; 40];
-                            payload[..8].copy_from_slice(&seq.to_be_bytes());
-                            let ext = ExtensionValues { audio_level: Some(-30), voice_activity: Some(true), ..Default::default() };
-                            let w = RtpWrite::new(pt, SeqNo::from(seq), (seq as u32) * 960, Instant::now(), payload).ext_vals(ext);
-                            if let Some(tx) = rtc.direct_api().stream_tx_by_mid(mid, None) {
-                                tx.write_rtp(w);
-                                seq += 1;
-                                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            }
-                        }
-                    }
+                    _ = tick.tick() => on_tick(&mut state, &mut rtc),
                 }
             }
         });
-        c
+    }
+
+    /// Sends one 40-byte frame of `tag` bytes (the first 8 its sequence number) on `mid`;
+    /// false while that stream does not exist yet.
+    fn write_frame(rtc: &mut Rtc, mid: Mid, pt: Pt, seq: u64, tag: u8) -> bool {
+        let mut payload = vec![tag; 40];
+        payload[..8].copy_from_slice(&seq.to_be_bytes());
+        let ext = ExtensionValues { audio_level: Some(-30), voice_activity: Some(true), ..Default::default() };
+        let w = RtpWrite::new(pt, SeqNo::from(seq), (seq as u32) * 960, Instant::now(), payload).ext_vals(ext);
+        match rtc.direct_api().stream_tx_by_mid(mid, None) {
+            Some(tx) => {
+                tx.write_rtp(w);
+                true
+            }
+            None => false,
+        }
     }
 
     fn seat(name: &str, n: u8) -> SeatKey {
@@ -1222,65 +1250,29 @@ mod cascade_tests {
         let pt = rtc.codec_config().find(|c| c.spec().codec == Codec::Opus).map(|c| c.pt()).unwrap();
         let said = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = said.clone();
-        let sock = UdpSocket::from_std(sock).unwrap();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 2048];
-            let mut tick = tokio::time::interval(Duration::from_millis(20));
-            let (mut channel, mut opened, mut next_say) = (None, Instant::now(), Instant::now());
-            let mut say = say.into_iter();
-            let mut seq = 1u64;
-            loop {
-                let mut timeout = Instant::now() + Duration::from_millis(100);
-                while let Ok(o) = rtc.poll_output() {
-                    match o {
-                        Output::Timeout(t) => {
-                            timeout = t;
-                            break;
-                        }
-                        Output::Transmit(t) => {
-                            let _ = sock.try_send_to(&t.contents, t.destination);
-                        }
-                        Output::Event(Event::ChannelOpen(cid, _)) => {
-                            (channel, opened, next_say) = (Some(cid), Instant::now(), Instant::now());
-                        }
-                        Output::Event(_) => {}
-                    }
-                }
-                tokio::select! {
-                    r = sock.recv_from(&mut buf) => {
-                        let Ok((n, source)) = r else { return };
-                        let contents = (&buf[..n]).try_into().unwrap();
-                        let _ = rtc.handle_input(Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: local, contents }));
-                    }
-                    () = tokio::time::sleep_until(timeout.max(Instant::now()).into()) => {
-                        let _ = rtc.handle_input(Input::Timeout(Instant::now()));
-                    }
-                    _ = tick.tick() => {
-                        if channel.is_none() {
-                            continue;
-                        }
-                        if Instant::now() >= next_say
-                            && let Some(mut ch) = channel.and_then(|c| rtc.channel(c))
-                            && let Some(msg) = say.next()
-                        {
-                            assert!(ch.write(false, &msg).unwrap());
-                            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            next_say = Instant::now() + every;
-                        }
-                        if audio_from.is_some_and(|d| opened.elapsed() >= d) {
-                            let mut payload = vec![0xEE; 40];
-                            payload[..8].copy_from_slice(&seq.to_be_bytes());
-                            let ext = ExtensionValues { audio_level: Some(-30), voice_activity: Some(true), ..Default::default() };
-                            let w = RtpWrite::new(pt, SeqNo::from(seq), (seq as u32) * 960, Instant::now(), payload).ext_vals(ext);
-                            if let Some(tx) = rtc.direct_api().stream_tx_by_mid(first_slot, None) {
-                                tx.write_rtp(w);
-                                seq += 1;
-                            }
-                        }
-                    }
-                }
+        // (the data channel, when it opened, when the next table may go, the audio's seq)
+        let state = (None::<ChannelId>, Instant::now(), Instant::now(), 1u64);
+        let on_event = |st: &mut (Option<ChannelId>, Instant, Instant, u64), _: &mut Rtc, e: Event| {
+            if let Event::ChannelOpen(cid, _) = e {
+                (st.0, st.1, st.2) = (Some(cid), Instant::now(), Instant::now());
             }
-        });
+        };
+        let mut say = say.into_iter();
+        let on_tick = move |st: &mut (Option<ChannelId>, Instant, Instant, u64), rtc: &mut Rtc| {
+            let Some(channel) = st.0 else { return };
+            if Instant::now() >= st.2
+                && let Some(mut ch) = rtc.channel(channel)
+                && let Some(msg) = say.next()
+            {
+                assert!(ch.write(false, &msg).unwrap());
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                st.2 = Instant::now() + every;
+            }
+            if audio_from.is_some_and(|d| st.1.elapsed() >= d) && write_frame(rtc, first_slot, pt, st.3, 0xEE) {
+                st.3 += 1;
+            }
+        };
+        run_peer(rtc, sock, state, on_event, on_tick);
         (answer, said)
     }
 
