@@ -573,3 +573,44 @@ export function crowd(bin, args, timeout) {
     });
   });
 }
+
+/**
+ * In the page: records the onsets (epoch ms) of beeps in the MediaStreams that `pick` (a
+ * function run in the page) returns into `window.__onsets[name]`: a sound rising past 0.05
+ * after at least `quietMs` under 0.01. Resolves to the number of streams watched.
+ */
+export async function watchOnsets(page, name, pick, { quietMs = 150 } = {}) {
+  const streams = await page.evaluateHandle(pick);
+  return page.evaluate(
+    ({ streams: list, name: n, quietMs: quiet }) => {
+      const ctx = new AudioContext();
+      window.__onsets = window.__onsets || {};
+      const onsets = (window.__onsets[n] = []);
+      for (const stream of list) {
+        const an = ctx.createAnalyser();
+        an.fftSize = 256; // 5.3 ms at 48 kHz
+        ctx.createMediaStreamSource(stream).connect(an);
+        const buf = new Float32Array(an.fftSize);
+        let quietSince = performance.now();
+        let loud = false;
+        setInterval(() => {
+          an.getFloatTimeDomainData(buf);
+          let peak = 0;
+          for (const x of buf) peak = Math.max(peak, Math.abs(x));
+          const now = performance.now();
+          if (!loud && peak > 0.05 && now - quietSince > quiet) {
+            loud = true;
+            onsets.push(performance.timeOrigin + now);
+          } else if (loud && peak < 0.01) {
+            loud = false;
+            quietSince = now;
+          } else if (!loud && peak >= 0.01) {
+            quietSince = now;
+          }
+        }, 1);
+      }
+      return list.length;
+    },
+    { streams, name, quietMs },
+  );
+}

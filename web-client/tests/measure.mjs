@@ -19,7 +19,7 @@
 //! Run inside the private namespace: tests/run-measure.sh  (BEEPS=20 for more samples).
 import path from 'node:path';
 import fs from 'node:fs';
-import { assertPrivateNetns, tempDir, writeBeepWav, startNode, launchAccountedBrowser, waitFor, sleep } from './helpers.mjs';
+import { assertPrivateNetns, tempDir, writeBeepWav, startNode, launchAccountedBrowser, waitFor, sleep, watchOnsets } from './helpers.mjs';
 
 const BEEPS = Number(process.env.BEEPS || 15);
 const PERIOD_MS = 1000;
@@ -31,43 +31,15 @@ function pct(sorted, p) {
   return sorted[i];
 }
 
-/** In the page: record onsets (epoch ms) of beeps in `stream` into window.__onsets[name]. */
-function installDetector(page, name, which) {
-  return page.evaluate(
-    ({ name: n, which: w }) => {
-      // The sender's audio: its mesh peer's <audio>, or the audio server's slot carrying it.
-      const slot = window.__voicechat.sfu().slots.indexOf('sender@alpha');
-      const el = document.querySelector(slot >= 0 ? `.speakers audio[data-session="sfu-${slot}"]` : '.speakers audio');
-      const stream = w === 'local' ? window.__voicechat.localStream() : el.srcObject;
-      const ctx = new AudioContext();
-      const src = ctx.createMediaStreamSource(stream);
-      const an = ctx.createAnalyser();
-      an.fftSize = 256; // 5.3 ms at 48 kHz
-      src.connect(an);
-      const buf = new Float32Array(an.fftSize);
-      window.__onsets = window.__onsets || {};
-      const onsets = (window.__onsets[n] = []);
-      let quietSince = performance.now();
-      let loud = false;
-      setInterval(() => {
-        an.getFloatTimeDomainData(buf);
-        let peak = 0;
-        for (const x of buf) peak = Math.max(peak, Math.abs(x));
-        const now = performance.now();
-        if (!loud && peak > 0.05 && now - quietSince > 300) {
-          loud = true;
-          onsets.push(performance.timeOrigin + now);
-        } else if (loud && peak < 0.01) {
-          loud = false;
-          quietSince = now;
-        } else if (!loud && peak >= 0.01) {
-          quietSince = now;
-        }
-      }, 1);
-      return ctx.state;
-    },
-    { name, which },
-  );
+/** In the page: the sender's audio, from its mesh peer's <audio> or the audio server's
+ *  slot carrying it (`remote`), or the microphone (`local`). */
+function senderStream(which) {
+  return which === 'local'
+    ? () => [window.__voicechat.localStream()]
+    : () => {
+        const slot = window.__voicechat.sfu().slots.indexOf('sender@alpha');
+        return [document.querySelector(slot >= 0 ? `.speakers audio[data-session="sfu-${slot}"]` : '.speakers audio').srcObject];
+      };
 }
 
 /** Register both on `node`, call from A to B, and time it; the call's mode must be `mode`. */
@@ -130,8 +102,8 @@ async function measureOn(node, A, B, mode, label = mode) {
   const got = await B.page.evaluate(() => window.__voicechat.sfu().mode);
   if (got !== mode) throw new Error(`the call is in mode ${got}, not ${mode}`);
   await waitFor(() => B.page.evaluate(() => !!document.querySelector('.speakers audio')?.srcObject), { message: 'remote audio element' });
-  await installDetector(A.page, 'sent', 'local');
-  await installDetector(B.page, 'heard', 'remote');
+  await watchOnsets(A.page, 'sent', senderStream('local'), { quietMs: 300 });
+  await watchOnsets(B.page, 'heard', senderStream('remote'), { quietMs: 300 });
   const cpu0 = await Promise.all([A.cpu(), B.cpu()]);
   const t0 = performance.now();
   await sleep((BEEPS + 1.5) * PERIOD_MS);
