@@ -656,7 +656,7 @@ Object.defineProperty(window, '__voicechat', {
      * (`protocol`: the local candidate's relayProtocol when our end is relayed).
      */
     connections: () => call.connections(),
-    /** The node's audio server: `{state, slots: [user id|null], mode: "mesh"|"sfu"|null}`. */
+    /** The node's audio server: `{state, slots: [user id|null], mode: "mesh"|"sfu"|null, unreachable: [node], cascade: [node]}`. */
     sfu: () => call.sfuInfo(),
     /** The ICE servers of the call, without credentials: `{urls: [...], expiresAt, fetchedAt}`. */
     ice: () => ({ urls: call.iceServers.flatMap((s) => [].concat(s.urls || [])), expiresAt: call.iceExpiresAt, fetchedAt: call.iceFetchedAt }),

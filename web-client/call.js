@@ -129,7 +129,7 @@ export class Call {
       this.cascadedNodes = new Set(m.nodes);
       this.syncMesh();
       this.sfuLeg.settle();
-      this.changed('peers');
+      this.changed('cascade');
     });
     socket.on('call_mode', (m) => {
       if (this.status === 'joined' && this.inRoom(m.group, m.room)) this.setMode(m.mode);
@@ -605,13 +605,14 @@ export class Call {
     return map;
   }
 
-  /** The audio server connection, for the test hook: `{state, slots: [user|null], mode, unreachable: [node]}`. */
+  /** The audio server connection, for the test hook: `{state, slots: [user|null], mode, unreachable: [node], cascade: [node]}`. */
   sfuInfo() {
     return {
       state: this.sfu ? this.sfu.state : null,
       slots: this.sfu ? this.sfu.slots.map((s) => (s ? s.user : null)) : [],
       mode: this.status === 'idle' ? null : this.mode,
       unreachable: [...this.droppedNodes],
+      cascade: [...this.cascadedNodes],
     };
   }
 }

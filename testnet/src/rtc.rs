@@ -448,8 +448,11 @@ pub async fn crowd_run(p: &CrowdRun) -> anyhow::Result<serde_json::Value> {
         })
         .collect();
     let (received, expected) = seats.iter().fold((0, 0), |(r, e), (_, m)| (r + snap[*m].received, e + snap[*m].expected));
+    // Leave with a goodbye: dropped sockets would stay in the call for the resume grace.
+    let listeners = seats.len();
+    futures_util::future::join_all(seats.into_iter().map(|(ws, _)| ws.close())).await;
     Ok(json!({
-        "listeners": seats.len(),
+        "listeners": listeners,
         "connected": each.iter().filter(|e| e["connected"] == true).count(),
         "received": received, "expected": expected,
         "loss": if expected == 0 { 1.0 } else { 1.0 - received as f64 / expected as f64 },

@@ -17,48 +17,12 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { assertPrivateNetns, tempDir, writeBeepWav, startNode, nodeId, launchBrowser, waitFor, registerOn, sleep, sfuStats, Http, pageApi, soundingTracks, testnetBin, crowd } from './helpers.mjs';
+import { REPO, assertPrivateNetns, tempDir, writeBeepWav, startNode, nodeId, launchBrowser, waitFor, registerOn, sleep, sfuStats, Http, pageApi, soundingTracks, testnetBin, crowd, watchOnsets } from './helpers.mjs';
 
 const PASSWORD = 'correct horse battery';
 /** Synthetic listeners on each node (`testnet crowd`). */
 const CROWD = 8;
 const byId = (page, id) => page.locator(`[data-testid="${id}"]`);
-
-/**
- * In the page: record onsets (epoch ms) of beeps into window.__onsets, from the microphone
- * (`local`) or from every audio element of the call (the slots of the node's audio server).
- */
-function installDetector(page, which) {
-  return page.evaluate((w) => {
-    const streams = w === 'local' ? [window.__voicechat.localStream()] : [...document.querySelectorAll('.speakers audio')].map((el) => el.srcObject).filter(Boolean);
-    const ctx = new AudioContext();
-    const onsets = (window.__onsets = []);
-    for (const stream of streams) {
-      const an = ctx.createAnalyser();
-      an.fftSize = 256;
-      ctx.createMediaStreamSource(stream).connect(an);
-      const buf = new Float32Array(an.fftSize);
-      let quietSince = performance.now();
-      let loud = false;
-      setInterval(() => {
-        an.getFloatTimeDomainData(buf);
-        let peak = 0;
-        for (const x of buf) peak = Math.max(peak, Math.abs(x));
-        const now = performance.now();
-        if (!loud && peak > 0.05 && now - quietSince > 150) {
-          loud = true;
-          onsets.push(performance.timeOrigin + now);
-        } else if (loud && peak < 0.01) {
-          loud = false;
-          quietSince = now;
-        } else if (!loud && peak >= 0.01) {
-          quietSince = now;
-        }
-      }, 1);
-    }
-    return streams.length;
-  }, which);
-}
 
 /** Each heard onset minus the last sent onset before it (within 400 ms), sorted. */
 function latencies(sent, heard) {
@@ -159,6 +123,7 @@ describe('a lecture across three nodes: the audio servers cascade', { timeout: 2
       await waitFor(async () => (await sfuStats(page)).audioLevel > 0, { timeout: 45_000, interval: 100, message: `${who} hearing bob@beta` });
       const peers = await page.evaluate(() => [...window.__voicechat.peers().keys()]);
       assert.deepEqual(peers, ['sfu'], `${who} has connections other than to its node: ${peers}`);
+      await waitFor(async () => /People of other nodes come through their own node too, which cannot hear it either\./.test(await byId(page, 'call-transport').textContent()), { message: `${who}'s page saying how bob's audio comes` });
     }
     const firstHeard = Date.now();
     // The frames crossed both audio servers encrypted, and decrypt with bob's key.
@@ -207,12 +172,14 @@ describe('a lecture across three nodes: the audio servers cascade', { timeout: 2
     // (dan's at about 130 ms) and drains over some 10 s (to within 10 ms of eve's).
     await sleep(Math.max(0, firstHeard + 15_000 - Date.now()));
     await waitFor(async () => (await sfuStats(E.page)).audioLevel > 0, { timeout: 45_000, interval: 100, message: 'eve@beta hearing bob@beta' });
-    await installDetector(B.page, 'local');
-    for (const page of [D.page, E.page]) assert.ok((await installDetector(page, 'heard')) > 0, 'no audio element to listen to');
+    await watchOnsets(B.page, 'sent', () => [window.__voicechat.localStream()]);
+    // Every audio element of the call: the slots of the node's audio server.
+    const slots = () => [...document.querySelectorAll('.speakers audio')].map((el) => el.srcObject).filter(Boolean);
+    for (const page of [D.page, E.page]) assert.ok((await watchOnsets(page, 'heard', slots)) > 0, 'no audio element to listen to');
     await sleep(8000);
-    const sent = await B.page.evaluate(() => window.__onsets);
-    const oneNode = latencies(sent, await E.page.evaluate(() => window.__onsets));
-    const cascade = latencies(sent, await D.page.evaluate(() => window.__onsets));
+    const sent = await B.page.evaluate(() => window.__onsets.sent);
+    const oneNode = latencies(sent, await E.page.evaluate(() => window.__onsets.heard));
+    const cascade = latencies(sent, await D.page.evaluate(() => window.__onsets.heard));
     console.log(`mouth-to-ear (ms, Chromium to Chromium, ${sent.length} beeps): one node (bob→eve, beta) p50 ${median(oneNode)} [${oneNode.map((x) => x.toFixed(0)).join(' ')}]; across the cascade (bob→dan, beta→alpha) p50 ${median(cascade)} [${cascade.map((x) => x.toFixed(0)).join(' ')}]`);
     assert.ok(cascade.length > 0 && oneNode.length > 0, 'no beep was timed at a listener');
 
@@ -225,6 +192,13 @@ describe('a lecture across three nodes: the audio servers cascade', { timeout: 2
     assert.equal((await alice.call('PATCH', `/api/groups/${gid}/members/cat@gamma`, { role: 'admin' })).status, 200);
     const invite = byId(C.page, 'moderate-invite-dan@alpha');
     await invite.waitFor({ timeout: 30_000 });
+    // What cat sees: people of other nodes in the audience, in their places.
+    fs.mkdirSync(path.join(REPO, 'target', 'screenshots'), { recursive: true });
+    for (const width of [1280, 360]) {
+      await C.page.setViewportSize({ width, height: 800 });
+      await C.page.screenshot({ path: path.join(REPO, 'target', 'screenshots', `cascade-moderator-${width}.png`), fullPage: true });
+    }
+    await C.page.setViewportSize({ width: 1280, height: 800 });
     await invite.click();
     await byId(D.page, 'stage-invitation').waitFor({ timeout: 30_000 });
     assert.match(await byId(D.page, 'stage-invitation-text').textContent(), /^cat · gamma invites you to speak/);

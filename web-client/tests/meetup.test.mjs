@@ -65,6 +65,10 @@ describe('a conversation across two nodes on their cascaded audio servers', { ti
       }, { timeout: 45_000, interval: 200, message: `${who} connected to its node only` });
     }
     const settled = Date.now() - joined;
+    // And the pages say so.
+    for (const [who, page] of [['ann@alpha', ann], ['amy@alpha', amy], ['bea@beta', bea]]) {
+      await waitFor(async () => /through this node, encrypted end to end.* People of other nodes come through their own node too, which cannot hear it either\./.test(await byId(page, 'call-transport').textContent()), { message: `${who}'s page saying how the audio goes` });
+    }
     for (const [who, page] of [['ann@alpha', ann], ['amy@alpha', amy], ['bea@beta', bea]]) {
       await waitFor(async () => (await soundingTracks(page)) >= 2, { timeout: 30_000, interval: 200, message: `${who} hearing both others through the audio server` });
       const e2ee = await waitFor(async () => {

@@ -186,9 +186,11 @@ export function mount(root, ctx, { gid, rid }) {
     const mode = call.mode === 'sfu' ? 'sfu' : 'mesh';
     let text = (e2ee.on ? TRANSPORT_E2EE : TRANSPORT)[mode];
     if (!e2ee.on && mode === 'sfu' && e2ee.why) text = text.replace(/\.$/, ` (${e2ee.why}).`);
-    if (mode === 'sfu' && listed().some((p) => p.session !== call.mySession && !call.sameNode(p.user))) {
-      text += ' With people of other nodes it goes straight between browsers.';
-    }
+    // People of other nodes: through their own node too (the cascade), or straight between
+    // browsers while their node is not linked with this one.
+    const others = mode === 'sfu' ? listed().filter((p) => p.session !== call.mySession && !call.sameNode(p.user)) : [];
+    if (others.some((p) => !call.viaNode(p.user))) text += ' With people of other nodes it goes straight between browsers.';
+    else if (others.length) text += e2ee.on ? ' People of other nodes come through their own node too, which cannot hear it either.' : ' People of other nodes come through their own node too.';
     const code = e2ee.on && e2ee.code;
     const shown = code ? `${text} Safety code: ${code}` : text;
     if (transport.dataset.shown !== shown) {
@@ -407,6 +409,10 @@ export function mount(root, ctx, { gid, rid }) {
         if (!built) return;
         if (data.what === 'levels') renderLevels();
         else if (data.what === 'peers') renderPeers();
+        else if (data.what === 'cascade') {
+          renderPeers();
+          renderTransport();
+        }
         else if (data.what === 'paths') renderPaths();
         else if (data.what === 'e2ee') renderTransport();
         else if (data.what === 'mute') {
